@@ -1,0 +1,31 @@
+"""oddeye: unsupervised image anomaly detection, trained from scratch on normal images.
+
+Scores follow one convention everywhere: higher = more anomalous.
+"""
+
+from oddeye.api import create, evaluate, load, score, train
+from oddeye.config import TrainConfig
+from oddeye.detectors import DEFAULT_DETECTOR, available
+from oddeye.errors import InputError, OddeyeError
+from oddeye.estimator import Detector
+from oddeye.evaluation import Evaluation
+from oddeye.scoring import InferenceResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "Detector",
+    "Evaluation",
+    "InferenceResult",
+    "InputError",
+    "OddeyeError",
+    "TrainConfig",
+    "__version__",
+    "available",
+    "create",
+    "evaluate",
+    "load",
+    "score",
+    "train",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from oddeye.cli import main
+
+sys.exit(main())

@@ -1,0 +1,138 @@
+"""Command line: ``oddeye train | score | evaluate | detectors | demo``. Parses and dispatches only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from oddeye.errors import OddeyeError
+
+EXAMPLES = {
+    "train": "example:\n  oddeye train data/trainingset.npy --detector cnn-bn --out runs/cnn-bn --epochs 50",
+    "score": "example:\n  oddeye score runs/cnn-bn data/testingset.npy --out prediction.csv",
+    "evaluate": "example:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy",
+    "detectors": "example:\n  oddeye detectors --shape 64x64x3",
+    "demo": "example:\n  oddeye demo --out demo-output",
+}
+
+
+def parse_dims(text: str, n: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
+    """'64x64x3' -> (64, 64, 3); '64x64' -> (64, 64)."""
+    try:
+        dims = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in n or min(dims, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64x64 or 64x64x3, found {text!r}")
+    return dims
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """'key=value' with a JSON value ('channels=[16,32,64]'), or a plain string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected key=value, found {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def _command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=EXAMPLES[name],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="oddeye",
+        description="Unsupervised image anomaly detection: train on normal images, "
+        "score new ones (higher = more anomalous).",
+    )
+    from oddeye import __version__
+
+    parser.add_argument("--version", action="version", version=f"oddeye {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "train", "train a detector from scratch on normal images")
+    p.add_argument("train", metavar="TRAIN", help=".npy/.npz/idx file or folder of normal images")
+    p.add_argument("--detector", default=None, help="registry name (see 'oddeye detectors')")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
+    p.add_argument("--config", metavar="JSON", help="settings file; flags given here override it")
+    for flag, typ, what in [
+        ("--epochs", int, "epoch cap"),
+        ("--batch-size", int, "batch size"),
+        ("--lr", float, "Adam learning rate"),
+        ("--seed", int, "random seed"),
+        ("--patience", int, "epochs without held-out improvement before stopping"),
+        ("--min-delta", float, "relative held-out loss improvement that counts"),
+        ("--val-fraction", float, "share of training images held out"),
+    ]:
+        p.add_argument(flag, type=typ, help=what)
+    p.add_argument("--device", help="auto (default), cpu, cuda[:N] or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument(
+        "--set",
+        dest="params",
+        type=parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="detector parameter, e.g. channels=[16,32,64]",
+    )
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = _command(sub, "score", "score images with a trained run; writes the submission CSV")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("images", metavar="IMAGES")
+    p.add_argument("--out", required=True, metavar="CSV")
+    p.add_argument("--header", default="Id,Predicted", help="CSV header; 'ID,score' for 2022")
+    p.add_argument("--size", type=parse_dims, metavar="HxW")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+
+    p = _command(sub, "evaluate", "ROC AUC, average precision and score distributions per class")
+    p.add_argument("scores", metavar="CSV")
+    p.add_argument("--labels", required=True, metavar="LABELS", help=".npy, .csv or idx labels (1 = anomaly)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = _command(sub, "detectors", "list the registered detectors")
+    p.add_argument(
+        "--shape",
+        type=parse_dims,
+        default=(64, 64, 3),
+        metavar="HxWxC",
+        help="input shape for the parameter counts (default 64x64x3)",
+    )
+
+    p = _command(sub, "demo", "train -> score -> evaluate on scikit-learn's digits (no download)")
+    p.add_argument("--out", default="demo-output", metavar="DIR")
+    p.add_argument("--digit", type=int, default=0, choices=range(10), help="the normal digit")
+    p.add_argument("--detector", default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from oddeye import commands
+
+    try:
+        return getattr(commands, f"cmd_{args.command}")(args)
+    except OddeyeError as e:
+        print(f"oddeye: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("oddeye: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,126 @@
+"""A validated set of images that is never converted to float as a whole.
+
+The raw array (often a read-only memory map) stays in its own dtype; batches are gathered by index
+and normalised on the device, so a 1.7 GB uint8 training set never becomes a 6.9 GB float32 copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from oddeye.errors import InputError
+
+Layout = Literal["NHWC", "NCHW"]
+SCAN_CHUNK = 4096  # images per chunk when scanning for NaN/inf and the value range
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Affine map from the raw value range [lo, hi] to [-1, 1] (the course's ``2*x/255 - 1``)."""
+
+    lo: float = 0.0
+    hi: float = 255.0
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 2.0 / (self.hi - self.lo)
+        return x.float().sub_(self.lo).mul_(scale).sub_(1.0)
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 1.0) * ((self.hi - self.lo) / 2.0) + self.lo
+
+    def to_dict(self) -> dict[str, float]:
+        return {"lo": self.lo, "hi": self.hi}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """N images of shape (H, W, C), C in {1, 3}, backed by a (possibly memory-mapped) array."""
+
+    array: np.ndarray  # (N, H, W, C) or (N, C, H, W), numeric, finite
+    layout: Layout
+    source: str
+    normalisation: Normalisation
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Per-image shape as (H, W, C)."""
+        _, a, b, c = self.array.shape
+        return (a, b, c) if self.layout == "NHWC" else (b, c, a)
+
+    def batch(self, indices: np.ndarray | slice) -> torch.Tensor:
+        """Raw images at ``indices``, in that order, as a (B, C, H, W) tensor in the array's dtype."""
+        native = self.array.dtype.newbyteorder("=")  # torch rejects big-endian arrays
+        chunk = np.ascontiguousarray(self.array[indices], dtype=native)
+        if not chunk.flags.writeable:  # a slice of a read-only memory map: torch warns on those
+            chunk = chunk.copy()
+        t = torch.from_numpy(chunk)
+        return t.permute(0, 3, 1, 2) if self.layout == "NHWC" else t  # (B, C, H, W)
+
+
+def shape_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def as_imageset(array: np.ndarray, source: str = "<array>") -> ImageSet:
+    """Validate ``array`` as images and wrap it; raises :class:`InputError` with a one-line reason.
+
+    Accepted: (N, H, W) grayscale, (N, H, W, C) and (N, C, H, W) with C = 1 or 3; any real numeric
+    dtype; finite values. The array is not copied (a memory map stays a memory map).
+    """
+    if not isinstance(array, np.ndarray):
+        raise InputError(source, "an array of images", type(array).__name__)
+    if array.dtype.kind not in "uif":
+        expected = "a numeric image array (uint8, int or float)"
+        raise InputError(source, expected, f"dtype {array.dtype}")
+    if array.ndim not in (3, 4):
+        raise InputError(
+            source,
+            "images as (N, H, W), (N, H, W, C) or (N, C, H, W)",
+            f"{array.ndim} dimension(s), shape {array.shape}",
+        )
+    if array.shape[0] == 0:
+        raise InputError(source, "at least one image", "0 images")
+    if array.ndim == 3:
+        array = array.reshape(*array.shape, 1)
+    layout = _layout(array.shape, source)
+    h, w = (array.shape[1:3]) if layout == "NHWC" else array.shape[2:4]
+    if h < 1 or w < 1:
+        raise InputError(source, "images at least 1x1 pixel", f"shape {array.shape}")
+    return ImageSet(array, layout, source, _normalisation(array, source))
+
+
+def _layout(shape: tuple[int, ...], source: str) -> Layout:
+    if shape[-1] in (1, 3):
+        return "NHWC"
+    if shape[1] in (1, 3):
+        return "NCHW"
+    found = shape[-1] if shape[-1] <= 4 else shape[1] if shape[1] <= 4 else None
+    what = f"{found} channels (shape {shape})" if found is not None else f"shape {shape}"
+    raise InputError(source, "1 (grayscale) or 3 (RGB) channels, as (N,H,W,C) or (N,C,H,W)", what)
+
+
+def _normalisation(array: np.ndarray, source: str) -> Normalisation:
+    """Raw value range mapped to [-1, 1]; floats and wide ints are scanned in chunks, not whole."""
+    if array.dtype == np.uint8:
+        return Normalisation(0.0, 255.0)
+    lo, hi = np.inf, -np.inf
+    for start in range(0, array.shape[0], SCAN_CHUNK):
+        chunk = np.asarray(array[start : start + SCAN_CHUNK])
+        if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
+            bad = start + int(np.argwhere(~np.isfinite(chunk).reshape(len(chunk), -1).all(1))[0, 0])
+            raise InputError(source, "finite pixel values", f"NaN or inf in image {bad}")
+        lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+    if lo >= 0.0 and hi <= 1.0 and array.dtype.kind == "f":
+        return Normalisation(0.0, 1.0)
+    if lo >= 0.0 and hi <= 255.0:
+        return Normalisation(0.0, 255.0)
+    if hi == lo:
+        return Normalisation(lo, lo + 1.0)
+    return Normalisation(lo, hi)

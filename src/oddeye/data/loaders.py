@@ -1,0 +1,418 @@
+"""Reading images and labels from files, and writing the built-in digits data set.
+
+Every problem with the user's files is raised as an :class:`InputError` naming the file, what was
+expected and what was found; no NumPy, Pillow, gzip or zip exception escapes for bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from oddeye.data.imageset import ImageSet, as_imageset
+from oddeye.errors import InputError
+
+PathArg = str | os.PathLike
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+GRAY_MODES = ("1", "L", "I", "F")  # plus every "I;16..." mode
+IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+READ_CHUNK = 1 << 20  # bytes per read when decompressing an idx.gz file
+# what np.load raises on a bad file; zipfile adds NotImplementedError (unknown compression) and
+# RuntimeError (encrypted member)
+NPY_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+NPY_ERRORS += (RuntimeError,)
+LABELS_EXPECTED = "labels 0 (normal) or 1 (anomaly)"
+HOMEWORK_FILES = {
+    "train": "trainingset.npy",
+    "test": "testingset.npy",
+    "labels": "testing_labels.npy",
+    "digits": "testing_digits.npy",
+}
+
+
+# --------------------------------------------------------------------------------------- images
+def load_images(
+    path: PathArg | np.ndarray | ImageSet,
+    *,
+    size: tuple[int, int] | None = None,
+    progress: bool = True,
+) -> ImageSet:
+    """Images from a .npy/.npz(:NAME)/idx(.gz) file or a folder of image files (or an array).
+
+    ``size`` = (height, width) resizes the images of a folder (ignored for arrays); ``progress``
+    shows a progress bar while a folder is decoded.
+    """
+    if isinstance(path, ImageSet):
+        return path
+    if isinstance(path, np.ndarray):
+        return as_imageset(path, "<array>")
+    p, name = _resolve(path)
+    if p.is_dir() and name is None:
+        return _load_folder(p, size, progress)
+    if name is not None or _suffix(p) == ".npz":
+        return as_imageset(_read_npz(p, name), str(path))
+    if _suffix(p) == ".npy":
+        return as_imageset(_read_npy(p, mmap=True), str(p))
+    if _is_idx(p):
+        arr = _read_idx(p)
+        if arr.ndim != 3:
+            raise InputError(p, "idx images with 3 dimensions (N, H, W)", f"shape {arr.shape}")
+        return as_imageset(arr, str(p))
+    expected = "a .npy, .npz or idx(.gz) file, or a folder of images"
+    raise InputError(p, expected, f"a '{_suffix(p)}' file")
+
+
+def _resolve(path: PathArg) -> tuple[Path, str | None]:
+    """The existing file or folder meant by ``path``, and the array name of ``FILE.npz:NAME``."""
+    text = os.fspath(path)
+    p, name = Path(text), None
+    head, sep, tail = text.rpartition(":")
+    if not p.exists() and sep and head.lower().endswith(".npz"):
+        p, name = Path(head), tail
+    if not p.exists():
+        raise InputError(p, "an existing file or folder", "nothing there")
+    return p, name
+
+
+def _suffix(p: Path) -> str:
+    return p.suffix.lower()
+
+
+def _is_idx(p: Path) -> bool:
+    name = p.name.lower().removesuffix(".gz")
+    return "idx" in name and p.is_file()
+
+
+def _reason(e: BaseException) -> str:
+    """A short, one-line reason taken from an exception."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not an image format Pillow recognises"
+    text = (getattr(e, "strerror", None) or str(e)).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= 100 else line[:97] + "..."
+
+
+# ------------------------------------------------------------------------------------ npy / npz
+def _read_npy(p: Path, *, mmap: bool) -> np.ndarray:
+    """A .npy array, memory-mapped (read-only) when ``mmap``; never unpickled."""
+    magic = np.lib.format.MAGIC_PREFIX
+    try:
+        with p.open("rb") as f:
+            is_npy = f.read(len(magic)) == magic
+        if is_npy:
+            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+        reason = "not a .npy file"
+    except NPY_ERRORS as e:
+        reason = _reason(e)
+    raise InputError(p, "a NumPy .npy array", f"unreadable data ({reason})")
+
+
+def _read_npz(p: Path, name: str | None) -> np.ndarray:
+    """The only array of a .npz archive, or the one called ``name``."""
+    if not zipfile.is_zipfile(p):
+        raise InputError(p, "a NumPy .npz archive", "unreadable data (not a zip archive)")
+    try:
+        with np.load(p, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if name is None and len(names) == 1:
+                name = names[0]
+            if name is not None and name in names:
+                return archive[name]
+    except NPY_ERRORS as e:
+        raise InputError(p, "a NumPy .npz archive", f"unreadable data ({_reason(e)})") from None
+    listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+    if name is None:
+        expected = f"exactly one array (or pick one as {p}:NAME)"
+        raise InputError(p, expected, f"{len(names)} arrays ({listed or 'none'})")
+    raise InputError(p, f"one of the arrays {listed or '(none)'}", f"no array named {name!r}")
+
+
+# ------------------------------------------------------------------------------------------ idx
+def _read_idx(p: Path) -> np.ndarray:
+    """An idx (MNIST format) array, memory-mapped when uncompressed; big-endian made native."""
+    gz = p.name.lower().endswith(".gz")
+    try:
+        with gzip.open(p, "rb") if gz else p.open("rb") as f:
+            dtype, dims = _idx_header(p, f)
+            expected = math.prod(dims) * dtype.itemsize
+            offset = 4 + 4 * len(dims)
+            data = _read_capped(f, expected + 1) if gz else None
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(p, "an idx file (MNIST format)", f"unreadable data ({_reason(e)})") from None
+    found = len(data) if data is not None else p.stat().st_size - offset
+    if found != expected:
+        raise InputError(p, f"{expected} bytes of data for shape {dims}", f"{found} bytes")
+    if expected == 0:
+        arr = np.empty(dims, dtype)
+    elif data is not None:
+        arr = np.frombuffer(data, dtype).reshape(dims)
+    else:
+        arr = np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=dims)
+    return arr if arr.dtype.isnative else arr.astype(arr.dtype.newbyteorder("="))
+
+
+def _idx_header(p: Path, f: BinaryIO) -> tuple[np.dtype, tuple[int, ...]]:
+    head = f.read(4)
+    if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES:
+        found = f"header bytes {head.hex(' ') or '(empty file)'}"
+        raise InputError(p, "an idx file (MNIST format: 00 00 TYPE NDIM)", found)
+    ndim = head[3]
+    raw = f.read(4 * ndim)
+    if len(raw) < 4 * ndim:
+        raise InputError(p, f"an idx header with {ndim} dimension sizes", "a truncated header")
+    return np.dtype(IDX_DTYPES[head[2]]), struct.unpack(f">{ndim}I", raw)
+
+
+def _read_capped(f: BinaryIO, cap: int) -> bytearray:
+    """At most ``cap`` bytes, read in chunks so a lying header never triggers a huge allocation."""
+    data = bytearray()
+    while len(data) < cap:
+        chunk = f.read(min(READ_CHUNK, cap - len(data)))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+# --------------------------------------------------------------------------------------- folder
+def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> ImageSet:
+    """Every image file under ``folder`` (sorted by relative path) as one uint8 (N, H, W, C)."""
+    files = _image_files(folder)
+    if not files:
+        expected = f"at least one image file ({', '.join(IMAGE_SUFFIXES)})"
+        raise InputError(folder, expected, "none")
+    infos = [_peek(f) for f in files]  # pass 1: sizes and modes, no pixels decoded
+    gray = all(mode in GRAY_MODES or mode.startswith("I;16") for _, mode in infos)
+    mode = "L" if gray else "RGB"
+    if size is None:
+        w, h = _common_size(folder, files, [s for s, _ in infos])
+    else:
+        h, w = _check_size(size)
+    array = np.empty((len(files), h, w, 1 if gray else 3), np.uint8)
+    bar = tqdm(files, desc=f"reading {folder}", unit="img", disable=None if progress else True)
+    for i, f in enumerate(bar):  # pass 2: decode into the preallocated array
+        array[i] = _decode(f, mode, (w, h)).reshape(array.shape[1:])
+    return as_imageset(array, str(folder))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = [f for f in folder.rglob("*") if _suffix(f) in IMAGE_SUFFIXES and f.is_file()]
+    return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
+
+
+def _peek(f: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and Pillow mode of an image file, read from its header only."""
+    try:
+        with Image.open(f) as im:
+            return im.size, im.mode
+    except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds on malformed files
+        raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
+
+
+def _decode(f: Path, mode: str, wh: tuple[int, int]) -> np.ndarray:
+    try:
+        with Image.open(f) as im:
+            im = im.convert(mode)
+            if im.size != wh:
+                im = im.resize(wh, Image.Resampling.BILINEAR)
+            return np.asarray(im)
+    except Exception as e:  # noqa: BLE001 - as in _peek; a truncated file fails only here
+        raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
+
+
+def _common_size(folder: Path, files: list[Path], sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The (width, height) shared by all images; names the first file that differs."""
+    w, h = sizes[0]
+    for f, (fw, fh) in zip(files, sizes, strict=True):
+        if (fw, fh) != (w, h):
+            first = files[0].relative_to(folder).as_posix()
+            expected = f"images of {h}x{w} (HxW) like {first} (pass a size option to resize)"
+            raise InputError(f, expected, f"{fh}x{fw}")
+    return w, h
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    pair = isinstance(size, tuple | list) and len(size) == 2
+    if not pair or not all(isinstance(v, int | np.integer) and v > 0 for v in size):
+        raise InputError("size", "two positive integers (height, width)", repr(size))
+    return int(size[0]), int(size[1])
+
+
+# --------------------------------------------------------------------------------------- labels
+def load_labels(path: PathArg | np.ndarray, n: int | None = None) -> np.ndarray:
+    """0/1 labels (1 = anomaly) as int64 from .npy/.npz(:NAME)/.csv/.txt/idx(.gz) or an array.
+
+    CSV/text: an optional header line; with two or more columns the first is an id 0..N-1 (rows
+    may be in any order) and the last the label. ``n``: the number of labels required.
+    """
+    if isinstance(path, np.ndarray):
+        return _check_labels(path, "<labels>", n)
+    p, name = _resolve(path)
+    if p.is_dir():
+        raise InputError(p, "a file of labels", "a folder")
+    if name is not None or _suffix(p) == ".npz":
+        arr = _read_npz(p, name)
+    elif _suffix(p) == ".npy":
+        arr = _read_npy(p, mmap=False)
+    elif _suffix(p) in (".csv", ".txt"):
+        arr = _read_label_text(p)
+    elif _is_idx(p):
+        arr = _read_idx(p)
+    else:
+        expected = "a .npy, .npz, .csv, .txt or idx(.gz) file of labels"
+        raise InputError(p, expected, f"a '{_suffix(p)}' file")
+    return _check_labels(arr, str(path), n)
+
+
+def _check_labels(arr: np.ndarray, source: str, n: int | None) -> np.ndarray:
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise InputError(source, "a 1-D array of labels", f"shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(source, "at least one label", "none")
+    if arr.dtype.kind not in "buif":
+        raise InputError(source, LABELS_EXPECTED, f"non-numeric dtype {arr.dtype}")
+    bad = np.flatnonzero((arr != 0) & (arr != 1))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(source, LABELS_EXPECTED, f"value {arr[i].item()!r} at row {i}")
+    if n is not None and len(arr) != n:
+        raise InputError(source, f"{n} labels (one per score)", f"{len(arr)} labels")
+    return arr.astype(np.int64)
+
+
+def _read_label_text(p: Path) -> np.ndarray:
+    """Labels from CSV/whitespace text: optional header, then ``label`` or ``id, ..., label``."""
+    try:
+        lines = p.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(p, "a text file of labels", f"unreadable data ({_reason(e)})") from None
+    rows = [(i + 1, _cells(line)) for i, line in enumerate(lines) if line.strip()]
+    if rows and not all(_is_number(c) for c in rows[0][1]):
+        rows = rows[1:]  # a header line
+    if not rows:
+        raise InputError(p, "at least one label", "none")
+    width = len(rows[0][1])
+    ids, labels = [], []
+    for lineno, cells in rows:
+        if len(cells) != width:
+            raise InputError(p, f"{width} columns on every line", f"{len(cells)} on line {lineno}")
+        labels.append(_label_value(p, cells[-1], lineno))
+        if width > 1:
+            ids.append(_id_value(p, cells[0], lineno))
+    return np.array(labels if width == 1 else _order_by_id(p, ids, labels), np.int64)
+
+
+def _cells(line: str) -> list[str]:
+    parts = line.split(",") if "," in line else line.split()
+    return [c.strip().strip('"').strip() for c in parts]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _label_value(p: Path, cell: str, lineno: int) -> int:
+    value = float(cell) if _is_number(cell) else None
+    if value not in (0.0, 1.0):
+        raise InputError(p, LABELS_EXPECTED, f"value {cell!r} at line {lineno}")
+    return int(value)
+
+
+def _id_value(p: Path, cell: str, lineno: int) -> int:
+    try:
+        return int(cell)
+    except ValueError:
+        raise InputError(p, "integer ids in the first column", f"{cell!r} on line {lineno}") from None
+
+
+def _order_by_id(p: Path, ids: list[int], labels: list[int]) -> list[int]:
+    """Labels sorted by id; the ids must be exactly 0..N-1."""
+    by_id = dict(zip(ids, labels, strict=True))
+    expected = f"ids 0..{len(ids) - 1}, each once"
+    if len(by_id) != len(ids):
+        dup = next(i for i, count in Counter(ids).items() if count > 1)
+        raise InputError(p, expected, f"id {dup} more than once")
+    missing = next((i for i in range(len(ids)) if i not in by_id), None)
+    if missing is not None:
+        raise InputError(p, expected, f"no row for id {missing}")
+    return [by_id[i] for i in range(len(ids))]
+
+
+# --------------------------------------------------------------------------------------- digits
+def digits_one_class(normal_digit: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits as (train, test, test_labels); train holds ``normal_digit`` only.
+
+    Images are uint8 (N, 8, 8, 1); a label is 1 (anomaly) for every other digit.
+    """
+    train, test, labels, _ = _digits_split(normal_digit, seed)
+    return train, test, labels
+
+
+def write_homework_digits(out_dir: PathArg, normal_digit: int = 0, seed: int = 0) -> dict[str, Path]:
+    """Write the digits as trainingset.npy, testingset.npy, testing_labels.npy, testing_digits.npy.
+
+    Each file is written atomically. Returns their paths under "train", "test", "labels", "digits".
+    """
+    arrays = dict(zip(HOMEWORK_FILES, _digits_split(normal_digit, seed), strict=True))
+    out = Path(out_dir)
+    paths = {key: out / name for key, name in HOMEWORK_FILES.items()}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for key, arr in arrays.items():
+            _save_atomic(paths[key], arr)
+    except OSError as e:
+        raise InputError(out, "a writable folder", f"an error writing there ({_reason(e)})") from None
+    return paths
+
+
+def _digits_split(normal_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train, test, test_labels, test_digits): each class halved at random, test shuffled."""
+    from sklearn.datasets import load_digits  # slow import, only needed here
+
+    if not isinstance(normal_digit, int | np.integer) or not 0 <= normal_digit <= 9:
+        raise InputError("normal_digit", "a digit 0..9", repr(normal_digit))
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for d in range(10):
+        idx = rng.permutation(np.flatnonzero(digits.target == d))
+        train_idx.append(idx[: len(idx) // 2])
+        test_idx.append(idx[len(idx) // 2 :])
+    test = rng.permutation(np.concatenate(test_idx))
+    test_digits = digits.target[test].astype(np.int64)
+    labels = (test_digits != normal_digit).astype(np.int64)
+    return images[train_idx[normal_digit]], images[test], labels, test_digits
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    """np.save via a temporary file in the same folder, then os.replace: never half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

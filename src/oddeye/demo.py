@@ -1,0 +1,32 @@
+"""The built-in demo: the homework pipeline end to end on scikit-learn's digits (ships offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import oddeye
+from oddeye.data.loaders import write_homework_digits
+
+
+def run_demo(
+    out: Path,
+    digit: int = 0,
+    detector: str = oddeye.DEFAULT_DETECTOR,
+    epochs: int = 50,
+    progress: bool = True,
+) -> oddeye.Evaluation:
+    """Write digits in the homework layout (one digit normal), train, score, evaluate, print."""
+    paths = write_homework_digits(out / "data", normal_digit=digit)
+    print(f"data: digit {digit} is normal, the other nine digits are anomalies -> {out / 'data'}")
+    run, csv = out / "run", out / "prediction.csv"
+    det = oddeye.train(paths["train"], detector, run, force=True, epochs=epochs, progress=progress)
+    print(
+        f"trained {detector} on {det.n_train_images_} images "
+        f"({len(det.history_)} epochs, {det.fit_seconds_:.1f} s) -> {run}"
+    )
+    oddeye.score(det, paths["test"], csv)
+    result = oddeye.evaluate(csv, paths["labels"])
+    print(f"scored {result.n_normal + result.n_anomalous} test images -> {csv}\n")
+    print(result.to_text())
+    print(f"\nnext: oddeye evaluate {csv} --labels {paths['labels']}")
+    return result

@@ -1,0 +1,72 @@
+"""The model side of a detector: a plain ``nn.Module`` with a training loss and an inference hook.
+
+Every detector returns the same :class:`InferenceBatch`, so training, scoring, evaluation and plots
+never branch on the family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class InferenceBatch:
+    """Per-image anomaly scores (higher = more anomalous) and, where the family has one, a map."""
+
+    score: torch.Tensor  # (B,)
+    anomaly_map: torch.Tensor | None = None  # (B, H, W)
+    reconstruction: torch.Tensor | None = None  # (B, C, H, W), in the normalised [-1, 1] space
+
+
+class AnomalyModel(nn.Module):
+    """Base class: inputs are normalised (B, C, H, W) tensors in [-1, 1].
+
+    Two measured speed hints for CPUs (see BENCHMARKS.md): ``channels_last`` (NHWC memory for
+    convolutions) and ``cpu_bf16`` (bf16 autocast pays off on CPUs with AMX / AVX512-BF16).
+    """
+
+    channels_last: bool = False
+    cpu_bf16: bool = True
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)  # (H, W, C)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """Scalar training loss on a normalised batch."""
+        raise NotImplementedError
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        """Scores (and maps) for a normalised batch; called in eval mode without gradients."""
+        raise NotImplementedError
+
+
+class ReconstructionModel(AnomalyModel):
+    """Autoencoder family: MSE training loss; score = sqrt of the per-image sum of squared error.
+
+    The score is the course notebook's: ``sqrt(sum over pixels and channels of (x - x_hat)^2)``.
+    """
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.reconstruct(x).float(), x.float())
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        recon = self.reconstruct(x).float()
+        err = (recon - x.float()).pow(2)  # (B, C, H, W)
+        return InferenceBatch(err.flatten(1).sum(1).sqrt(), err.sum(1), recon)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Replicate-pad H and W up to a multiple (strided conv stacks need it); crop with ``[..., :h, :w]``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")

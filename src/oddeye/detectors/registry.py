@@ -1,0 +1,58 @@
+"""Explicit detector registry: ``@register`` on a model class, ``get`` by name, typo-friendly errors."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from oddeye.errors import OddeyeError
+
+M = TypeVar("M", bound=type)
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """What the registry knows about one detector family."""
+
+    name: str
+    description: str
+    model_cls: type
+
+    def arch_defaults(self) -> dict[str, Any]:
+        """Architecture parameters the model accepts (besides ``shape``), with their defaults."""
+        sig = inspect.signature(self.model_cls.__init__)
+        return {
+            p.name: p.default
+            for p in sig.parameters.values()
+            if p.name not in ("self", "shape") and p.kind is p.KEYWORD_ONLY
+        }
+
+
+_REGISTRY: dict[str, DetectorSpec] = {}
+
+
+def register(name: str, description: str) -> Callable[[M], M]:
+    """Class decorator adding an :class:`~oddeye.detectors.base.AnomalyModel` to the registry."""
+
+    def wrap(cls: M) -> M:
+        if name in _REGISTRY:
+            raise ValueError(f"detector {name!r} registered twice")
+        _REGISTRY[name] = DetectorSpec(name, description, cls)
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Registered detector names, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_spec(name: str) -> DetectorSpec:
+    """The spec for ``name``; an unknown name raises an error listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise OddeyeError(f"unknown detector {name!r}; expected one of: {', '.join(available())}") from None

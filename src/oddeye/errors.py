@@ -1,0 +1,23 @@
+"""Errors a person can act on.
+
+Every problem caused by the user's input or environment is an :class:`OddeyeError`. The CLI prints
+it as a single line and exits with status 2; the Python API lets it propagate.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class OddeyeError(Exception):
+    """A problem with the user's input or environment, reported as one line (exit code 2)."""
+
+
+class InputError(OddeyeError):
+    """Bad input data: names the file, what was expected and what was found."""
+
+    def __init__(self, source: str | PathLike[str], expected: str, found: str) -> None:
+        self.source = str(source)
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{self.source}: expected {expected}, found {found}")

@@ -1,0 +1,135 @@
+"""The scikit-learn style estimator that every detector is used through."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oddeye.config import TrainConfig
+from oddeye.data.imageset import ImageSet, Normalisation, shape_text
+from oddeye.data.loaders import load_images
+from oddeye.detectors import DEFAULT_DETECTOR, get_spec
+from oddeye.detectors.base import AnomalyModel
+from oddeye.errors import InputError, OddeyeError
+from oddeye.evaluation import score_stats
+from oddeye.scoring import InferenceResult, infer
+from oddeye.training.device import choose_device, choose_precision
+from oddeye.training.loop import EpochRecord, fit_model
+
+ImagesLike = str | Path | np.ndarray | ImageSet
+
+
+class Detector:
+    """An anomaly detector: ``fit`` on normal images, ``score`` new ones (higher = more anomalous).
+
+    ``detector`` names a registered family (see ``oddeye detectors``), ``params`` its architecture
+    parameters and ``config`` the training settings. Fitted state ends in ``_``.
+    """
+
+    def __init__(
+        self,
+        detector: str = DEFAULT_DETECTOR,
+        config: TrainConfig | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> None:
+        self.detector = detector
+        self.config = config if config is not None else TrainConfig()
+        self.params = dict(params or {})
+
+    def __repr__(self) -> str:
+        return f"Detector({self.detector!r}, params={self.params})"
+
+    # -- construction -------------------------------------------------------------------------
+    def build(self, shape: tuple[int, int, int]) -> AnomalyModel:
+        """The untrained model for images of ``shape`` (H, W, C)."""
+        spec = get_spec(self.detector)
+        allowed = spec.arch_defaults()
+        unknown = sorted(set(self.params) - set(allowed))
+        if unknown:
+            valid = ", ".join(allowed) or "none"
+            raise OddeyeError(
+                f"detector {self.detector} has no parameter {unknown[0]!r}; its parameters: {valid}"
+            )
+        params = {k: tuple(v) if isinstance(allowed[k], tuple) else v for k, v in self.params.items()}
+        return spec.model_cls(shape, **params)
+
+    def n_parameters(self, shape: tuple[int, int, int]) -> int:
+        return sum(p.numel() for p in self.build(shape).parameters())
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, images: ImagesLike, size: tuple[int, int] | None = None) -> Detector:
+        """Train from scratch on normal ``images`` (path, array or ImageSet); returns self."""
+        data = load_images(images, size=size, progress=self.config.progress)
+        self.device_ = choose_device(self.config.device)
+        self.input_shape_ = data.shape
+        self.normalisation_ = data.normalisation
+        torch.manual_seed(self.config.seed)
+        self.model_ = self.build(data.shape)
+        self.precision_ = choose_precision(self.config.precision, self.device_, self.model_.cpu_bf16)
+        start = time.perf_counter()
+        result = fit_model(self.model_, data, self.config, self.device_, self.precision_)
+        self.fit_seconds_ = time.perf_counter() - start
+        self.history_: list[EpochRecord] = result.history
+        self.best_epoch_ = result.best_epoch
+        self.stopped_early_ = result.stopped_early
+        self.n_train_images_ = len(data)
+        heldout = result.val_indices if len(result.val_indices) else None
+        self.heldout_scores_ = self._infer(data, indices=heldout).scores
+        self.heldout_stats_ = score_stats(self.heldout_scores_)
+        return self
+
+    # -- inference ----------------------------------------------------------------------------
+    def score(self, images: ImagesLike, size: tuple[int, int] | None = None) -> np.ndarray:
+        """One float per image, higher = more anomalous.
+
+        For the autoencoders: sqrt of the per-image sum of squared reconstruction error over
+        pixels and channels, in the [-1, 1] normalised space (the course notebook's score).
+        """
+        return self.infer(images, size=size).scores
+
+    def infer(
+        self, images: ImagesLike, size: tuple[int, int] | None = None, maps: bool = False
+    ) -> InferenceResult:
+        """Scores, and with ``maps=True`` per-pixel anomaly maps and reconstructions."""
+        self._check_fitted()
+        data = load_images(images, size=size, progress=self.config.progress)
+        if data.shape != self.input_shape_:
+            raise InputError(
+                data.source,
+                f"images of {shape_text(self.input_shape_)} (HxWxC, as the model was trained)",
+                f"{shape_text(data.shape)}",
+            )
+        data = ImageSet(data.array, data.layout, data.source, self.normalisation_)
+        return self._infer(data, maps=maps)
+
+    def _infer(self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None):
+        return infer(
+            self.model_, data, self.device_, self.config.score_batch_size, maps, indices, self.config.progress
+        )
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise OddeyeError("this detector is not fitted yet: call fit() or load a run first")
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, run_dir: str | Path, force: bool = False) -> Path:
+        """Write the run folder (weights, metadata, history, training curve); see ``oddeye.runs``."""
+        from oddeye.runs import save_run
+
+        self._check_fitted()
+        return save_run(self, run_dir, force=force)
+
+    def restore(self, state: dict[str, Any], shape: tuple[int, int, int], norm: Normalisation) -> Detector:
+        """Set fitted state from saved metadata and weights (used by ``oddeye.load``)."""
+        self.input_shape_ = shape
+        self.normalisation_ = norm
+        self.device_ = choose_device(self.config.device)
+        self.model_ = self.build(shape)
+        self.precision_ = choose_precision(self.config.precision, self.device_, self.model_.cpu_bf16)
+        self.model_.load_state_dict(state)
+        self.model_.to(self.device_).eval()
+        return self

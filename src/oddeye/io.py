@@ -1,0 +1,84 @@
+"""Atomic outputs: write to a temporary sibling, then rename; nothing half-written on failure."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from oddeye.errors import OddeyeError
+
+
+def _unwritable(path: Path, err: OSError) -> OddeyeError:
+    reason = err.strerror or type(err).__name__
+    return OddeyeError(f"{path}: expected a writable location, found: {reason}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path``, else it is removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write ``text`` to ``path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``path`` on success.
+
+    An existing non-empty ``path`` is an error unless ``force``; then it is replaced only once the
+    new folder is complete.
+    """
+    path = Path(path)
+    check_new_dir(path, force)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_new_dir(path: str | Path, force: bool) -> None:
+    """Refuse to overwrite an existing non-empty folder unless ``force``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OddeyeError(f"{path}: expected a folder for the run, found a file")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        raise OddeyeError(
+            f"{path}: expected a new or empty run folder, found an existing one (pass --force to replace it)"
+        )

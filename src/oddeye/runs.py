@@ -1,0 +1,138 @@
+"""Run folders: weights as safetensors + JSON metadata; loading never unpickles anything.
+
+Layout of a run folder::
+
+    model.safetensors   state dict (tensors only)
+    model.json          detector, params, config, input shape, normalisation, versions, statistics
+    history.csv         one row per epoch
+    training_curve.png  train and held-out loss per epoch
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from oddeye.config import TrainConfig
+from oddeye.data.imageset import Normalisation
+from oddeye.errors import OddeyeError
+from oddeye.io import atomic_dir
+
+if TYPE_CHECKING:
+    from oddeye.estimator import Detector
+
+FORMAT = "oddeye-run/1"
+WEIGHTS, META, HISTORY, CURVE = "model.safetensors", "model.json", "history.csv", "training_curve.png"
+
+
+def metadata(det: Detector) -> dict[str, Any]:
+    """Everything needed to rebuild and describe a fitted detector, as plain JSON."""
+    from oddeye import __version__
+
+    return {
+        "format": FORMAT,
+        "detector": det.detector,
+        "params": det.params,
+        "config": det.config.to_dict(),
+        "input_shape": list(det.input_shape_),
+        "normalisation": det.normalisation_.to_dict(),
+        "n_parameters": sum(p.numel() for p in det.model_.parameters()),
+        "training": {
+            "n_images": det.n_train_images_,
+            "device": str(det.device_),
+            "precision": det.precision_,
+            "seconds": round(det.fit_seconds_, 3),
+            "epochs_run": len(det.history_),
+            "best_epoch": det.best_epoch_,
+            "stopped_early": det.stopped_early_,
+        },
+        "heldout_scores": det.heldout_stats_,
+        "versions": {"oddeye": __version__, "torch": torch.__version__, "python": platform.python_version()},
+    }
+
+
+def history_csv(det: Detector) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["epoch", "train_loss", "val_loss", "seconds", "images_per_s", "improved"])
+    for r in det.history_:
+        w.writerow(
+            [
+                r.epoch,
+                repr(r.train_loss),
+                repr(r.val_loss),
+                f"{r.seconds:.3f}",
+                f"{r.images_per_s:.1f}",
+                int(r.improved),
+            ]
+        )
+    return buf.getvalue()
+
+
+def save_run(det: Detector, run_dir: str | Path, force: bool = False) -> Path:
+    """Write ``det`` to ``run_dir`` atomically (the folder appears complete or not at all)."""
+    from oddeye.reports.plots import plot_training_curve
+
+    state = {k: v.detach().cpu().contiguous() for k, v in det.model_.state_dict().items()}
+    with atomic_dir(run_dir, force=force) as tmp:
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        (tmp / META).write_text(json.dumps(metadata(det), indent=2) + "\n")
+        (tmp / HISTORY).write_text(history_csv(det))
+        plot_training_curve(det.history_, tmp / CURVE, title=f"{det.detector} training")
+    return Path(run_dir)
+
+
+def read_metadata(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / META
+    if not Path(run_dir).is_dir():
+        raise OddeyeError(f"{run_dir}: expected a run folder (made by oddeye train), found nothing there")
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise OddeyeError(f"{path}: expected the run's metadata file, found nothing there") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OddeyeError(f"{path}: expected JSON metadata, found unreadable data ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise OddeyeError(f"{path}: expected format {FORMAT!r}, found {found!r}")
+    return meta
+
+
+def load_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -> Detector:
+    """Rebuild a fitted :class:`Detector` from a run folder, on ``device``."""
+    from oddeye.estimator import Detector
+
+    meta = read_metadata(run_dir)
+    weights = Path(run_dir) / WEIGHTS
+    try:
+        config = TrainConfig().replace(**{**meta["config"], "device": device, "progress": progress})
+        det = Detector(meta["detector"], config, meta["params"])
+        shape = tuple(int(s) for s in meta["input_shape"])
+        norm = Normalisation(**meta["normalisation"])
+        state = load_file(str(weights))
+    except FileNotFoundError:
+        raise OddeyeError(f"{weights}: expected the run's weights, found nothing there") from None
+    except (SafetensorError, OSError) as e:
+        raise OddeyeError(f"{weights}: expected safetensors weights, found unreadable data ({e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise OddeyeError(
+            f"{Path(run_dir) / META}: expected complete metadata, found a problem: {e}"
+        ) from None
+    try:
+        det.restore(state, shape, norm)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise OddeyeError(
+            f"{weights}: expected weights matching {meta['detector']}, found: {first}"
+        ) from None
+    det.heldout_stats_ = meta.get("heldout_scores", {})
+    det.metadata_ = meta
+    return det

@@ -1,0 +1,158 @@
+"""The one training loop every detector uses.
+
+Batches are gathered by index from the raw (possibly memory-mapped) array, moved to the device as
+uint8 and normalised there; a held-out slice of the normal images measures the loss each epoch;
+training stops when that loss has converged (``patience``, relative ``min_delta``) or at the cap,
+and the best weights are restored.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from oddeye.config import TrainConfig
+from oddeye.data.imageset import ImageSet
+from oddeye.detectors.base import AnomalyModel
+from oddeye.training.device import autocast
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    seconds: float
+    images_per_s: float
+    improved: bool
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    val_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def split_indices(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) index arrays; the held-out slice is empty when there is too little data."""
+    perm = rng.permutation(n)
+    n_val = int(round(n * val_fraction)) if n >= 4 else 0
+    n_val = min(max(n_val, 1 if val_fraction > 0 and n >= 4 else 0), n - 1)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def to_device(
+    raw: torch.Tensor, data: ImageSet, device: torch.device, channels_last: bool = False
+) -> torch.Tensor:
+    """Raw (B, C, H, W) batch -> normalised float on ``device`` in the model's memory format."""
+    x = data.normalisation.apply(raw.to(device, non_blocking=True))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.contiguous(memory_format=fmt)
+
+
+def fit_model(
+    model: AnomalyModel,
+    data: ImageSet,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+) -> TrainResult:
+    """Train ``model`` in place on ``data``; returns the per-epoch history and the held-out split."""
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
+    model.to(device)
+    if model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    result = TrainResult(val_indices=val_idx)
+    best_loss, best_state, waited = float("inf"), None, 0
+    epochs = tqdm(
+        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if config.progress else True
+    )
+    for epoch in epochs:
+        start = time.perf_counter()
+        train_loss = _train_epoch(model, data, train_idx, optimizer, config, device, precision, rng)
+        seconds = time.perf_counter() - start
+        val_loss = (
+            evaluate_loss(model, data, val_idx, config, device, precision) if len(val_idx) else train_loss
+        )
+        improved = val_loss < best_loss * (1.0 - config.min_delta)
+        if improved:
+            best_loss, best_state, waited = val_loss, copy.deepcopy(model.state_dict()), 0
+            result.best_epoch = epoch
+        else:
+            waited += 1
+        result.history.append(
+            EpochRecord(epoch, train_loss, val_loss, seconds, len(train_idx) / seconds, improved)
+        )
+        epochs.set_postfix(train=f"{train_loss:.4g}", heldout=f"{val_loss:.4g}", best=result.best_epoch)
+        if waited >= config.patience:
+            result.stopped_early = True
+            break
+    epochs.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+def _train_epoch(
+    model: AnomalyModel,
+    data: ImageSet,
+    train_idx: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+    rng: np.random.Generator,
+) -> float:
+    model.train()
+    order = rng.permutation(train_idx)
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:  # a batch of one breaks BatchNorm
+        batches[-2] = np.concatenate(batches[-2:])
+        batches.pop()
+    total, count = 0.0, 0
+    bar = tqdm(
+        batches, desc="  batches", unit="batch", leave=False, disable=None if config.progress else True
+    )
+    for idx in bar:
+        idx = np.sort(idx)  # sequential reads from a memory map; order within a batch is irrelevant
+        x = to_device(data.batch(idx), data, device, model.channels_last)  # (B, C, H, W) in [-1, 1]
+        with autocast(device, precision):
+            loss = model.loss(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+        bar.set_postfix(loss=f"{loss.item():.4g}")
+    return total / count
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: AnomalyModel,
+    data: ImageSet,
+    indices: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """Mean training loss over ``indices`` in eval mode (the held-out convergence signal)."""
+    model.eval()
+    total = 0.0
+    for i in range(0, len(indices), config.score_batch_size):
+        idx = indices[i : i + config.score_batch_size]
+        with autocast(device, precision):
+            x = to_device(data.batch(idx), data, device, model.channels_last)
+            total += model.loss(x).item() * len(idx)
+    return total / len(indices)

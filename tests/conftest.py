@@ -1,0 +1,50 @@
+"""Shared fixtures: small homework-shaped data and an in-process CLI runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import blobs
+from oddeye.cli import main
+
+
+@pytest.fixture
+def homework(tmp_path: Path) -> dict[str, Path]:
+    """A tiny set in the course's layout: trainingset.npy, testingset.npy, testing_labels.npy."""
+    train = blobs(96, seed=1)
+    test = np.concatenate([blobs(20, seed=2), blobs(20, seed=3, anomalous=True)])
+    labels = np.r_[np.zeros(20, np.int64), np.ones(20, np.int64)]
+    paths = {
+        "train": tmp_path / "trainingset.npy",
+        "test": tmp_path / "testingset.npy",
+        "labels": tmp_path / "testing_labels.npy",
+    }
+    for key, arr in zip(paths, (train, test, labels)):
+        np.save(paths[key], arr)
+    return paths
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``oddeye ARGS`` in-process; returns exit code and captured output."""
+
+    def run(*args: object) -> CliResult:
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse usage errors
+            code = int(e.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,20 @@
+"""Small synthetic data for tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FAST = {"epochs": 2, "batch_size": 32, "progress": False}
+
+
+def blobs(n: int, shape: tuple[int, int, int] = (16, 16, 3), seed: int = 0, anomalous: bool = False):
+    """Smooth 'normal' images (a bright centred blob) or anomalies (the blob off-centre, noisier)."""
+    rng = np.random.default_rng(seed)
+    h, w, c = shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    cy = rng.uniform(0.1, 0.3, n) if anomalous else rng.uniform(0.45, 0.55, n)
+    cx = rng.uniform(0.1, 0.3, n) if anomalous else rng.uniform(0.45, 0.55, n)
+    d2 = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2
+    img = np.exp(-d2 / 0.02)[..., None] * rng.uniform(0.7, 1.0, (n, 1, 1, c))
+    img = img + rng.normal(0, 0.15 if anomalous else 0.03, img.shape)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)

@@ -1,0 +1,154 @@
+"""The CLI end to end on a small homework-shaped set, and its error contract (one line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+EPOCHS = ["--epochs", "3", "--batch-size", "32", "--quiet"]
+
+
+def test_train_score_evaluate_end_to_end(cli, homework, tmp_path: Path) -> None:
+    run, csv = tmp_path / "run", tmp_path / "prediction.csv"
+    r = cli("train", homework["train"], "--detector", "cnn-bn", "--out", run, *EPOCHS)
+    assert r.code == 0, r.err
+    assert "trained cnn-bn on 96 images of 16x16x3" in r.out
+    r = cli("score", run, homework["test"], "--out", csv, "--quiet")
+    assert r.code == 0, r.err
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "Id,Predicted" and len(lines) == 41
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(40))
+    r = cli("evaluate", csv, "--labels", homework["labels"], "--json")
+    assert r.code == 0, r.err
+    result = json.loads(r.out)
+    assert 0.0 <= result["auroc"] <= 1.0 and result["n_normal"] == 20
+
+
+def test_python_m_oddeye_and_2022_header(homework, tmp_path: Path) -> None:
+    """A real subprocess: the module entry point works and prints no traceback."""
+    run, csv = tmp_path / "run", tmp_path / "p.csv"
+    py = [sys.executable, "-m", "oddeye"]
+    subprocess.run(
+        [*py, "train", homework["train"], "--detector", "cnn", "--out", run, *EPOCHS],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*py, "score", run, homework["test"], "--out", csv, "--header", "ID,score"],
+        check=True,
+        capture_output=True,
+    )
+    assert csv.read_text().startswith("ID,score\n0,")
+
+
+def test_bad_input_is_one_line_exit_2_without_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "train.npy"
+    np.save(bad, np.zeros((4, 8, 8, 2), np.uint8))
+    p = subprocess.run(
+        [sys.executable, "-m", "oddeye", "train", bad, "--out", tmp_path / "run"],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
+    assert str(bad) in p.stderr and "2 channels" in p.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda d: d / "missing.npy", "nothing there"),
+        (lambda d: _write(d / "text.npy", b"not an array"), "expected a NumPy .npy array"),
+        (lambda d: _save(d / "empty.npy", np.zeros((0, 8, 8, 3), np.uint8)), "0 images"),
+        (lambda d: _save(d / "flat.npy", np.zeros((4, 8), np.uint8)), "2 dimension"),
+        (lambda d: _save(d / "str.npy", np.array([["a"]] * 4)), "numeric"),
+        (lambda d: _save(d / "nan.npy", np.full((3, 8, 8, 1), np.nan, np.float32)), "NaN"),
+        (lambda d: _save(d / "inf.npy", np.full((3, 8, 8, 1), np.inf)), "inf"),
+        (lambda d: _save(d / "two.npy", np.zeros((3, 8, 8, 2), np.uint8)), "2 channels"),
+        (lambda d: _folder_with_garbage(d), "bad.png"),
+    ],
+)
+def test_train_errors(cli, tmp_path: Path, make, match: str) -> None:
+    path = make(tmp_path)
+    r = cli("train", path, "--out", tmp_path / "run", "--quiet")
+    assert r.code == 2 and r.err.startswith("oddeye: error: ") and r.err.count("\n") == 1
+    assert str(path) in r.err and match in r.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_test_images_of_another_shape(cli, homework, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    other = _save(tmp_path / "other.npy", np.zeros((5, 8, 8, 1), np.uint8))
+    r = cli("score", run, other, "--out", tmp_path / "p.csv")
+    assert r.code == 2 and "other.npy: expected images of 16x16x3" in r.err and "found 8x8x1" in r.err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_existing_run_needs_force(cli, homework, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    r = cli("train", homework["train"], "--out", run, *EPOCHS)
+    assert r.code == 2 and "--force" in r.err
+    assert cli("train", homework["train"], "--out", run, *EPOCHS, "--force").code == 0
+
+
+def test_config_file_layers_under_flags(cli, homework, tmp_path: Path) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(
+        json.dumps({"detector": "cnn", "epochs": 5, "batch_size": 16, "params": {"channels": [8, 16, 32]}})
+    )
+    run = tmp_path / "run"
+    assert (
+        cli("train", homework["train"], "--config", cfg, "--epochs", "2", "--out", run, "--quiet").code == 0
+    )
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["detector"] == "cnn" and meta["config"]["epochs"] == 2
+    assert meta["config"]["batch_size"] == 16 and meta["params"] == {"channels": [8, 16, 32]}
+    cfg.write_text(json.dumps({"epochz": 5}))
+    r = cli("train", homework["train"], "--config", cfg, "--out", tmp_path / "r2")
+    assert r.code == 2 and "'epochz'" in r.err
+
+
+def test_detectors_lists_names_and_counts(cli) -> None:
+    r = cli("detectors", "--shape", "64x64x3")
+    assert r.code == 0
+    for name, count in [("fcn", "3,176,419"), ("cnn", "47,355"), ("cnn-bn", "47,595")]:
+        assert any(line.split()[:2] == [name, count] for line in r.out.splitlines())
+
+
+@pytest.mark.parametrize("command", ["train", "score", "evaluate", "detectors", "demo"])
+def test_help_shows_an_example(cli, command: str) -> None:
+    r = cli(command, "--help")
+    assert r.code == 0 and f"oddeye {command}" in r.out and "example:" in r.out
+
+
+def test_unknown_detector_lists_valid_ones(cli, homework, tmp_path: Path) -> None:
+    r = cli("train", homework["train"], "--detector", "boss", "--out", tmp_path / "r")
+    assert r.code == 2 and "fcn, cnn, cnn-bn, vae" in r.err
+
+
+def _save(path: Path, arr: np.ndarray) -> Path:
+    np.save(path, arr)
+    return path
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _folder_with_garbage(d: Path) -> Path:
+    from PIL import Image
+
+    folder = d / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "a.png")
+    (folder / "bad.png").write_bytes(b"\x89PNG garbage")
+    return folder

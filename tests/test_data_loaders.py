@@ -1,0 +1,321 @@
+"""Loading images and labels from every supported source, and the built-in digits data set."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from oddeye.data import (
+    ImageSet,
+    Normalisation,
+    as_imageset,
+    digits_one_class,
+    load_images,
+    load_labels,
+    write_homework_digits,
+)
+from oddeye.errors import InputError
+
+pytestmark = pytest.mark.filterwarnings("error")  # e.g. torch on read-only (memory-mapped) arrays
+
+IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B}
+IDX_CODES |= {np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+
+
+def write_idx(path: Path, arr: np.ndarray, dims: tuple[int, ...] | None = None) -> Path:
+    """An idx file holding ``arr`` (big-endian); ``dims`` overrides the declared shape."""
+    big = arr.astype(arr.dtype.newbyteorder(">")) if arr.dtype.itemsize > 1 else arr
+    dims = arr.shape if dims is None else dims
+    header = bytes([0, 0, IDX_CODES[big.dtype], len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    payload = header + big.tobytes()
+    path.write_bytes(gzip.compress(payload) if path.name.endswith(".gz") else payload)
+    return path
+
+
+def images(n: int = 4, h: int = 5, w: int = 6, c: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, c), dtype=np.uint8)
+
+
+def save_npy(path: Path, arr: np.ndarray) -> Path:
+    np.save(path, arr)
+    return path
+
+
+def as_nhwc(s: ImageSet) -> np.ndarray:
+    return s.batch(slice(None)).permute(0, 2, 3, 1).numpy()
+
+
+# ------------------------------------------------------------------------------------------ npy
+def test_npy_is_memory_mapped_not_copied(tmp_path: Path) -> None:
+    arr = images()
+    s = load_images(save_npy(tmp_path / "x.npy", arr))
+    assert isinstance(s.array, np.memmap)
+    assert (len(s), s.shape, s.layout, s.source) == (4, (5, 6, 3), "NHWC", str(tmp_path / "x.npy"))
+    assert s.normalisation == Normalisation(0.0, 255.0)
+    np.testing.assert_array_equal(as_nhwc(s), arr)
+
+
+@pytest.mark.parametrize(
+    ("stored", "layout"),
+    [
+        (lambda a: a[..., 0], "NHWC"),  # (N, H, W)
+        (lambda a: a[..., :1], "NHWC"),  # (N, H, W, 1)
+        (lambda a: a, "NHWC"),  # (N, H, W, 3)
+        (lambda a: a[..., :1].transpose(0, 3, 1, 2), "NCHW"),  # (N, 1, H, W)
+        (lambda a: a.transpose(0, 3, 1, 2), "NCHW"),  # (N, 3, H, W)
+    ],
+)
+def test_npy_layouts_give_the_same_images(tmp_path: Path, stored, layout: str) -> None:
+    arr = images()
+    s = load_images(save_npy(tmp_path / "x.npy", np.ascontiguousarray(stored(arr))))
+    c = s.shape[2]
+    assert s.layout == layout and s.shape == (5, 6, c)
+    np.testing.assert_array_equal(as_nhwc(s), arr[..., :c])
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_batch_is_exact_and_in_index_order(tmp_path: Path, layout: str) -> None:
+    arr = images()
+    stored = arr if layout == "NHWC" else arr.transpose(0, 3, 1, 2)
+    s = load_images(save_npy(tmp_path / "x.npy", np.ascontiguousarray(stored)))
+    b = s.batch(np.array([2, 0]))
+    expected = torch.from_numpy(arr[[0, 2]].transpose(0, 3, 1, 2).copy())
+    assert b.shape == (2, 3, 5, 6) and b.dtype == torch.uint8
+    assert torch.equal(b, expected)
+
+
+def test_batch_of_a_memmap_slice(tmp_path: Path) -> None:
+    s = load_images(save_npy(tmp_path / "x.npy", images()))
+    assert s.batch(slice(0, 2)).shape == (2, 3, 5, 6)  # torch would warn on a read-only array
+
+
+def test_batch_of_big_endian_npy(tmp_path: Path) -> None:
+    arr = np.linspace(0, 1, 4 * 5 * 6).reshape(4, 5, 6).astype(">f4")
+    s = load_images(save_npy(tmp_path / "x.npy", arr))
+    b = s.batch(np.array([1]))
+    assert b.dtype == torch.float32
+    np.testing.assert_array_equal(b[0, 0].numpy(), arr[1])
+
+
+@pytest.mark.parametrize(
+    ("values", "norm"),
+    [
+        (np.array([0.0, 0.25, 1.0], np.float32), Normalisation(0.0, 1.0)),
+        (np.array([0.0, 17.5, 255.0], np.float32), Normalisation(0.0, 255.0)),
+        (np.array([0.0, 17.5, 255.0], np.float64), Normalisation(0.0, 255.0)),
+    ],
+)
+def test_float_ranges_pick_the_normalisation(tmp_path: Path, values, norm) -> None:
+    arr = np.resize(values, (3, 4, 4, 1)).astype(values.dtype)
+    s = load_images(save_npy(tmp_path / "x.npy", arr))
+    assert s.normalisation == norm
+    assert s.batch(slice(None)).dtype == torch.from_numpy(values).dtype
+
+
+def test_arrays_and_imagesets_pass_through() -> None:
+    arr = images()
+    s = load_images(arr)
+    assert s.array is arr and s.source == "<array>"
+    assert load_images(s) is s
+    assert load_images(as_imageset(arr, "x")).source == "x"
+
+
+# ------------------------------------------------------------------------------------------ npz
+def test_npz_single_and_named(tmp_path: Path) -> None:
+    a, b = images(seed=1), images(n=2, seed=2)
+    np.savez(tmp_path / "one.npz", only=a)
+    np.savez_compressed(tmp_path / "two.npz", train=a, test=b)
+    np.testing.assert_array_equal(as_nhwc(load_images(tmp_path / "one.npz")), a)
+    s = load_images(f"{tmp_path / 'two.npz'}:test")
+    assert s.source == f"{tmp_path / 'two.npz'}:test"
+    np.testing.assert_array_equal(as_nhwc(s), b)
+
+
+def test_npz_ambiguous_lists_names(tmp_path: Path) -> None:
+    np.savez(tmp_path / "two.npz", train=images(), test=images())
+    with pytest.raises(InputError, match=r"two\.npz:NAME.*2 arrays \(train, test\)"):
+        load_images(tmp_path / "two.npz")
+
+
+def test_npz_unknown_name_lists_names(tmp_path: Path) -> None:
+    np.savez(tmp_path / "two.npz", train=images(), test=images())
+    with pytest.raises(InputError, match=r"arrays train, test, found no array named 'val'"):
+        load_images(f"{tmp_path / 'two.npz'}:val")
+
+
+# --------------------------------------------------------------------------------------- folder
+def save_image(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.squeeze(-1) if arr.shape[-1] == 1 else arr).save(path)
+
+
+def test_folder_is_recursive_and_sorted(tmp_path: Path) -> None:
+    flat = [np.full((5, 6, 3), v, np.uint8) for v in (10, 60, 110, 160, 210)]
+    names = ["b/1.jpg", "a/2.png", "9.PNG", "10.png", "a/c/0.jpeg"]
+    for name, arr in zip(names, flat, strict=True):
+        save_image(tmp_path / name, arr)
+    (tmp_path / "notes.txt").write_text("not an image")
+    s = load_images(tmp_path, progress=False)
+    assert (len(s), s.shape, s.layout, s.source) == (5, (5, 6, 3), "NHWC", str(tmp_path))
+    order = sorted(range(5), key=lambda i: names[i])  # 10.png, 9.PNG, a/2.png, a/c/0.jpeg, b/1.jpg
+    got = as_nhwc(s).astype(int)
+    for k, i in enumerate(order):
+        assert np.abs(got[k] - flat[i].astype(int)).max() <= 2  # JPEG is nearly exact on flat
+
+
+def test_grayscale_folder_has_one_channel(tmp_path: Path) -> None:
+    arrs = [images(n=1, c=1, seed=i)[0] for i in range(3)]
+    for i, arr in enumerate(arrs):
+        save_image(tmp_path / f"{i}.png", arr)
+    s = load_images(tmp_path, progress=False)
+    assert s.shape == (5, 6, 1) and s.array.dtype == np.uint8
+    np.testing.assert_array_equal(as_nhwc(s), np.stack(arrs))
+
+
+def test_gray_and_colour_mixed_become_rgb(tmp_path: Path) -> None:
+    gray, colour = images(n=1, c=1)[0], images(n=1, seed=3)[0]
+    save_image(tmp_path / "a.png", gray)
+    save_image(tmp_path / "b.png", colour)
+    got = as_nhwc(load_images(tmp_path, progress=False))
+    np.testing.assert_array_equal(got[0], np.repeat(gray, 3, axis=-1))
+    np.testing.assert_array_equal(got[1], colour)
+
+
+def test_mixed_sizes_need_a_size(tmp_path: Path) -> None:
+    save_image(tmp_path / "a.png", images(n=1, h=8, w=8)[0])
+    save_image(tmp_path / "b.png", images(n=1, h=8, w=8)[0])
+    save_image(tmp_path / "c.png", images(n=1, h=4, w=6)[0])
+    with pytest.raises(InputError) as err:
+        load_images(tmp_path, progress=False)
+    msg = str(err.value)
+    assert msg.startswith(str(tmp_path / "c.png"))
+    assert "images of 8x8 (HxW) like a.png (pass a size option" in msg and msg.endswith("4x6")
+    s = load_images(tmp_path, size=(3, 7), progress=False)
+    assert (len(s), s.shape) == (3, (3, 7, 3))
+
+
+def test_resize_keeps_flat_images_flat(tmp_path: Path) -> None:
+    save_image(tmp_path / "a.png", np.full((4, 4, 1), 77, np.uint8))
+    s = load_images(tmp_path, size=(9, 2), progress=True)
+    np.testing.assert_array_equal(as_nhwc(s), np.full((1, 9, 2, 1), 77, np.uint8))
+
+
+# ------------------------------------------------------------------------------------------ idx
+@pytest.mark.parametrize("name", ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz", "x.idx"])
+def test_idx_roundtrip(tmp_path: Path, name: str) -> None:
+    arr = images(c=1)[..., 0]
+    s = load_images(write_idx(tmp_path / name, arr))
+    assert s.shape == (5, 6, 1) and s.source == str(tmp_path / name)
+    assert isinstance(s.array, np.memmap) != name.endswith(".gz")
+    np.testing.assert_array_equal(as_nhwc(s)[..., 0], arr)
+
+
+@pytest.mark.parametrize("dtype", ["i1", ">i2", ">i4", ">f4", ">f8"])
+def test_idx_dtypes_become_native(tmp_path: Path, dtype: str) -> None:
+    arr = np.arange(2 * 3 * 4).reshape(2, 3, 4).astype(dtype)
+    s = load_images(write_idx(tmp_path / "x.idx.gz", arr))
+    assert s.array.dtype.isnative and s.array.dtype == arr.dtype.newbyteorder("=")
+    np.testing.assert_array_equal(as_nhwc(s)[..., 0], arr)
+
+
+@pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])
+def test_idx_truncated(tmp_path: Path, name: str) -> None:
+    path = write_idx(tmp_path / name, images(c=1)[..., 0][:, :, :5], dims=(4, 5, 6))
+    expected = r"expected 120 bytes of data for shape \(4, 5, 6\), found 100 bytes$"
+    with pytest.raises(InputError, match=expected):
+        load_images(path)
+
+
+@pytest.mark.parametrize("name", ["x-idx3-ubyte", "x-idx3-ubyte.gz"])
+def test_idx_huge_declared_size_fails_fast(tmp_path: Path, name: str) -> None:
+    huge = (2**32 - 1,) * 3
+    path = write_idx(tmp_path / name, images(c=1)[..., 0], dims=huge)
+    start = time.perf_counter()
+    with pytest.raises(InputError, match="found 120 bytes"):
+        load_images(path)
+    assert time.perf_counter() - start < 1.0
+
+
+# --------------------------------------------------------------------------------------- labels
+def test_labels_from_npy_npz_idx(tmp_path: Path) -> None:
+    y = np.array([0, 1, 1, 0])
+    for arr in (y, y.astype(bool), y.astype(np.float32), y.astype(np.uint8)[:, None]):
+        got = load_labels(save_npy(tmp_path / "y.npy", arr), n=4)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, y)
+    np.savez(tmp_path / "y.npz", labels=y, other=y)
+    np.testing.assert_array_equal(load_labels(f"{tmp_path / 'y.npz'}:labels"), y)
+    idx = write_idx(tmp_path / "y-idx1-ubyte.gz", y.astype("u1"))
+    np.testing.assert_array_equal(load_labels(idx), y)
+    np.testing.assert_array_equal(load_labels(y.astype(bool)), y)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Id,label\n2,1\n0,0\n3,0\n1,1\n",  # unsorted ids
+        "ID,score,label\n0,0.3,0\n1,0.2,1\n2,9,1\n3,1,0\n",  # last column is the label
+        "label\n0\n1\n1\n0\n",
+        "0\n1\n1.0\n0\n\n",  # headerless, a blank line at the end
+        '"id" "label"\n0 0\n1 1\n2 1\n3 0\n',  # whitespace-separated, quoted header
+    ],
+)
+def test_labels_from_text(tmp_path: Path, text: str) -> None:
+    (tmp_path / "y.csv").write_text(text)
+    np.testing.assert_array_equal(load_labels(tmp_path / "y.csv"), [0, 1, 1, 0])
+
+
+def test_labels_count_must_match(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"y\.npy: expected 5 labels \(one per score\), found 4"):
+        load_labels(save_npy(tmp_path / "y.npy", np.array([0, 1, 1, 0])), n=5)
+
+
+# --------------------------------------------------------------------------------------- digits
+def test_digits_one_class() -> None:
+    train, test, labels = digits_one_class(3, seed=1)
+    assert train.dtype == test.dtype == np.uint8 and labels.dtype == np.int64
+    assert train.shape[1:] == test.shape[1:] == (8, 8, 1)
+    halves = np.bincount(load_digits().target) // 2
+    assert train.max() == 255 and len(train) == halves[3] and len(test) == 1797 - halves.sum()
+    assert labels.shape == (len(test),) and 0 < labels.mean() < 1
+    again = digits_one_class(3, seed=1)
+    np.testing.assert_array_equal(again[1], test)
+    assert not np.array_equal(digits_one_class(3, seed=2)[1], test)
+
+
+def test_write_homework_digits(tmp_path: Path) -> None:
+    paths = write_homework_digits(tmp_path / "hw", normal_digit=5, seed=4)
+    assert sorted(p.name for p in (tmp_path / "hw").iterdir()) == [
+        "testing_digits.npy",
+        "testing_labels.npy",
+        "testingset.npy",
+        "trainingset.npy",
+    ]
+    train, test, labels = digits_one_class(5, seed=4)
+    digits = np.load(paths["digits"])
+    np.testing.assert_array_equal(np.load(paths["train"]), train)
+    np.testing.assert_array_equal(np.load(paths["test"]), test)
+    np.testing.assert_array_equal(load_labels(paths["labels"], n=len(test)), labels)
+    np.testing.assert_array_equal(labels, digits != 5)
+    assert load_images(paths["train"]).shape == (8, 8, 1)
+    # training images are the normal digit: each one occurs among no test image of another digit
+    assert len(train) + (digits == 5).sum() == 182
+
+
+def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_save(f, arr, allow_pickle=False) -> None:
+        f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(InputError, match="a writable folder, found .*No space left on device"):
+        write_homework_digits(tmp_path)
+    assert list(tmp_path.iterdir()) == []
