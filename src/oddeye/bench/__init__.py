@@ -1,0 +1,1 @@
+"""Benchmarks that print figures (no pass/fail): ``oddeye bench speed``."""
