@@ -91,6 +91,15 @@ def test_test_images_of_another_shape(cli, homework, tmp_path: Path) -> None:
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_test_images_on_another_value_scale(cli, tmp_path: Path) -> None:
+    train = _save(tmp_path / "train.npy", np.random.default_rng(0).random((40, 8, 8, 1), np.float32))
+    run = tmp_path / "run"
+    assert cli("train", train, "--out", run, *EPOCHS).code == 0
+    test = _save(tmp_path / "test.npy", np.full((5, 8, 8, 1), 200, np.uint8))
+    r = cli("score", run, test, "--out", tmp_path / "p.csv")
+    assert r.code == 2 and "expected values within [0, 1] like the training images" in r.err
+
+
 def test_existing_run_needs_force(cli, homework, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0

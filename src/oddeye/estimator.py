@@ -103,6 +103,10 @@ class Detector:
                 f"images of {shape_text(self.input_shape_)} (HxWxC, as the model was trained)",
                 f"{shape_text(data.shape)}",
             )
+        lo, hi = self.normalisation_.lo, self.normalisation_.hi
+        if data.normalisation.lo < lo or data.normalisation.hi > hi:
+            found = f"values spanning [{data.normalisation.lo:g}, {data.normalisation.hi:g}]"
+            raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
         data = ImageSet(data.array, data.layout, data.source, self.normalisation_)
         return self._infer(data, maps=maps)
 

@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="oddeye's batch size (the course loop always uses 2000)",
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="oddeye's training precision"
+    )
+    parser.add_argument(
+        "--loops", default=",".join(LOOPS), help="which loops to measure: ours, course or both"
+    )
     parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
 
@@ -79,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     device = choose_device(args.device)
     path = generate_images(Path(args.data_dir) / f"trainingset-{args.n}.npy", args.n)
-    results = [_spawn(_job(loop, name, path, args)) for name in names for loop in LOOPS]
+    loops = [loop for loop in LOOPS if loop in args.loops.split(",")]
+    results = [_spawn(_job(loop, name, path, args)) for name in names for loop in loops]
     report = _report(results, names, path, args, device)
     print(format_report(report))
     if args.json:
@@ -173,6 +180,7 @@ def _job(loop: str, name: str, path: Path, args: argparse.Namespace) -> dict[str
         "max_images": args.max_images,
         "batch_size": args.batch_size,
         "device": args.device,
+        "precision": args.precision,
     }
 
 
@@ -274,7 +282,12 @@ def _epoch(train: dict[str, float], n: int, capped: bool) -> dict[str, Any]:
 def measure_ours(job: dict[str, Any]) -> dict[str, Any]:
     """oddeye's loop: real training pieces over the memory map (``Detector.fit`` for a full epoch)."""
     det = oddeye.create(
-        job["detector"], epochs=1, progress=False, batch_size=job["batch_size"], device=job["device"]
+        job["detector"],
+        epochs=1,
+        progress=False,
+        batch_size=job["batch_size"],
+        device=job["device"],
+        precision=job.get("precision", "auto"),
     )
     data = load_images(job["data"], progress=False)
     if job["max_images"]:
@@ -477,7 +490,8 @@ def _report(
         },
         "max_images": args.max_images,
         "results": results,
-        "ratios": {name: _ratios(results, name) for name in names},
+        "precision": args.precision,
+        "ratios": {name: _ratios(results, name) for name in names if len(results) == 2 * len(names)},
     }
 
 
@@ -591,6 +605,8 @@ def _footnotes(report: dict[str, Any]) -> list[str]:
 
 def _ratio_lines(report: dict[str, Any]) -> list[str]:
     load = {r["detector"]: r["load_s"] for r in report["results"] if r["loop"] == "course"}
+    if not report["ratios"]:
+        return []
     return ["ours / course (img/s):"] + [
         f"  {name:<8} train {r['train']:.2f}x   score {r['score']:.2f}x   (course np.load {load[name]:.1f} s)"
         for name, r in report["ratios"].items()
