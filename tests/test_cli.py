@@ -123,6 +123,9 @@ def test_config_file_layers_under_flags(cli, homework, tmp_path: Path) -> None:
     cfg.write_text(json.dumps({"epochz": 5}))
     r = cli("train", homework["train"], "--config", cfg, "--out", tmp_path / "r2")
     assert r.code == 2 and "'epochz'" in r.err
+    cfg.write_text(json.dumps({"params": [1, 2]}))
+    r = cli("train", homework["train"], "--config", cfg, "--out", tmp_path / "r2")
+    assert r.code == 2 and '"params" to be an object' in r.err
 
 
 def test_detectors_lists_names_and_counts(cli) -> None:

@@ -14,27 +14,17 @@ from oddeye.config import TrainConfig, read_config_file
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
 
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "patience", "min_delta", "val_fraction", "device")
+TRAIN_FLAGS += ("precision",)
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     settings = read_config_file(args.config) if args.config else {}
-    params = dict(settings.pop("params", {}) or {})
+    params = dict(settings.pop("params", None) or {})
     params.update(dict(args.params))
     detector = args.detector or settings.pop("detector", None) or DEFAULT_DETECTOR
     settings.pop("detector", None)
-    flags = {
-        k: getattr(args, k)
-        for k in (
-            "epochs",
-            "batch_size",
-            "lr",
-            "seed",
-            "patience",
-            "min_delta",
-            "val_fraction",
-            "device",
-            "precision",
-        )
-    }
+    flags = {k: getattr(args, k) for k in TRAIN_FLAGS}
     settings.update({k: v for k, v in flags.items() if v is not None})
     if args.quiet:
         settings["progress"] = False

@@ -93,4 +93,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise OddeyeError(f"{path}: expected keys among {', '.join(sorted(allowed))}, found {unknown[0]!r}")
+    if not isinstance(data.get("params", {}), dict):
+        raise OddeyeError(f'{path}: expected "params" to be an object, found {data["params"]!r}')
     return data

@@ -16,7 +16,6 @@ from oddeye.detectors.registry import register
 
 @register("fcn", "fully connected autoencoder (course 'simple'): D-128-64-12-3, mirrored, Tanh")
 class FCNAutoencoder(ReconstructionModel):
-
     def __init__(self, shape: tuple[int, int, int], *, hidden: tuple[int, ...] = (128, 64, 12, 3)):
         super().__init__(shape)
         dims = [math.prod(self.shape), *hidden]
