@@ -16,7 +16,8 @@ EXAMPLES = {
     "evaluate": "example:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy",
     "detectors": "example:\n  oddeye detectors --shape 64x64x3",
     "demo": "example:\n  oddeye demo --out demo-output",
-    "bench": "example:\n  oddeye bench speed --detectors cnn-bn --max-images 20000",
+    "bench": "examples:\n  oddeye bench fmnist --detectors cnn-bn,pca,knn --classes 0,6 --seeds 0,1,2\n"
+    "  oddeye bench digits\n  oddeye bench speed --detectors cnn-bn --max-images 20000",
 }
 
 
@@ -125,15 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "bench", "benchmarks that print figures (no pass/fail on time)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    from oddeye.bench import speed
+    from oddeye.bench import oneclass, speed
 
-    speed.add_arguments(
-        bench.add_parser(
-            "speed",
-            help="train/score images/s at the homework scale: ours vs a course-style loop",
-            description="train/score images/s at the homework scale: ours vs a course-style loop",
-        )
-    )
+    for name, what in [
+        ("fmnist", "one-class Fashion-MNIST: AUROC per class, mean, time per class"),
+        ("digits", "one-class digits (scikit-learn): the same protocol, in minutes"),
+    ]:
+        oneclass.add_arguments(bench.add_parser(name, help=what, description=what), name)
+    what = "train/score images/s at the homework scale: ours vs a course-style loop"
+    speed.add_arguments(bench.add_parser("speed", help=what, description=what))
+    what = "regenerate BENCHMARKS.md from benchmarks/results/*.json"
+    p = bench.add_parser("report", help=what, description=what)
+    p.add_argument("--results-dir", default="benchmarks/results")
+    p.add_argument("--markdown", default="BENCHMARKS.md")
     return parser
 
 

@@ -85,6 +85,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from oddeye.bench import speed
+    from oddeye.bench import oneclass, report, speed
 
-    return {"speed": speed.run}[args.bench](args)
+    if args.bench in ("fmnist", "digits"):
+        return oneclass.run(args, args.bench)
+    if args.bench == "report":
+        print(f"wrote {report.write_markdown(Path(args.results_dir), Path(args.markdown))}")
+        return 0
+    return speed.run(args)

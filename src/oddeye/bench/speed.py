@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import oddeye
+from oddeye.bench.provenance import provenance
 from oddeye.config import TrainConfig
 from oddeye.data import ImageSet, load_images
 from oddeye.detectors import get_spec
@@ -491,6 +492,7 @@ def _report(
         "max_images": args.max_images,
         "results": results,
         "precision": args.precision,
+        **provenance(device),
         "ratios": {name: _ratios(results, name) for name in names if len(results) == 2 * len(names)},
     }
 

@@ -386,10 +386,20 @@ def write_homework_digits(out_dir: PathArg, normal_digit: int = 0, seed: int = 0
 
 def _digits_split(normal_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train, test, test_labels, test_digits): each class halved at random, test shuffled."""
-    from sklearn.datasets import load_digits  # slow import, only needed here
-
     if not isinstance(normal_digit, int | np.integer) or not 0 <= normal_digit <= 9:
         raise InputError("normal_digit", "a digit 0..9", repr(normal_digit))
+    train, train_digits, test, test_digits = digits_classes(seed)
+    labels = (test_digits != normal_digit).astype(np.int64)
+    return train[train_digits == normal_digit], test, labels, test_digits
+
+
+def digits_classes(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's digits split in half per class: (train, train_digits, test, test_digits).
+
+    Images are uint8 (N, 8, 8, 1) scaled from 0..16 to 0..255; the test half is shuffled.
+    """
+    from sklearn.datasets import load_digits  # slow import, only needed here
+
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
     rng = np.random.default_rng(seed)
@@ -398,10 +408,22 @@ def _digits_split(normal_digit: int, seed: int) -> tuple[np.ndarray, np.ndarray,
         idx = rng.permutation(np.flatnonzero(digits.target == d))
         train_idx.append(idx[: len(idx) // 2])
         test_idx.append(idx[len(idx) // 2 :])
+    train = np.concatenate(train_idx)
     test = rng.permutation(np.concatenate(test_idx))
-    test_digits = digits.target[test].astype(np.int64)
-    labels = (test_digits != normal_digit).astype(np.int64)
-    return images[train_idx[normal_digit]], images[test], labels, test_digits
+    return (
+        images[train],
+        digits.target[train].astype(np.int64),
+        images[test],
+        digits.target[test].astype(np.int64),
+    )
+
+
+def read_idx(path: PathArg) -> np.ndarray:
+    """The raw array of an idx (MNIST format) file, .gz or not, in native byte order."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "an idx file (MNIST format)", "nothing there")
+    return _read_idx(p)
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:

@@ -1,0 +1,62 @@
+"""Classical references in pixel space (scikit-learn): the bar every deep detector must clear.
+
+Same ``fit`` / ``score`` contract as oddeye's detectors (higher = more anomalous), so the benchmark
+harness runs them unchanged. Pixels are scaled to [0, 1] and flattened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
+
+
+def flatten(images: np.ndarray) -> np.ndarray:
+    """(N, ...) uint8 images -> (N, D) float32 in [0, 1]."""
+    return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
+
+
+class PCAReconstruction:
+    """Squared reconstruction error after projecting onto the components that keep ``variance``."""
+
+    def __init__(self, variance: float = 0.9) -> None:
+        self.variance = variance
+
+    def get_params(self) -> dict[str, Any]:
+        return {"variance": self.variance}
+
+    def fit(self, images: np.ndarray) -> PCAReconstruction:
+        self.pca_ = PCA(n_components=self.variance, svd_solver="full").fit(flatten(images))
+        return self
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        x = flatten(images)
+        recon = self.pca_.inverse_transform(self.pca_.transform(x))
+        return ((x - recon) ** 2).sum(1).astype(np.float64)
+
+
+class NearestNeighbour:
+    """Euclidean distance to the ``k``-th nearest training image."""
+
+    def __init__(self, k: int = 1) -> None:
+        self.k = k
+
+    def get_params(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def fit(self, images: np.ndarray) -> NearestNeighbour:
+        self.nn_ = NearestNeighbors(n_neighbors=self.k).fit(flatten(images))
+        return self
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        dist, _ = self.nn_.kneighbors(flatten(images))
+        return dist[:, -1].astype(np.float64)
+
+
+CLASSICAL = {"pca": PCAReconstruction, "knn": NearestNeighbour}
+CLASSICAL_DESCRIPTIONS = {
+    "pca": "PCA reconstruction error, 90% variance (scikit-learn)",
+    "knn": "distance to the nearest training image in pixel space (scikit-learn)",
+}

@@ -1,0 +1,260 @@
+"""One-class benchmarks: train on one class only, test on the whole test set.
+
+For each class c: fit on the training images of c; score every test image; AUROC with c normal
+(label 0) and every other class anomalous (label 1). The protocol of the one-class Fashion-MNIST
+literature (GEOM, GOAD, ARNet), and the same on scikit-learn's digits (half of each class to train).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
+
+import oddeye
+from oddeye.bench.classical import CLASSICAL
+from oddeye.bench.provenance import provenance
+from oddeye.cli import parse_param
+from oddeye.data import digits_classes, read_idx
+from oddeye.errors import OddeyeError
+from oddeye.io import write_text
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+FMNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A number from a paper: printed beside ours, never re-run."""
+
+    method: str
+    source: str
+    mean: float
+    per_class: tuple[float, ...] = ()
+    pretrained: bool = False
+
+
+PUBLISHED = {
+    "fmnist": [
+        Published(
+            "GEOM",
+            "Golan & El-Yaniv 2018",
+            0.935,
+            (0.994, 0.976, 0.911, 0.899, 0.921, 0.934, 0.833, 0.989, 0.908, 0.992),
+        ),
+        Published("ARNet", "Fye et al. 2022 (attribute restoration)", 0.939),
+        Published("GOAD", "Bergman & Hoshen 2020, claimed", 0.941),
+        Published("PANDA", "Reiss et al. 2021, ImageNet-pretrained: not comparable", 0.956, pretrained=True),
+    ],
+    "digits": [],
+}
+
+
+@dataclass
+class MultiClass:
+    """A labelled image set split into train and test, each image with its class."""
+
+    name: str
+    train: np.ndarray
+    train_classes: np.ndarray
+    test: np.ndarray
+    test_classes: np.ndarray
+    class_names: list[str] = field(default_factory=list)
+
+
+class Estimator(Protocol):
+    def fit(self, images: np.ndarray) -> Any: ...
+
+    def score(self, images: np.ndarray) -> np.ndarray: ...
+
+
+def fmnist_files(data_dir: Path) -> list[Path]:
+    """The four idx files (``.gz`` or not) in ``data_dir``; a clear error naming what is missing."""
+    found = []
+    for stem in FMNIST_FILES:
+        candidates = [data_dir / stem, data_dir / f"{stem}.gz"]
+        hit = next((p for p in candidates if p.is_file()), None)
+        if hit is None:
+            raise OddeyeError(
+                f"{data_dir}: expected the Fashion-MNIST idx files ({stem}[.gz] and the other three), "
+                "found them missing; install Debian's dataset-fashion-mnist "
+                "(apt-get install dataset-fashion-mnist) or pass --data-dir with the four files"
+            )
+        found.append(hit)
+    return found
+
+
+def load_fmnist(data_dir: Path = FMNIST_DIR) -> MultiClass:
+    x_train, y_train, x_test, y_test = (read_idx(p) for p in fmnist_files(Path(data_dir)))
+    return MultiClass(
+        "fmnist",
+        np.asarray(x_train),
+        np.asarray(y_train, np.int64),
+        np.asarray(x_test),
+        np.asarray(y_test, np.int64),
+        FMNIST_CLASSES,
+    )
+
+
+def load_digits_split(seed: int = 0) -> MultiClass:
+    train, train_classes, test, test_classes = digits_classes(seed)
+    return MultiClass("digits", train, train_classes, test, test_classes, [str(d) for d in range(10)])
+
+
+def make_method(name: str, seed: int, settings: dict[str, Any]) -> Estimator:
+    """A registered detector (trained from scratch) or a classical reference, by name."""
+    if name in CLASSICAL:
+        return CLASSICAL[name]()
+    return oddeye.create(name, **{"progress": False, **settings, "seed": seed})
+
+
+def run_one(data: MultiClass, name: str, c: int, seed: int, settings: dict[str, Any]) -> tuple[float, float]:
+    """(AUROC, seconds) for class ``c`` normal: fit on its training images, score the test set."""
+    start = time.perf_counter()
+    method = make_method(name, seed, settings)
+    method.fit(data.train[data.train_classes == c])
+    scores = method.score(data.test)
+    seconds = time.perf_counter() - start
+    return float(roc_auc_score(data.test_classes != c, scores)), seconds
+
+
+def run_method(
+    data: MultiClass, name: str, classes: list[int], seeds: list[int], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Every (seed, class) for one method; the results record with its provenance."""
+    auroc: dict[str, list[float]] = {str(c): [] for c in classes}
+    seconds: dict[str, list[float]] = {str(c): [] for c in classes}
+    jobs = [(seed, c) for seed in seeds for c in classes]
+    bar = tqdm(jobs, desc=f"{data.name} {name}", unit="class", disable=None)
+    for seed, c in bar:
+        a, s = run_one(data, name, c, seed, settings)
+        auroc[str(c)].append(a)
+        seconds[str(c)].append(s)
+        bar.set_postfix(last=f"{data.class_names[c]} {a:.3f}")
+    per_seed = [float(np.mean([auroc[str(c)][i] for c in classes])) for i in range(len(seeds))]
+    return {
+        "benchmark": "oneclass",
+        "dataset": data.name,
+        "detector": name,
+        "kind": "classical" if name in CLASSICAL else "oddeye",
+        "settings": _settings_record(name, settings),
+        "seeds": seeds,
+        "classes": classes,
+        "class_names": [data.class_names[c] for c in classes],
+        "auroc": auroc,
+        "seconds": seconds,
+        "mean_auroc": float(np.mean(per_seed)),
+        "mean_auroc_per_seed": per_seed,
+        "std_over_seeds": float(np.std(per_seed)),
+        **provenance(oddeye.training.device.choose_device(settings.get("device", "auto"))),
+    }
+
+
+def _settings_record(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    if name in CLASSICAL:
+        return CLASSICAL[name]().get_params()
+    det = oddeye.create(name, **{"progress": False, **settings})
+    return {"config": det.config.to_dict(), "params": det.params}
+
+
+def results_name(dataset: str, name: str, classes: list[int], seeds: list[int]) -> str:
+    """File name of a run: the full protocol gets the plain name, subsets say what they cover."""
+    stem = f"oneclass-{dataset}-{name}"
+    if classes != list(range(10)):
+        stem += "-classes-" + "-".join(map(str, classes))
+    if seeds != [0]:
+        stem += "-seeds-" + "-".join(map(str, seeds))
+    return stem + ".json"
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
+    parser.add_argument(
+        "--detectors",
+        default=DEFAULT_METHODS,
+        help=f"comma list of detectors and references (pca, knn); default {DEFAULT_METHODS}",
+    )
+    parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
+    parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        type=parse_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training setting or detector parameter for all",
+    )
+    parser.add_argument("--results-dir", default="benchmarks/results", help="where JSON results go")
+    parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
+    parser.add_argument("--no-save", action="store_true", help="print only; write no files")
+    if dataset == "fmnist":
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=FMNIST_DIR,
+            help=f"folder with the four idx files (default {FMNIST_DIR})",
+        )
+
+
+def int_list(text: str, what: str, lo: int = 0, hi: int | None = None) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(v < lo or (hi is not None and v > hi) for v in values):
+        limits = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+        raise OddeyeError(f"--{what}: expected a comma list of integers {limits}, found {text!r}")
+    return values
+
+
+def run(args: argparse.Namespace, dataset: str) -> int:
+    """``oddeye bench fmnist|digits``: run, print the table, save JSON, regenerate the markdown."""
+    from oddeye.bench.report import oneclass_table, write_markdown
+
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    for name in names:
+        if name not in CLASSICAL:
+            oddeye.detectors.get_spec(name)
+    classes = int_list(args.classes, "classes", 0, 9)
+    seeds = int_list(args.seeds, "seeds")
+    settings = dict(args.settings)
+    oddeye.create(names[0] if names[0] not in CLASSICAL else "cnn", **settings)  # bad keys fail now
+    data = load_fmnist(args.data_dir) if dataset == "fmnist" else load_digits_split()
+    results = []
+    for name in names:
+        result = run_method(data, name, classes, seeds, settings)
+        results.append(result)
+        if not args.no_save:
+            path = Path(args.results_dir) / results_name(dataset, name, classes, seeds)
+            write_text(path, json.dumps(result, indent=2) + "\n")
+    print(oneclass_table(results, PUBLISHED[dataset] if classes == list(range(10)) else []))
+    if not args.no_save:
+        write_markdown(Path(args.results_dir), Path(args.markdown))
+        print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")
+    return 0
