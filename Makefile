@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # install it into .venv first (or pass TORCH_SPEC=torch), and nothing here replaces it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test bench fmnist-data lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,26 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# One-class Fashion-MNIST, all 10 classes, ladder detectors and classical references;
+# writes benchmarks/results/*.json and regenerates BENCHMARKS.md. Override with BENCH_ARGS=...
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+BENCH_ARGS ?= --detectors fcn,cnn,cnn-bn,vae,pca,knn
+bench: install fmnist-data
+	$(BIN)/oddeye bench fmnist $(BENCH_ARGS)
+
+fmnist-data:
+	@[ -d $(FMNIST_DIR) ] && exit 0; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q dataset-fashion-mnist || \
+		(apt-get update -q && apt-get install -y -q dataset-fashion-mnist); \
+	else \
+		echo "Fashion-MNIST is not in $(FMNIST_DIR). Install Debian's package:"; \
+		echo "  sudo apt-get install dataset-fashion-mnist"; \
+		echo "or put the four idx files (train/t10k images and labels) in a folder and run"; \
+		echo "  $(BIN)/oddeye bench fmnist --data-dir FOLDER"; \
+		exit 2; \
+	fi
 
 lint: install
 	$(BIN)/ruff check src tests

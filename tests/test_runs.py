@@ -37,6 +37,18 @@ def test_run_folder_contents_and_metadata(fitted, tmp_path: Path) -> None:
     assert (run / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_outputs_get_the_usual_permissions(fitted, tmp_path: Path) -> None:
+    import os
+
+    from oddeye.io import UMASK, write_text
+
+    run = fitted.save(tmp_path / "run")
+    assert (run.stat().st_mode & 0o777) == 0o777 & ~UMASK
+    assert ((run / "model.json").stat().st_mode & 0o777) == 0o666 & ~UMASK
+    out = write_text(tmp_path / "x.csv", "a\n")
+    assert (os.stat(out).st_mode & 0o777) == 0o666 & ~UMASK
+
+
 def test_reload_gives_identical_scores(fitted, tmp_path: Path) -> None:
     fitted.save(tmp_path / "run")
     test = blobs(9, seed=4)

@@ -12,6 +12,15 @@ from pathlib import Path
 from oddeye.errors import OddeyeError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()  # temp files are created 0600 / 0700; finished outputs get the usual modes
+
+
 def _unwritable(path: Path, err: OSError) -> OddeyeError:
     reason = err.strerror or type(err).__name__
     return OddeyeError(f"{path}: expected a writable location, found: {reason}")
@@ -30,6 +39,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, path)
     except OSError as e:
         raise _unwritable(path, e) from None
@@ -60,6 +70,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         raise _unwritable(path, e) from None
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~UMASK)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

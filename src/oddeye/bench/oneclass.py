@@ -149,6 +149,7 @@ def run_method(
     """Every (seed, class) for one method; the results record with its provenance."""
     auroc: dict[str, list[float]] = {str(c): [] for c in classes}
     seconds: dict[str, list[float]] = {str(c): [] for c in classes}
+    context = provenance(oddeye.training.device.choose_device(settings.get("device", "auto")))  # at start
     jobs = [(seed, c) for seed in seeds for c in classes]
     bar = tqdm(jobs, desc=f"{data.name} {name}", unit="class", disable=None)
     for seed, c in bar:
@@ -171,7 +172,7 @@ def run_method(
         "mean_auroc": float(np.mean(per_seed)),
         "mean_auroc_per_seed": per_seed,
         "std_over_seeds": float(np.std(per_seed)),
-        **provenance(oddeye.training.device.choose_device(settings.get("device", "auto"))),
+        **context,
     }
 
 
