@@ -67,7 +67,7 @@ PUBLISHED = {
             0.935,
             (0.994, 0.976, 0.911, 0.899, 0.921, 0.934, 0.833, 0.989, 0.908, 0.992),
         ),
-        Published("ARNet", "Fye et al. 2022 (attribute restoration)", 0.939),
+        Published("ARNet", "attribute restoration network, 2022", 0.939),
         Published("GOAD", "Bergman & Hoshen 2020, claimed", 0.941),
         Published("PANDA", "Reiss et al. 2021, ImageNet-pretrained: not comparable", 0.956, pretrained=True),
     ],

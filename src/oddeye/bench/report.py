@@ -65,39 +65,47 @@ def _oneclass_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]
     if not full:
         return []
     names = full[0]["class_names"]
+    heads = [n if n == str(i) else f"{i} {n}" for i, n in enumerate(names)]
     lines = [
         f"## {DATASET_TITLES[dataset]}",
         "",
-        "| method | kind | mean AUROC | "
-        + " | ".join(f"{i} {n}" for i, n in enumerate(names))
-        + " | s/class | seeds | command |",
-        "|---" * (len(names) + 6) + "|",
+        "| method | kind | mean AUROC | " + " | ".join(heads) + " | s/class | seeds |",
+        "|---" * (len(names) + 5) + "|",
     ]
     for r in sorted(full, key=lambda r: -r["mean_auroc"]):
         secs = np.mean([np.mean(v) for v in r["seconds"].values()])
         cells = " | ".join(f"{a:.3f}" for a in _class_means(r))
+        seeds = ",".join(map(str, r["seeds"]))
         lines.append(
-            f"| {r['detector']} | {r['kind']} | **{_mean_cell(r)}** | {cells} | {secs:.1f} | "
-            f"{','.join(map(str, r['seeds']))} | `{r.get('command', '')}` |"
+            f"| {r['detector']} | {r['kind']} | **{_mean_cell(r)}** | {cells} | {secs:.1f} | {seeds} |"
         )
     for p in PUBLISHED[dataset]:
         cells = " | ".join(f"{a:.3f}" for a in p.per_class) if p.per_class else " | ".join([""] * 10)
         kind = "published, pretrained" if p.pretrained else "published"
         lines.append(f"| {p.method} | {kind} ({p.source}) | {p.mean:.3f} | {cells} | | |")
-    machines = sorted(
-        {
-            f"{r['machine']['cpu']}, {r['machine']['torch_threads']} threads, {r['machine']['device']}"
-            for r in full
-        }
-    )
-    commits = sorted({str(r.get("git_commit")) for r in full})
-    lines += [
+    machine = "; ".join(sorted({_machine(r) for r in full}))
+    commits = ", ".join(sorted({_short_commit(r.get("git_commit")) for r in full}))
+    commands = "; ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in full}))
+    return [
+        *lines,
         "",
-        f"Machine: {'; '.join(machines)}. Commits: {', '.join(commits)}. "
-        "s/class: wall time to train on one class and score the whole test set.",
+        f"Machine: {machine}. Commits: {commits}. s/class: wall time to train on one class and score "
+        "the whole test set.",
+        "",
+        f"Produced by: {commands}",
         "",
     ]
-    return lines
+
+
+def _short_commit(commit: str | None) -> str:
+    if not commit:
+        return "unknown"
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def _machine(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    return f"{m['cpu']}, {m['torch_threads']} threads, {m.get('gpu') or m['device']}"
 
 
 def _speed_markdown(r: dict[str, Any]) -> list[str]:
