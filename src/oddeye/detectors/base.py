@@ -6,6 +6,7 @@ never branch on the family.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,12 @@ class AnomalyModel(nn.Module):
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Scalar training loss on a normalised batch."""
         raise NotImplementedError
+
+    def fit_start(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """Once before training; ``batches()`` yields the normalised training images (no grad)."""
+
+    def fit_end(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """Once after training, best weights restored (e.g. to build a memory bank)."""
 
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         """Scores (and maps) for a normalised batch; called in eval mode without gradients."""

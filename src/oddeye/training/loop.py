@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +70,15 @@ def fit_model(
     torch.manual_seed(config.seed)
     train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
     optimizer = prepare(model, device, config.lr)
+
+    def train_batches() -> Iterator[torch.Tensor]:
+        model.eval()
+        for i in range(0, len(train_idx), config.score_batch_size):
+            idx = train_idx[i : i + config.score_batch_size]
+            yield to_device(data.batch(idx), data, device, model.channels_last)  # fp32, one pass
+
+    with torch.no_grad():
+        model.fit_start(train_batches)
     result = TrainResult(val_indices=val_idx)
     best_loss, best_state, waited = float("inf"), None, 0
     epochs = tqdm(
@@ -97,6 +107,8 @@ def fit_model(
     epochs.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    with torch.no_grad():
+        model.fit_end(train_batches)
     model.eval()
     return result
 

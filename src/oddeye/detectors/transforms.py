@@ -1,0 +1,109 @@
+"""Self-supervised transformation recognition (in the spirit of GEOM, Golan & El-Yaniv 2018).
+
+A classifier learns which geometric transformation (flip x rotation x shift) was applied to a
+normal image. On an anomaly the transformations are recognised less surely. Score: the mean
+cross-entropy of the true transformation over all transformations of the image (higher = more
+anomalous).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.registry import register
+
+
+def pad_to_square(x: torch.Tensor) -> torch.Tensor:
+    """Replicate-pad (B, C, H, W) to a square so that 90-degree rotations keep the shape."""
+    h, w = x.shape[-2:]
+    if h == w:
+        return x
+    d = abs(h - w)
+    pad = (0, 0, d // 2, d - d // 2) if h < w else (d // 2, d - d // 2, 0, 0)
+    return F.pad(x, pad, mode="replicate")
+
+
+def transform_list(flips: bool, rotations: int, shift: float) -> list[tuple[int, int, int, int]]:
+    """(flip, quarter turns, dy, dx) tuples; shifts in units of ``shift`` * size (0 = none)."""
+    shifts = [-1, 0, 1] if shift > 0 else [0]
+    return list(itertools.product([0, 1] if flips else [0], range(rotations), shifts, shifts))
+
+
+def apply_transform(x: torch.Tensor, t: tuple[int, int, int, int], shift: float) -> torch.Tensor:
+    """One geometric transformation of a square batch (B, C, S, S); shifts wrap with reflection."""
+    flip, turns, dy, dx = t
+    if flip:
+        x = x.flip(-1)
+    if dy or dx:
+        s = int(round(shift * x.shape[-1]))
+        x = F.pad(x, (s, s, s, s), mode="reflect")
+        size = x.shape[-1] - 2 * s
+        x = x[..., s + dy * s : s + dy * s + size, s + dx * s : s + dx * s + size]
+    if turns:
+        x = torch.rot90(x, turns, dims=(-2, -1))
+    return x
+
+
+def small_resnet_trunk(in_ch: int, width: int) -> nn.Sequential:
+    """Conv stages (width, 2w, 4w), BN + ReLU, stride 2 between stages, global average pool."""
+
+    def block(a: int, b: int, stride: int) -> list[nn.Module]:
+        return [
+            nn.Conv2d(a, b, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(b),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(b, b, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(b),
+            nn.ReLU(inplace=True),
+        ]
+
+    w = width
+    return nn.Sequential(
+        *block(in_ch, w, 1),
+        *block(w, 2 * w, 2),
+        *block(2 * w, 4 * w, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+@register("transform", "self-supervised: recognise which flip/rotation/shift was applied (GEOM-style)")
+class TransformationClassifier(AnomalyModel):
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        width: int = 32,
+        flips: bool = True,
+        rotations: int = 4,
+        shift: float = 0.0,
+    ) -> None:
+        super().__init__(shape)
+        self.shift = shift
+        self.transforms = transform_list(flips, rotations, shift)
+        self.trunk = small_resnet_trunk(self.shape[2], width)
+        self.head = nn.Linear(4 * width, len(self.transforms))
+
+    def _all_transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K*B, C, S, S) transformed copies and their (K*B,) transformation labels."""
+        x = pad_to_square(x)
+        views = [apply_transform(x, t, self.shift) for t in self.transforms]
+        labels = torch.arange(len(views), device=x.device).repeat_interleave(x.shape[0])
+        return torch.cat(views), labels
+
+    def _cross_entropy(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, B) cross-entropy of the true transformation for every copy of every image."""
+        views, labels = self._all_transforms(x)
+        logits = self.head(self.trunk(views)).float()
+        return F.cross_entropy(logits, labels, reduction="none").view(len(self.transforms), -1)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self._cross_entropy(x).mean()
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        return InferenceBatch(self._cross_entropy(x).mean(0))
