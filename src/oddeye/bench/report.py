@@ -146,6 +146,7 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     for dataset in DATASET_TITLES:
         lines += _oneclass_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
     speed = [r for r in results if "ratios" in r or r["_file"].startswith("speed")]
+    speed.sort(key=lambda r: not r.get("ratios"))  # the ours-vs-course comparisons first
     if speed:
         lines += ["## Speed at the homework scale (140,001 x 64 x 64 x 3)", ""]
         for r in speed:
