@@ -29,7 +29,7 @@ test: install
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 BENCH_ARGS ?= --detectors fcn,cnn,cnn-bn,vae,pca,knn
 bench: install fmnist-data
-	$(BIN)/oddeye bench fmnist $(BENCH_ARGS)
+	$(BIN)/oddeye bench fmnist --data-dir $(FMNIST_DIR) $(BENCH_ARGS)
 
 fmnist-data:
 	@[ -d $(FMNIST_DIR) ] && exit 0; \
