@@ -60,3 +60,23 @@ def test_fit_hooks_see_every_training_image_once(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(ConvAutoencoder, "fit_end", record("end"), raising=False)
     det = oddeye.create("cnn", **FAST, val_fraction=0.25).fit(blobs(40))
     assert seen == {"start": 30, "end": 30} and len(det.history_) == 2
+
+
+def test_pixel_knn_is_a_memory_bank_that_survives_save_and_load(tmp_path) -> None:
+    train, test = blobs(30, (10, 10, 1)), blobs(6, (10, 10, 1), seed=7, anomalous=True)
+    det = oddeye.create("pixel-knn", progress=False, val_fraction=0.2).fit(train)
+    assert det.history_ == [] and det.model_.bank.shape == (24, 100)
+    assert np.allclose(det.score(train[:3]), det.score(train[:3]))
+    det.save(tmp_path / "run")
+    np.testing.assert_array_equal(oddeye.load(tmp_path / "run").score(test), det.score(test))
+    assert (tmp_path / "run" / "training_curve.png").exists()
+
+
+def test_pixel_knn_scores_distance_to_nearest_training_images() -> None:
+    from oddeye.detectors.memory import PixelKNN
+
+    model = PixelKNN((2, 2, 1), k=1, sigma=0.0)
+    bank = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    model.fit_end(lambda: iter([bank]))
+    x = torch.full((1, 1, 2, 2), 0.25)
+    assert model.infer(x).score.item() == pytest.approx(0.5)  # sqrt(4 * 0.25^2) to the zero image

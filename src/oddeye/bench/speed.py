@@ -100,7 +100,10 @@ def _detector_names(text: str) -> list[str]:
     if not names:
         raise OddeyeError(f"--detectors: expected a comma-separated list of names, found {text!r}")
     for name in names:
-        get_spec(name)  # unknown names raise, listing the valid ones
+        if not get_spec(name).model_cls.trainable:  # unknown names raise, listing the valid ones
+            raise OddeyeError(
+                f"--detectors: {name} has no training loop to time; expected a trained detector"
+            )
     return names
 
 

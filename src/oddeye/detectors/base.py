@@ -32,6 +32,7 @@ class AnomalyModel(nn.Module):
 
     channels_last: bool = False
     cpu_bf16: bool = True
+    trainable: bool = True  # False: no epochs; the model is built by ``fit_end`` (memory banks)
 
     def __init__(self, shape: tuple[int, int, int]) -> None:
         super().__init__()

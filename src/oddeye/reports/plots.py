@@ -24,10 +24,20 @@ def plot_training_curve(history: Sequence[Any], path: str | Path, title: str = "
     if best:
         ax.axvline(best[-1].epoch, color="grey", ls="--", lw=1, label=f"kept (epoch {best[-1].epoch})")
     ax.set(xlabel="epoch", ylabel="loss", title=title)
-    if all(r.train_loss > 0 and r.val_loss > 0 for r in history):
+    if not history:
+        ax.text(
+            0.5,
+            0.5,
+            "no training loop\n(memory-bank detector)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    elif all(r.train_loss > 0 and r.val_loss > 0 for r in history):
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if history:
+        ax.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

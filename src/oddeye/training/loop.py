@@ -82,7 +82,10 @@ def fit_model(
     result = TrainResult(val_indices=val_idx)
     best_loss, best_state, waited = float("inf"), None, 0
     epochs = tqdm(
-        range(1, config.epochs + 1), desc="training", unit="epoch", disable=None if config.progress else True
+        range(1, config.epochs + 1) if model.trainable else [],
+        desc="training",
+        unit="epoch",
+        disable=None if config.progress else True,
     )
     for epoch in epochs:
         start = time.perf_counter()
@@ -168,12 +171,12 @@ def train_step(
     return loss.item()
 
 
-def prepare(model: AnomalyModel, device: torch.device, lr: float) -> torch.optim.Optimizer:
-    """Move ``model`` to ``device`` in its preferred memory format; its Adam optimizer."""
+def prepare(model: AnomalyModel, device: torch.device, lr: float) -> torch.optim.Optimizer | None:
+    """Move ``model`` to ``device`` in its preferred memory format; its Adam optimizer, if trainable."""
     model.to(device)
     if model.channels_last:
         model.to(memory_format=torch.channels_last)
-    return torch.optim.Adam(model.parameters(), lr=lr)
+    return torch.optim.Adam(model.parameters(), lr=lr) if model.trainable else None
 
 
 @torch.no_grad()

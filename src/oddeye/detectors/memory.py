@@ -1,0 +1,65 @@
+"""Memory-bank detectors: no gradient training, a bank of training features, distance to it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.registry import register
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Depthwise Gaussian blur of (B, C, H, W) with reflect padding (sigma in pixels)."""
+    if sigma <= 0:
+        return x
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+@register("pixel-knn", "distance to the k nearest training images after a light blur (no training)")
+class PixelKNN(AnomalyModel):
+    """Mean Euclidean distance to the ``k`` nearest training images, both blurred by ``sigma``.
+
+    The bank holds at most ``max_bank`` training images (an evenly spaced subset beyond that).
+    """
+
+    trainable = False
+
+    def __init__(
+        self, shape: tuple[int, int, int], *, k: int = 3, sigma: float = 1.0, max_bank: int = 20000
+    ) -> None:
+        super().__init__(shape)
+        self.k, self.sigma, self.max_bank = k, sigma, max_bank
+        self.register_buffer("bank", torch.zeros(0, math.prod(self.shape)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(x.float(), self.sigma).flatten(1)  # (B, C*H*W)
+
+    def fit_end(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        bank = torch.cat([self.features(x) for x in batches()])
+        if len(bank) > self.max_bank:
+            bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
+        self.bank = bank
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        d = torch.cdist(self.features(x), self.bank)  # (B, N)
+        k = min(self.k, self.bank.shape[0])
+        return InferenceBatch(d.topk(k, dim=1, largest=False).values.mean(1))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if prefix + "bank" in state_dict:  # the bank's length is known only from the saved weights
+            self.bank = torch.empty_like(state_dict[prefix + "bank"])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
