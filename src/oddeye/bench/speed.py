@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -483,7 +482,6 @@ def _report(
         "oddeye": oddeye.__version__,
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "machine": {"cpu": _cpu_model(), "torch_threads": torch.get_num_threads(), "device": str(device)},
         "data": {
             "path": str(path),
             "n": args.n,
@@ -504,16 +502,6 @@ def _ratios(results: list[dict[str, Any]], name: str) -> dict[str, float]:
     by_loop = {r["loop"]: r for r in results if r["detector"] == name}
     ours, course = by_loop["ours"], by_loop["course"]
     return {key: ours[key]["images_per_s"] / course[key]["images_per_s"] for key in ("train", "score")}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def format_report(report: dict[str, Any]) -> str:
