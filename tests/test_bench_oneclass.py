@@ -161,3 +161,8 @@ def test_digits_bench_cli(cli, tmp_path: Path) -> None:
     assert r.code == 0, r.err
     mean = float(r.out.splitlines()[2].split()[1])
     assert mean > 0.99  # measured 0.9959
+
+
+def test_bad_parameters_fail_before_anything_runs(cli, tmp_path: Path) -> None:
+    r = cli("bench", "digits", "--detectors", "knn,cnn", "--set", "widht=3", "--no-save")
+    assert r.code == 2 and "has no parameter 'widht'" in r.err and "mean AUROC" not in r.out

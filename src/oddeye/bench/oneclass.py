@@ -245,8 +245,11 @@ def run(args: argparse.Namespace, dataset: str) -> int:
     classes = int_list(args.classes, "classes", 0, 9)
     seeds = int_list(args.seeds, "seeds")
     settings = dict(args.settings)
-    oddeye.create(names[0] if names[0] not in CLASSICAL else "cnn", **settings)  # bad keys fail now
     data = load_fmnist(args.data_dir) if dataset == "fmnist" else load_digits_split()
+    shape = oddeye.data.as_imageset(data.train[:1]).shape
+    for name in names:  # bad settings or parameters fail now, not after earlier methods have run
+        if name not in CLASSICAL:
+            oddeye.create(name, **settings).build(shape)
     results = []
     for name in names:
         result = run_method(data, name, classes, seeds, settings)
