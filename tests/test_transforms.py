@@ -50,8 +50,10 @@ def test_fit_hooks_see_every_training_image_once(monkeypatch: pytest.MonkeyPatch
     seen: dict[str, int] = {}
 
     def record(name):
-        def hook(self, batches):
+        def hook(self, batches, heldout=None):
             seen[name] = sum(len(b) for b in batches())
+            if heldout is not None:
+                seen["heldout"] = sum(len(b) for b in heldout())
             assert not torch.is_grad_enabled()
 
         return hook
@@ -59,7 +61,7 @@ def test_fit_hooks_see_every_training_image_once(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(ConvAutoencoder, "fit_start", record("start"), raising=False)
     monkeypatch.setattr(ConvAutoencoder, "fit_end", record("end"), raising=False)
     det = oddeye.create("cnn", **FAST, val_fraction=0.25).fit(blobs(40))
-    assert seen == {"start": 30, "end": 30} and len(det.history_) == 2
+    assert seen == {"start": 30, "end": 30, "heldout": 10} and len(det.history_) == 2
 
 
 def test_pixel_knn_is_a_memory_bank_that_survives_save_and_load(tmp_path) -> None:
@@ -77,6 +79,6 @@ def test_pixel_knn_scores_distance_to_nearest_training_images() -> None:
 
     model = PixelKNN((2, 2, 1), k=1, blur=0.0)
     bank = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
-    model.fit_end(lambda: iter([bank]))
+    model.fit_end(lambda: iter([bank]), lambda: iter([]))
     x = torch.full((1, 1, 2, 2), 0.25)
     assert model.infer(x).score.item() == pytest.approx(0.5)  # sqrt(4 * 0.25^2) to the zero image

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import oddeye
-from oddeye.config import TrainConfig, read_config_file
+from oddeye.config import read_config_file
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
 
@@ -83,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         Path(args.out),
         digit=args.digit,
         detector=args.detector or DEFAULT_DETECTOR,
-        epochs=args.epochs or TrainConfig().epochs,
+        epochs=args.epochs,
         progress=not args.quiet,
     )
     return 0

@@ -20,7 +20,7 @@ class TrainConfig:
     ``epochs``. The weights of the best held-out epoch are kept.
     """
 
-    epochs: int = 50
+    epochs: int | None = None  # None: the detector's own cap (50 for the ladder)
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
@@ -34,7 +34,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = {
-            "epochs": self.epochs >= 1,
+            "epochs": self.epochs is None or self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
@@ -67,7 +67,7 @@ class TrainConfig:
 
 
 def _coerce(key: str, value: Any, type_name: Any) -> Any:
-    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(type_name)]
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(type_name).removesuffix(" | None")]
     try:
         if isinstance(value, bool) != (kind is bool):
             raise ValueError

@@ -12,7 +12,7 @@ def run_demo(
     out: Path,
     digit: int = 0,
     detector: str = oddeye.DEFAULT_DETECTOR,
-    epochs: int = 50,
+    epochs: int | None = None,
     progress: bool = True,
 ) -> oddeye.Evaluation:
     """Write digits in the homework layout (one digit normal), train, score, evaluate, print."""

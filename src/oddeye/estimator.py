@@ -23,6 +23,19 @@ from oddeye.training.loop import EpochRecord, fit_model
 ImagesLike = str | Path | np.ndarray | ImageSet
 
 
+def _as_tuple(value: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A tuple parameter from a list, tuple or comma-separated string ('pixel-knn,boss', '16,32')."""
+    if isinstance(value, str):
+        kind = type(default[0]) if default else str
+        try:
+            return tuple(kind(part.strip()) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise OddeyeError(
+                f"expected a comma-separated list of {kind.__name__}, found {value!r}"
+            ) from None
+    return tuple(value)
+
+
 class Detector:
     """An anomaly detector: ``fit`` on normal images, ``score`` new ones (higher = more anomalous).
 
@@ -54,7 +67,10 @@ class Detector:
             raise OddeyeError(
                 f"detector {self.detector} has no parameter {unknown[0]!r}; its parameters: {valid}"
             )
-        params = {k: tuple(v) if isinstance(allowed[k], tuple) else v for k, v in self.params.items()}
+        params = {
+            k: _as_tuple(v, allowed[k]) if isinstance(allowed[k], tuple) else v
+            for k, v in self.params.items()
+        }
         return spec.model_cls(shape, **params)
 
     def n_parameters(self, shape: tuple[int, int, int]) -> int:

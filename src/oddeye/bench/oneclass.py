@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import oddeye
 from oddeye.bench.classical import CLASSICAL
 from oddeye.bench.provenance import provenance
 from oddeye.cli import parse_param
+from oddeye.config import TrainConfig
 from oddeye.data import digits_classes, read_idx
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
@@ -183,6 +185,15 @@ def _settings_record(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {"config": det.config.to_dict(), "params": det.params}
 
 
+def method_label(name: str, settings: dict[str, Any]) -> str:
+    """The detector's name, plus any architecture parameters in ``settings`` (file-name safe)."""
+    if name in CLASSICAL:
+        return name
+    params = {k: v for k, v in settings.items() if k not in TrainConfig.fields()}
+    parts = [name] + [f"{k}-{v}" for k, v in sorted(params.items())]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
+
+
 def results_name(dataset: str, name: str, classes: list[int], seeds: list[int]) -> str:
     """File name of a run: the full protocol gets the plain name, subsets say what they cover."""
     stem = f"oneclass-{dataset}-{name}"
@@ -210,6 +221,11 @@ def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="training setting or detector parameter for all",
+    )
+    parser.add_argument(
+        "--label",
+        help="name for the results (one detector only); default: the detector's name, plus its "
+        "parameters when --set gives any (e.g. transform-score-both)",
     )
     parser.add_argument("--results-dir", default="benchmarks/results", help="where JSON results go")
     parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
@@ -250,12 +266,15 @@ def run(args: argparse.Namespace, dataset: str) -> int:
     for name in names:  # bad settings or parameters fail now, not after earlier methods have run
         if name not in CLASSICAL:
             oddeye.create(name, **settings).build(shape)
+    if args.label and len(names) != 1:
+        raise OddeyeError("--label names the results of one detector; give one name in --detectors")
     results = []
     for name in names:
         result = run_method(data, name, classes, seeds, settings)
+        result["label"] = args.label or method_label(name, settings)
         results.append(result)
         if not args.no_save:
-            path = Path(args.results_dir) / results_name(dataset, name, classes, seeds)
+            path = Path(args.results_dir) / results_name(dataset, result["label"], classes, seeds)
             write_text(path, json.dumps(result, indent=2) + "\n")
     print(oneclass_table(results, PUBLISHED[dataset] if classes == list(range(10)) else []))
     if not args.no_save:

@@ -46,15 +46,15 @@ def oneclass_table(results: Sequence[dict[str, Any]], published: Sequence[Publis
     if not results:
         return "(no results)"
     classes = results[0]["classes"]
-    head = f"{'method':<14}{'mean AUROC':>18}" + "".join(f"{c:>7}" for c in classes) + f"{'s/class':>9}"
+    head = f"{'method':<22}{'mean AUROC':>18}" + "".join(f"{c:>7}" for c in classes) + f"{'s/class':>9}"
     lines = [head, "-" * len(head)]
     for r in sorted(results, key=lambda r: -r["mean_auroc"]):
         cells = "".join(f"{a:7.3f}" for a in _class_means(r))
         secs = np.mean([np.mean(v) for v in r["seconds"].values()])
-        lines.append(f"{r['detector']:<14}{_mean_cell(r):>18}{cells}{secs:9.1f}")
+        lines.append(f"{r.get('label', r['detector']):<22}{_mean_cell(r):>18}{cells}{secs:9.1f}")
     for p in published:
         cells = "".join(f"{a:7.3f}" for a in p.per_class) if p.per_class else f"{'(mean only)':>14}"
-        lines.append(f"{p.method + '*':<14}{p.mean:18.3f}{cells}")
+        lines.append(f"{p.method + '*':<22}{p.mean:18.3f}{cells}")
     if published:
         lines.append("* published, not re-run: " + "; ".join(f"{p.method}: {p.source}" for p in published))
     return "\n".join(lines)
@@ -76,9 +76,8 @@ def _oneclass_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]
         secs = np.mean([np.mean(v) for v in r["seconds"].values()])
         cells = " | ".join(f"{a:.3f}" for a in _class_means(r))
         seeds = ",".join(map(str, r["seeds"]))
-        lines.append(
-            f"| {r['detector']} | {r['kind']} | **{_mean_cell(r)}** | {cells} | {secs:.1f} | {seeds} |"
-        )
+        label = r.get("label", r["detector"])
+        lines.append(f"| {label} | {r['kind']} | **{_mean_cell(r)}** | {cells} | {secs:.1f} | {seeds} |")
     for p in PUBLISHED[dataset]:
         cells = " | ".join(f"{a:.3f}" for a in p.per_class) if p.per_class else " | ".join([""] * 10)
         kind = "published, pretrained" if p.pretrained else "published"

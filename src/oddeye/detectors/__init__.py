@@ -1,10 +1,18 @@
 """Detector families. Importing this package registers every built-in detector."""
 
-from oddeye.detectors import ladder, memory, transforms  # noqa: F401  (registers the families)
+from oddeye.detectors import (  # noqa: F401  (registers the families)
+    boss,
+    denoising,
+    ensemble,
+    ladder,
+    memory,
+    svdd,
+    transforms,
+)
 from oddeye.detectors.base import AnomalyModel, InferenceBatch, ReconstructionModel
 from oddeye.detectors.registry import DetectorSpec, available, get_spec, register
 
-DEFAULT_DETECTOR = "cnn-bn"
+DEFAULT_DETECTOR = "default"
 
 __all__ = [
     "DEFAULT_DETECTOR",

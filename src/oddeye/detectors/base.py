@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oddeye.errors import OddeyeError
+
 
 @dataclass
 class InferenceBatch:
@@ -33,6 +35,7 @@ class AnomalyModel(nn.Module):
     channels_last: bool = False
     cpu_bf16: bool = True
     trainable: bool = True  # False: no epochs; the model is built by ``fit_end`` (memory banks)
+    default_epochs: int = 50  # the epoch cap when the training config leaves ``epochs`` unset
 
     def __init__(self, shape: tuple[int, int, int]) -> None:
         super().__init__()
@@ -45,8 +48,18 @@ class AnomalyModel(nn.Module):
     def fit_start(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
         """Once before training; ``batches()`` yields the normalised training images (no grad)."""
 
-    def fit_end(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
-        """Once after training, best weights restored (e.g. to build a memory bank)."""
+    def fit_end(
+        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    ) -> None:
+        """Once after training, best weights restored (e.g. to build a memory bank).
+
+        ``heldout()`` yields the held-out normal images (possibly none): the place to fit score
+        scales, since the training images themselves score too well.
+        """
+
+    def members(self) -> list[AnomalyModel]:
+        """Sub-detectors the training loop fits first, each on its own (ensembles)."""
+        return []
 
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         """Scores (and maps) for a normalised batch; called in eval mode without gradients."""
@@ -78,3 +91,9 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     if ph == 0 and pw == 0:
         return x
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Reject a string parameter outside ``allowed`` with an error naming the valid values."""
+    if value not in allowed:
+        raise OddeyeError(f"parameter {name} must be one of {', '.join(allowed)}; found {value!r}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch
 from oddeye.detectors.registry import register
@@ -25,6 +26,16 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def resize_bank_on_load(
+    self: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """``_load_from_state_dict`` for modules with a ``bank`` buffer whose length is only known
+    from the saved weights: resize the buffer first, then load as usual."""
+    if prefix + "bank" in state_dict:
+        self.bank = torch.empty_like(state_dict[prefix + "bank"])
+    nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
 
 
 @register("pixel-knn", "distance to the k nearest training images after a light blur (no training)")
@@ -49,7 +60,9 @@ class PixelKNN(AnomalyModel):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return gaussian_blur(x.float(), self.sigma).flatten(1)  # (B, C*H*W)
 
-    def fit_end(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+    def fit_end(
+        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    ) -> None:
         bank = torch.cat([self.features(x) for x in batches()])
         if len(bank) > self.max_bank:
             bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
@@ -60,9 +73,30 @@ class PixelKNN(AnomalyModel):
         k = min(self.k, self.bank.shape[0])
         return InferenceBatch(d.topk(k, dim=1, largest=False).values.mean(1))
 
-    def _load_from_state_dict(
-        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
-    ) -> None:
-        if prefix + "bank" in state_dict:  # the bank's length is known only from the saved weights
-            self.bank = torch.empty_like(state_dict[prefix + "bank"])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    _load_from_state_dict = resize_bank_on_load
+
+
+class FeatureBank(nn.Module):
+    """A bank of L2-normalised feature vectors; score = mean distance to the ``k`` nearest.
+
+    Used by learned-feature detectors (distance to training features in the space a network
+    learned). Like :class:`PixelKNN`, the bank's length is known only once it is built or loaded.
+    """
+
+    def __init__(self, k: int = 3, max_bank: int = 20000) -> None:
+        super().__init__()
+        self.k, self.max_bank = k, max_bank
+        self.register_buffer("bank", torch.zeros(0, 0))
+
+    @torch.no_grad()
+    def build(self, features: torch.Tensor) -> None:
+        bank = F.normalize(features.float(), dim=1)
+        if len(bank) > self.max_bank:
+            bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
+        self.bank = bank
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(F.normalize(features.float(), dim=1), self.bank)
+        return d.topk(min(self.k, self.bank.shape[0]), dim=1, largest=False).values.mean(1)
+
+    _load_from_state_dict = resize_bank_on_load

@@ -3,18 +3,22 @@
 A classifier learns which geometric transformation (flip x rotation x shift) was applied to a
 normal image. On an anomaly the transformations are recognised less surely. Score: the mean
 cross-entropy of the true transformation over all transformations of the image (higher = more
-anomalous).
+anomalous), or the distance to the nearest training images in the features the classifier
+learned (``score=knn``), or both on one scale.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
+from oddeye.detectors.fusion import ScoreFusion, collect
+from oddeye.detectors.memory import FeatureBank
 from oddeye.detectors.registry import register
 
 
@@ -82,12 +86,17 @@ class TransformationClassifier(AnomalyModel):
         flips: bool = True,
         rotations: int = 4,
         shift: float = 0.0,
+        score: str = "ce",
+        k: int = 3,
     ) -> None:
         super().__init__(shape)
-        self.shift = shift
+        check_choice("score", score, ("ce", "knn", "both"))
+        self.shift, self.score_mode = shift, score
         self.transforms = transform_list(flips, rotations, shift)
         self.trunk = small_resnet_trunk(self.shape[2], width)
         self.head = nn.Linear(4 * width, len(self.transforms))
+        self.features = FeatureBank(k)
+        self.fusion = ScoreFusion(2)
 
     def _all_transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K*B, C, S, S) transformed copies and their (K*B,) transformation labels."""
@@ -96,14 +105,34 @@ class TransformationClassifier(AnomalyModel):
         labels = torch.arange(len(views), device=x.device).repeat_interleave(x.shape[0])
         return torch.cat(views), labels
 
-    def _cross_entropy(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, B) cross-entropy of the true transformation for every copy of every image."""
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, B) cross-entropy of the true transformation for every copy of every image, and the
+        (B, D) trunk features averaged over the copies."""
         views, labels = self._all_transforms(x)
-        logits = self.head(self.trunk(views)).float()
-        return F.cross_entropy(logits, labels, reduction="none").view(len(self.transforms), -1)
+        feats = self.trunk(views)
+        ce = F.cross_entropy(self.head(feats).float(), labels, reduction="none")
+        k = len(self.transforms)
+        return ce.view(k, -1), feats.float().view(k, x.shape[0], -1).mean(0)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return self._cross_entropy(x).mean()
+        return self._forward(x)[0].mean()
+
+    def _components(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 2): mean cross-entropy and feature-space k-NN distance."""
+        ce, feats = self._forward(x)
+        return torch.stack([ce.mean(0), self.features(feats)], 1)
+
+    def fit_end(
+        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    ) -> None:
+        if self.score_mode == "ce":
+            return
+        self.features.build(torch.cat([self._forward(x)[1] for x in batches()]))
+        if self.score_mode == "both":
+            self.fusion.fit(collect(self._components, heldout, batches))
 
     def infer(self, x: torch.Tensor) -> InferenceBatch:
-        return InferenceBatch(self._cross_entropy(x).mean(0))
+        if self.score_mode == "ce":
+            return InferenceBatch(self._forward(x)[0].mean(0))
+        parts = self._components(x)
+        return InferenceBatch(parts[:, 1] if self.score_mode == "knn" else self.fusion(parts))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,18 +71,24 @@ def fit_model(
     train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
     optimizer = prepare(model, device, config.lr)
 
-    def train_batches() -> Iterator[torch.Tensor]:
-        model.eval()
-        for i in range(0, len(train_idx), config.score_batch_size):
-            idx = train_idx[i : i + config.score_batch_size]
-            yield to_device(data.batch(idx), data, device, model.channels_last)  # fp32, one pass
+    def batches_of(indices: np.ndarray) -> Callable[[], Iterator[torch.Tensor]]:
+        def gen() -> Iterator[torch.Tensor]:
+            model.eval()
+            for i in range(0, len(indices), config.score_batch_size):
+                idx = indices[i : i + config.score_batch_size]
+                yield to_device(data.batch(idx), data, device, model.channels_last)  # fp32, one pass
 
+        return gen
+
+    train_batches, heldout_batches = batches_of(train_idx), batches_of(val_idx)
+    for member in model.members():  # ensembles: each member through this same loop, same split
+        fit_model(member, data, config, device, precision)
     with torch.no_grad():
         model.fit_start(train_batches)
     result = TrainResult(val_indices=val_idx)
     best_loss, best_state, waited = float("inf"), None, 0
     epochs = tqdm(
-        range(1, config.epochs + 1) if model.trainable else [],
+        range(1, (config.epochs or model.default_epochs) + 1) if model.trainable else [],
         desc="training",
         unit="epoch",
         disable=None if config.progress else True,
@@ -111,7 +117,7 @@ def fit_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     with torch.no_grad():
-        model.fit_end(train_batches)
+        model.fit_end(train_batches, heldout_batches)
     model.eval()
     return result
 

@@ -1,0 +1,261 @@
+"""The course's "boss" hints done properly: an autoencoder with a classifier trained against
+synthetic anomalies, and a GAN-based one-class detector in the spirit of OCGAN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice, pad_to_multiple
+from oddeye.detectors.fusion import ScoreFusion, collect
+from oddeye.detectors.registry import register
+from oddeye.detectors.synthetic import KINDS, corrupt, repeatable
+from oddeye.errors import OddeyeError
+
+
+def conv_bn(a: int, b: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(a, b, 3, stride, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True)]
+
+
+def encoder_stages(in_ch: int, width: int) -> nn.Sequential:
+    """(B, C, H, W) -> (B, 4w, H/4, W/4): three stages of two 3x3 conv-BN-ReLU, stride 2 between."""
+    w = width
+    return nn.Sequential(
+        *conv_bn(in_ch, w),
+        *conv_bn(w, w),
+        *conv_bn(w, 2 * w, 2),
+        *conv_bn(2 * w, 2 * w),
+        *conv_bn(2 * w, 4 * w, 2),
+        *conv_bn(4 * w, 4 * w),
+    )
+
+
+def decoder_stages(out_ch: int, width: int) -> nn.Sequential:
+    """The mirror of :func:`encoder_stages`: (B, 4w, H/4, W/4) -> (B, C, H, W) in [-1, 1]."""
+    w = width
+    return nn.Sequential(
+        nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(2 * w),
+        nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(2 * w, w, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(w),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(w, out_ch, 3, 1, 1),
+        nn.Tanh(),
+    )
+
+
+SCORES = ("classifier", "reconstruction", "both")
+
+
+@register(
+    "boss",
+    "autoencoder + classifier of normal vs synthetic anomalies (noise, pasted/swapped patches, "
+    "blur, intensity shifts, stretches); score from the classifier, the error, or both",
+)
+class AutoencoderClassifier(AnomalyModel):
+    """A shared convolutional encoder feeds a decoder (reconstruction of normal images) and a
+    classifier head that tells normal images from corrupted copies of them (``kinds`` from
+    :mod:`oddeye.detectors.synthetic`, one per image, drawn at random every step).
+
+    Loss: ``recon_weight`` * MSE(normal) + binary cross-entropy(normal -> 0, corrupted -> 1).
+    Score (``score``): the classifier's logit, the reconstruction error (sqrt of the summed squared
+    error, as the ladder), or ``both`` fused as z-scores on held-out training images.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        width: int = 32,
+        recon_weight: float = 1.0,
+        kinds: tuple[str, ...] = KINDS,
+        score: str = "both",
+    ) -> None:
+        super().__init__(shape)
+        check_choice("score", score, SCORES)
+        for kind in kinds:
+            check_choice("kinds", kind, KINDS)
+        if recon_weight <= 0 and score != "classifier":
+            raise OddeyeError(f"score={score} needs the decoder: recon_weight must be > 0")
+        self.kinds, self.score_mode, self.recon_weight = tuple(kinds), score, recon_weight
+        c = self.shape[2]
+        self.encoder = encoder_stages(c, width)
+        self.decoder = decoder_stages(c, width) if recon_weight > 0 else None  # 0: a plain classifier
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, 1))
+        self.fusion = ScoreFusion(2)
+
+    def _forward(self, x: torch.Tensor, decode: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h, w = x.shape[-2:]
+        z = self.encoder(pad_to_multiple(x, 4))
+        recon = self.decoder(z)[..., :h, :w] if decode and self.decoder is not None else None
+        return self.head(z).squeeze(1).float(), recon
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            bad = corrupt(x, self.kinds)
+        else:  # held-out loss: the same corruptions every epoch, so epochs compare
+            with repeatable(x):
+                bad = corrupt(x, self.kinds)
+        n = x.shape[0]
+        logits, recon = self._forward(torch.cat([x, bad.to(x.dtype)]), decode=self.recon_weight > 0)
+        target = torch.cat([torch.zeros(n, device=x.device), torch.ones(n, device=x.device)])
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        if recon is not None:
+            loss = loss + self.recon_weight * F.mse_loss(recon[:n].float(), x.float())
+        return loss
+
+    def _components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(B, 2) [logit, error] scores (error 0 without a decoder), the (B, H, W) error map and
+        the reconstruction."""
+        logits, recon = self._forward(x, decode=True)
+        if recon is None:
+            return torch.stack([logits, torch.zeros_like(logits)], 1), None, None
+        err = (recon.float() - x.float()).pow(2)
+        return torch.stack([logits, err.flatten(1).sum(1).sqrt()], 1), err.sum(1), recon.float()
+
+    def fit_end(
+        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    ) -> None:
+        if self.score_mode == "both":
+            self.fusion.fit(collect(lambda x: self._components(x)[0], heldout, batches))
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        parts, err_map, recon = self._components(x)
+        if self.score_mode == "classifier":
+            score = parts[:, 0]
+        elif self.score_mode == "reconstruction":
+            score = parts[:, 1]
+        else:
+            score = self.fusion(parts)
+        return InferenceBatch(score, err_map, recon)
+
+
+def frozen(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """``module(*inputs)`` with its parameters detached: gradients reach the inputs only.
+
+    This lets one loss train a generator against a discriminator in the same backward pass
+    without moving the discriminator toward the generator's goal.
+    """
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, params, inputs)
+
+
+def critic(in_ch: int, width: int) -> nn.Sequential:
+    """Small convolutional discriminator/classifier (no BatchNorm, so :func:`frozen` is pure)."""
+    w = width
+    return nn.Sequential(
+        nn.Conv2d(in_ch, w, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(w, 2 * w, 4, 2, 1),
+        nn.LeakyReLU(0.2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2 * w, 1),
+    )
+
+
+def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float().squeeze(1)
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+@register(
+    "ocgan",
+    "OCGAN-style: bounded latent space, latent and visual discriminators, a classifier and "
+    "informative negative mining so every latent decodes to a normal-looking image",
+)
+class OneClassGAN(AnomalyModel):
+    """In the spirit of OCGAN (Perera et al. 2019). A denoising autoencoder with a ``tanh``-bounded
+    latent of ``latent`` dimensions; a latent discriminator pushes encodings toward the uniform
+    distribution on [-1, 1]^d; a visual discriminator pushes decodings of random latents toward
+    the normal images; a classifier tells reconstructions of real images from decodings of random
+    latents, and ``mining_steps`` gradient steps move random latents to where the classifier sees
+    the worst images (informative negatives), which the decoder then learns to make normal.
+
+    Stability: all parts train in one backward pass of the one training loop: discriminator and
+    classifier losses see detached generator outputs; generator losses see the discriminators with
+    detached parameters (:func:`frozen`). Reconstruction is weighted ``recon_weight`` (10, as in
+    the paper). Held-out loss (for stopping) and score: reconstruction error of the clean image.
+    """
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        width: int = 16,
+        latent: int = 32,
+        noise: float = 0.2,
+        recon_weight: float = 10.0,
+        mining_steps: int = 2,
+        mining_lr: float = 0.5,
+    ) -> None:
+        super().__init__(shape)
+        h, w, c = self.shape
+        self.noise, self.recon_weight = noise, recon_weight
+        self.mining_steps, self.mining_lr, self.latent = mining_steps, mining_lr, latent
+        self.grid = (-(-h // 4), -(-w // 4))
+        flat = 4 * width * self.grid[0] * self.grid[1]
+        self.encoder = nn.Sequential(
+            encoder_stages(c, width), nn.Flatten(), nn.Linear(flat, latent), nn.Tanh()
+        )
+        self.expand = nn.Linear(latent, flat)
+        self.decoder = decoder_stages(c, width)
+        self.latent_disc = nn.Sequential(nn.Linear(latent, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1))
+        self.visual_disc = critic(c, width)
+        self.classifier = critic(c, width)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pad_to_multiple(x, 4))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        h, w = self.shape[:2]
+        grid = self.expand(z).view(len(z), -1, *self.grid)
+        return self.decoder(grid)[..., :h, :w]
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def _mine(self, u: torch.Tensor) -> torch.Tensor:
+        """Move random latents toward where the classifier judges their decodings worst."""
+        u = u.detach()
+        for _ in range(self.mining_steps):
+            u.requires_grad_(True)
+            with torch.enable_grad():
+                realness = frozen(self.classifier, self.decode(u)).float().sum()
+                (grad,) = torch.autograd.grad(realness, u)
+            u = (u - self.mining_lr * grad.sign() / 10).clamp(-1, 1).detach()
+        return u
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:  # held-out: the reconstruction error alone is comparable across epochs
+            return F.mse_loss(self.reconstruct(x).float(), x.float())
+        z = self.encode((x + self.noise * torch.randn_like(x)).clamp(-1, 1))
+        recon = self.decode(z)
+        u = torch.rand(len(x), self.latent, device=x.device) * 2 - 1
+        fake = self.decode(self._mine(u))
+        # discriminators and classifier, on detached generator outputs
+        d_loss = (
+            bce(self.latent_disc(u), 1.0)
+            + bce(self.latent_disc(z.detach()), 0.0)
+            + bce(self.visual_disc(x), 1.0)
+            + bce(self.visual_disc(fake.detach()), 0.0)
+            + bce(self.classifier(recon.detach()), 1.0)
+            + bce(self.classifier(fake.detach()), 0.0)
+        )
+        # encoder and decoder, against the discriminators' current (detached) parameters
+        g_loss = (
+            self.recon_weight * F.mse_loss(recon.float(), x.float())
+            + bce(frozen(self.latent_disc, z), 1.0)
+            + bce(frozen(self.visual_disc, fake), 1.0)
+        )
+        return d_loss + g_loss
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        recon = self.reconstruct(x).float()
+        err = (recon - x.float()).pow(2)
+        return InferenceBatch(err.flatten(1).sum(1).sqrt(), err.sum(1), recon)
