@@ -17,6 +17,7 @@ from oddeye.bench.oneclass import (
     MultiClass,
     fmnist_files,
     load_fmnist,
+    method_label,
     results_name,
     run_method,
 )
@@ -166,3 +167,16 @@ def test_digits_bench_cli(cli, tmp_path: Path) -> None:
 def test_bad_parameters_fail_before_anything_runs(cli, tmp_path: Path) -> None:
     r = cli("bench", "digits", "--detectors", "knn,cnn", "--set", "widht=3", "--no-save")
     assert r.code == 2 and "has no parameter 'widht'" in r.err and "mean AUROC" not in r.out
+
+
+def test_runs_with_parameters_get_their_own_label_and_file(cli, tiny_fmnist: Path, tmp_path: Path) -> None:
+    assert method_label("boss", {"epochs": 3, "width": 16, "device": "cpu"}) == "boss-epochs-3-width-16"
+    assert method_label("knn", {"epochs": 3}) == "knn"
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    args = ["bench", "fmnist", "--data-dir", tiny_fmnist, "--results-dir", results, "--markdown", md]
+    r = cli(*args, "--detectors", "pixel-knn", "--set", "k=1", "--label", "pixel-1nn")
+    assert r.code == 0, r.err
+    assert json.loads((results / "oneclass-fmnist-pixel-1nn.json").read_text())["label"] == "pixel-1nn"
+    assert "| pixel-1nn | oddeye |" in md.read_text()
+    r = cli(*args, "--detectors", "pca,knn", "--label", "both")
+    assert r.code == 2 and "--label names the results of one detector" in r.err

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.helpers import FAST, blobs
 
 import oddeye
+from helpers import FAST, blobs
 from oddeye.detectors.boss import frozen
 from oddeye.detectors.fusion import ScoreFusion
 from oddeye.detectors.synthetic import KINDS, corrupt, corrupted_views, rectangles, repeatable
@@ -133,3 +133,17 @@ def test_unset_epochs_take_the_detectors_own_cap(monkeypatch) -> None:
     assert len(det.history_) == 3
     det = oddeye.create("dae", batch_size=16, progress=False, patience=50, epochs=2).fit(blobs(30, (8, 8, 1)))
     assert len(det.history_) == 2
+
+
+def test_default_runs_unchanged_on_homework_shaped_colour_images(tmp_path) -> None:
+    train, test = blobs(24, (64, 64, 3)), blobs(4, (64, 64, 3), seed=9, anomalous=True)
+    det = oddeye.create("default", epochs=1, batch_size=8, progress=False, val_fraction=0.25).fit(train)
+    assert [type(m).__name__ for m in det.model_.members()] == [
+        "PixelKNN",
+        "AutoencoderClassifier",
+        "TransformationClassifier",
+    ]
+    assert det.model_.detectors[0].bank.shape == (18, 64 * 64 * 3)
+    scores = det.score(test)
+    det.save(tmp_path / "run")
+    np.testing.assert_allclose(oddeye.load(tmp_path / "run").score(test), scores, rtol=1e-5, atol=1e-5)

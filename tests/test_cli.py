@@ -144,7 +144,7 @@ def test_help_shows_an_example(cli, command: str) -> None:
 
 
 def test_unknown_detector_lists_valid_ones(cli, homework, tmp_path: Path) -> None:
-    r = cli("train", homework["train"], "--detector", "boss", "--out", tmp_path / "r")
+    r = cli("train", homework["train"], "--detector", "bosss", "--out", tmp_path / "r")
     assert r.code == 2 and ", ".join(oddeye.available()) in r.err
 
 

@@ -186,10 +186,11 @@ def _settings_record(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def method_label(name: str, settings: dict[str, Any]) -> str:
-    """The detector's name, plus any architecture parameters in ``settings`` (file-name safe)."""
+    """The detector's name, plus any architecture parameters and epoch cap in ``settings``
+    (file-name safe), so runs with different settings keep separate result files."""
     if name in CLASSICAL:
         return name
-    params = {k: v for k, v in settings.items() if k not in TrainConfig.fields()}
+    params = {k: v for k, v in settings.items() if k == "epochs" or k not in TrainConfig.fields()}
     parts = [name] + [f"{k}-{v}" for k, v in sorted(params.items())]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
 
