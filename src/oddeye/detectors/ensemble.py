@@ -94,7 +94,7 @@ class Ensemble(AnomalyModel):
 
 DEFAULT_MEMBERS = (
     "pixel-knn",
-    "boss:score=classifier;recon_weight=0;width=16;epochs=8",
+    "boss:score=classifier;recon_weight=0;width=32;epochs=8",
     "transform:score=knn;width=16;epochs=3",
 )
 
