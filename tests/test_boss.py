@@ -147,3 +147,13 @@ def test_default_runs_unchanged_on_homework_shaped_colour_images(tmp_path) -> No
     scores = det.score(test)
     det.save(tmp_path / "run")
     np.testing.assert_allclose(oddeye.load(tmp_path / "run").score(test), scores, rtol=1e-5, atol=1e-5)
+
+
+def test_training_summary_names_ensemble_members_and_memory_banks() -> None:
+    train = blobs(30, (8, 8, 1))
+    ens = oddeye.create("ensemble", members="pixel-knn,dae", **FAST).fit(train)
+    assert ens.training_summary().startswith("ensemble of 2 members (PixelKNN, DenoisingAutoencoder)")
+    knn = oddeye.create("pixel-knn", progress=False).fit(train)
+    assert knn.training_summary().startswith("no training loop (memory bank)")
+    dae = oddeye.create("dae", **FAST).fit(train)
+    assert dae.training_summary().startswith("2 epochs, reached the epoch cap, kept epoch")

@@ -33,15 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     head = (
         f"trained {detector} on {det.n_train_images_} images of {shape} ({det.device_}, {det.precision_}): "
     )
-    if not det.history_:
-        print(head + f"no training loop (memory bank), {det.fit_seconds_:.1f} s")
-    else:
-        best = det.history_[max(det.best_epoch_, 1) - 1]
-        stop = "converged (early stop)" if det.stopped_early_ else "reached the epoch cap"
-        print(
-            head + f"{len(det.history_)} epochs, {stop}, kept epoch {det.best_epoch_} "
-            f"(held-out loss {best.val_loss:.5g}), {det.fit_seconds_:.1f} s"
-        )
+    print(head + det.training_summary())
     print(f"run folder: {args.out}  (model.safetensors, model.json, history.csv, training_curve.png)")
     return 0
 

@@ -20,10 +20,7 @@ def run_demo(
     print(f"data: digit {digit} is normal, the other nine digits are anomalies -> {out / 'data'}")
     run, csv = out / "run", out / "prediction.csv"
     det = oddeye.train(paths["train"], detector, run, force=True, epochs=epochs, progress=progress)
-    print(
-        f"trained {detector} on {det.n_train_images_} images "
-        f"({len(det.history_)} epochs, {det.fit_seconds_:.1f} s) -> {run}"
-    )
+    print(f"trained {detector} on {det.n_train_images_} images ({det.training_summary()}) -> {run}")
     oddeye.score(det, paths["test"], csv)
     result = oddeye.evaluate(csv, paths["labels"])
     print(f"scored {result.n_normal + result.n_anomalous} test images -> {csv}\n")

@@ -98,6 +98,22 @@ class Detector:
         self.heldout_stats_ = score_stats(self.heldout_scores_)
         return self
 
+    def training_summary(self) -> str:
+        """One line on how training went (epochs and stopping, a memory bank, or ensemble members)."""
+        self._check_fitted()
+        members = self.model_.members()
+        if members:
+            names = ", ".join(type(m).__name__ for m in members)
+            return f"ensemble of {len(members)} members ({names}), {self.fit_seconds_:.1f} s"
+        if not self.history_:
+            return f"no training loop (memory bank), {self.fit_seconds_:.1f} s"
+        best = self.history_[max(self.best_epoch_, 1) - 1]
+        stop = "converged (early stop)" if self.stopped_early_ else "reached the epoch cap"
+        return (
+            f"{len(self.history_)} epochs, {stop}, kept epoch {self.best_epoch_} "
+            f"(held-out loss {best.val_loss:.5g}), {self.fit_seconds_:.1f} s"
+        )
+
     # -- inference ----------------------------------------------------------------------------
     def score(self, images: ImagesLike, size: tuple[int, int] | None = None) -> np.ndarray:
         """One float per image, higher = more anomalous.
