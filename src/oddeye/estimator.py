@@ -23,19 +23,6 @@ from oddeye.training.loop import EpochRecord, fit_model
 ImagesLike = str | Path | np.ndarray | ImageSet
 
 
-def _as_tuple(value: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A tuple parameter from a list, tuple or comma-separated string ('pixel-knn,boss', '16,32')."""
-    if isinstance(value, str):
-        kind = type(default[0]) if default else str
-        try:
-            return tuple(kind(part.strip()) for part in value.split(",") if part.strip())
-        except ValueError:
-            raise OddeyeError(
-                f"expected a comma-separated list of {kind.__name__}, found {value!r}"
-            ) from None
-    return tuple(value)
-
-
 class Detector:
     """An anomaly detector: ``fit`` on normal images, ``score`` new ones (higher = more anomalous).
 
@@ -59,19 +46,7 @@ class Detector:
     # -- construction -------------------------------------------------------------------------
     def build(self, shape: tuple[int, int, int]) -> AnomalyModel:
         """The untrained model for images of ``shape`` (H, W, C)."""
-        spec = get_spec(self.detector)
-        allowed = spec.arch_defaults()
-        unknown = sorted(set(self.params) - set(allowed))
-        if unknown:
-            valid = ", ".join(allowed) or "none"
-            raise OddeyeError(
-                f"detector {self.detector} has no parameter {unknown[0]!r}; its parameters: {valid}"
-            )
-        params = {
-            k: _as_tuple(v, allowed[k]) if isinstance(allowed[k], tuple) else v
-            for k, v in self.params.items()
-        }
-        return spec.model_cls(shape, **params)
+        return get_spec(self.detector).build(shape, self.params)
 
     def n_parameters(self, shape: tuple[int, int, int]) -> int:
         return sum(p.numel() for p in self.build(shape).parameters())

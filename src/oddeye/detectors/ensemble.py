@@ -31,23 +31,14 @@ def parse_member(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def build_member(text: str, shape: tuple[int, int, int]) -> AnomalyModel:
-    """One member model from its 'name[:key=value;...]' text, parameters checked like the CLI's;
+    """One member model from its 'name[:key=value;...]' text, parameters checked as for any detector;
     ``epochs=N`` sets the member's own epoch cap."""
     name, params = parse_member(text)
     spec = get_spec(name)
     if issubclass(spec.model_cls, Ensemble):
         raise OddeyeError("an ensemble cannot contain another ensemble")
     epochs = params.pop("epochs", None)
-    allowed = spec.arch_defaults()
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise OddeyeError(
-            f"ensemble member {name} has no parameter {unknown[0]!r}; its parameters: {', '.join(allowed)}"
-        )
-    params = {
-        k: tuple(v) if isinstance(allowed[k], tuple) and isinstance(v, list) else v for k, v in params.items()
-    }
-    model = spec.model_cls(shape, **params)
+    model = spec.build(shape, params)
     if epochs is not None:  # this member's own epoch cap (the training config's epochs overrides it)
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
             raise OddeyeError(f"ensemble member {text!r}: epochs must be a positive integer")

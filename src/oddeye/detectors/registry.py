@@ -29,6 +29,34 @@ class DetectorSpec:
             if p.name not in ("self", "shape") and p.kind is p.KEYWORD_ONLY
         }
 
+    def build(self, shape: tuple[int, int, int], params: dict[str, Any]) -> Any:
+        """The untrained model for images of ``shape``; unknown parameters raise an error naming
+        the valid ones, and tuple parameters accept lists or comma-separated strings."""
+        allowed = self.arch_defaults()
+        unknown = sorted(set(params) - set(allowed))
+        if unknown:
+            valid = ", ".join(allowed) or "none"
+            raise OddeyeError(
+                f"detector {self.name} has no parameter {unknown[0]!r}; its parameters: {valid}"
+            )
+        coerced = {
+            k: _as_tuple(v, allowed[k]) if isinstance(allowed[k], tuple) else v for k, v in params.items()
+        }
+        return self.model_cls(shape, **coerced)
+
+
+def _as_tuple(value: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A tuple parameter from a list, tuple or comma-separated string ('pixel-knn,boss', '16,32')."""
+    if isinstance(value, str):
+        kind = type(default[0]) if default else str
+        try:
+            return tuple(kind(part.strip()) for part in value.split(",") if part.strip())
+        except ValueError:
+            raise OddeyeError(
+                f"expected a comma-separated list of {kind.__name__}, found {value!r}"
+            ) from None
+    return tuple(value)
+
 
 _REGISTRY: dict[str, DetectorSpec] = {}
 
