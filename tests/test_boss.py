@@ -157,3 +157,21 @@ def test_training_summary_names_ensemble_members_and_memory_banks() -> None:
     assert knn.training_summary().startswith("no training loop (memory bank)")
     dae = oddeye.create("dae", **FAST).fit(train)
     assert dae.training_summary().startswith("2 epochs, reached the epoch cap, kept epoch")
+
+
+def test_ensemble_members_keep_their_own_precision_preference(monkeypatch) -> None:
+    import oddeye.training.loop as loop
+
+    used: dict[str, str] = {}
+    real = loop._train_epoch
+
+    def spy(model, data, idx, opt, config, device, precision, rng):
+        used[type(model).__name__] = precision
+        return real(model, data, idx, opt, config, device, precision, rng)
+
+    monkeypatch.setattr(loop, "_train_epoch", spy)
+    monkeypatch.setattr(
+        loop, "choose_precision", lambda req, dev, cpu_bf16=True: "bf16" if cpu_bf16 else "fp32"
+    )
+    oddeye.create("ensemble", members="dae,deep-svdd", **FAST).fit(blobs(20, (8, 8, 1)))
+    assert used == {"DenoisingAutoencoder": "bf16", "DeepSVDD": "fp32"}

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
-from oddeye.training.device import autocast
+from oddeye.training.device import autocast, choose_precision
 
 
 @dataclass
@@ -82,7 +82,7 @@ def fit_model(
 
     train_batches, heldout_batches = batches_of(train_idx), batches_of(val_idx)
     for member in model.members():  # ensembles: each member through this same loop, same split
-        fit_model(member, data, config, device, precision)
+        fit_model(member, data, config, device, choose_precision(config.precision, device, member.cpu_bf16))
     with torch.no_grad():
         model.fit_start(train_batches)
     result = TrainResult(val_indices=val_idx)
