@@ -22,6 +22,7 @@ def fitted():
 def test_run_folder_contents_and_metadata(fitted, tmp_path: Path) -> None:
     run = fitted.save(tmp_path / "run")
     assert sorted(p.name for p in run.iterdir()) == [
+        "heldout_scores.npy",
         "history.csv",
         "model.json",
         "model.safetensors",
@@ -32,7 +33,8 @@ def test_run_folder_contents_and_metadata(fitted, tmp_path: Path) -> None:
     assert meta["normalisation"] == {"lo": 0.0, "hi": 255.0}
     assert meta["config"]["epochs"] == 2 and meta["n_parameters"] > 0
     assert meta["versions"]["oddeye"] == oddeye.__version__
-    assert meta["heldout_scores"]["n"] >= 1
+    assert meta["heldout_scores"]["n"] == len(np.load(run / "heldout_scores.npy")) >= 1
+    assert meta["threshold"]["rule"] == "fpr:0.01" and meta["threshold"]["value"] == fitted.threshold_.value
     assert (run / "history.csv").read_text().count("\n") == 1 + len(fitted.history_)
     assert (run / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -3,13 +3,14 @@
 Scores follow one convention everywhere: higher = more anomalous.
 """
 
-from oddeye.api import create, evaluate, load, score, train
+from oddeye.api import create, evaluate, load, report, score, train
 from oddeye.config import TrainConfig
 from oddeye.detectors import DEFAULT_DETECTOR, available
 from oddeye.errors import InputError, OddeyeError
 from oddeye.estimator import Detector
 from oddeye.evaluation import Evaluation
 from oddeye.scoring import InferenceResult
+from oddeye.thresholds import Threshold
 
 __version__ = "0.1.0"
 
@@ -20,12 +21,14 @@ __all__ = [
     "InferenceResult",
     "InputError",
     "OddeyeError",
+    "Threshold",
     "TrainConfig",
     "__version__",
     "available",
     "create",
     "evaluate",
     "load",
+    "report",
     "score",
     "train",
 ]

@@ -8,13 +8,18 @@ from typing import Any
 import numpy as np
 
 from oddeye.config import TrainConfig
-from oddeye.data.loaders import load_labels
+from oddeye.data.loaders import load_classes, load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
+from oddeye.errors import OddeyeError
 from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, read_scores_csv, write_scores_csv
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.io import check_new_dir
+from oddeye.reports.report import ReportFiles, ReportInputs, write_report
 from oddeye.runs import load_run
+from oddeye.thresholds import Threshold
+
+LabelsLike = str | Path | np.ndarray
 
 
 def create(name: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
@@ -74,3 +79,66 @@ def evaluate(scores: str | Path | np.ndarray, labels: str | Path | np.ndarray) -
     if isinstance(labels, (str, Path)):
         return _evaluate(values, load_labels(labels, n=len(values)), str(labels))
     return _evaluate(values, np.asarray(labels))
+
+
+def report(
+    run: str | Path | Detector | None,
+    images: ImagesLike | None,
+    out: str | Path,
+    *,
+    scores: np.ndarray | None = None,
+    labels: LabelsLike | None = None,
+    classes: LabelsLike | None = None,
+    class_names: list[str] | None = None,
+    threshold: str | Threshold | None = None,
+    size: tuple[int, int] | None = None,
+    scores_source: str | None = None,
+    progress: bool = True,
+) -> ReportFiles:
+    """``oddeye report``: an HTML report (and its figures as PNG files) of a run on ``images``.
+
+    ``scores`` skips re-scoring (e.g. from a CSV); without ``run`` and ``images`` the report has the
+    score sections only. ``threshold``: a rule ('fpr:0.01', 'top:0.05', 'f1', '200') or a
+    :class:`Threshold`; by default the run's own.
+    """
+    det = run if isinstance(run, Detector) or run is None else load(run, progress=progress)
+    data = det.prepare(images, size=size) if det is not None and images is not None else None
+    if scores is None:
+        if det is None or data is None:
+            raise ValueError("report() needs scores, or a run and images to score")
+        scores = det.infer(data).scores
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    if data is not None and len(data) != n:
+        raise OddeyeError(f"{data.source}: expected {n} images (one per score), found {len(data)}")
+    label_values = _labels(labels, n)
+    if isinstance(threshold, str):
+        threshold = _choose(det, threshold, scores, label_values)
+    elif threshold is None and det is not None:
+        threshold = det.threshold_
+    inputs = ReportInputs(
+        scores=scores,
+        scores_source=scores_source or (data.source if data is not None else "<scores>"),
+        labels=label_values,
+        classes=None if classes is None else load_classes(classes, n),
+        class_names=class_names,
+        det=det,
+        data=data,
+        threshold=threshold,
+        title=f"oddeye report: {det.detector}" if det is not None else "oddeye report",
+    )
+    return write_report(out, inputs, progress=progress)
+
+
+def _labels(labels: LabelsLike | None, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    return load_labels(labels, n=n)
+
+
+def _choose(det: Detector | None, rule: str, scores: np.ndarray, labels: np.ndarray | None) -> Threshold:
+    if det is not None:
+        return det.choose_threshold(rule, scores=scores, labels=labels)
+    from oddeye.thresholds import choose_threshold
+
+    return choose_threshold(rule, scores=scores, labels=labels)

@@ -12,8 +12,11 @@ from oddeye.errors import OddeyeError
 
 EXAMPLES = {
     "train": "example:\n  oddeye train data/trainingset.npy --detector cnn-bn --out runs/cnn-bn --epochs 50",
-    "score": "example:\n  oddeye score runs/cnn-bn data/testingset.npy --out prediction.csv",
-    "evaluate": "example:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy",
+    "score": "examples:\n  oddeye score runs/cnn-bn data/testingset.npy --out prediction.csv\n"
+    "  oddeye score runs/cnn-bn test.npy --out prediction.csv --threshold fpr:0.01 --report report.html",
+    "evaluate": "examples:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy\n"
+    "  oddeye evaluate prediction.csv --labels labels.npy --threshold f1 --report report.html",
+    "report": "example:\n  oddeye report runs/cnn-bn testingset.npy --labels labels.npy --out report.html",
     "detectors": "example:\n  oddeye detectors --shape 64x64x3",
     "demo": "example:\n  oddeye demo --out demo-output",
     "bench": "examples:\n  oddeye bench fmnist --detectors cnn-bn,pca,knn --classes 0,6 --seeds 0,1,2\n"
@@ -41,6 +44,22 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, json.loads(raw)
     except json.JSONDecodeError:
         return key, raw
+
+
+RULES = "VALUE, fpr:A, top:Q or f1"
+THRESHOLD_HELP = (
+    "0/1 labels at a threshold: VALUE (fixed, e.g. 200), fpr:A (at most A of the held-out normal "
+    "training images flagged; fpr:0.01 is the default when training), top:Q (the fraction Q of these "
+    "images) or f1 (best F1 against --labels; analysis only); without RULE, the run's saved threshold"
+)
+
+
+def _report_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """Options shared by every command that can write a report."""
+    if not required:
+        p.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report")
+    p.add_argument("--classes", metavar="FILE", help="class id per image, to colour the report by")
+    p.add_argument("--class-names", metavar="A,B,...", help="names of class ids 0, 1, ...")
 
 
 def _command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -82,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda[:N] or mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument(
+        "--threshold", metavar="RULE", help="the run's operating threshold: VALUE or fpr:A (default fpr:0.01)"
+    )
+    p.add_argument(
         "--set",
         dest="params",
         type=parse_param,
@@ -99,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", metavar="IMAGES")
     p.add_argument("--out", required=True, metavar="CSV")
     p.add_argument("--header", default="Id,Predicted", help="CSV header; 'ID,score' for 2022")
+    p.add_argument("--threshold", nargs="?", const="", metavar="RULE", help=THRESHOLD_HELP)
+    p.add_argument("--flags", metavar="CSV", help="where the 0/1 labels go (default: OUT as NAME.flags.csv)")
+    p.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="write the calibrated scale (fraction of held-out normal images scoring lower) instead",
+    )
+    p.add_argument(
+        "--labels", metavar="LABELS", help="0/1 labels of IMAGES: for --threshold f1 and the report"
+    )
+    _report_options(p)
     p.add_argument("--size", type=parse_dims, metavar="HxW")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
@@ -107,6 +140,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("scores", metavar="CSV")
     p.add_argument("--labels", required=True, metavar="LABELS", help=".npy, .csv or idx labels (1 = anomaly)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--threshold", metavar="RULE", help="also report precision and recall at: " + RULES)
+    p.add_argument("--run", metavar="RUN", help="the run that made the scores (fpr thresholds, report)")
+    p.add_argument("--images", metavar="IMAGES", help="the scored images (the report's image panels)")
+    _report_options(p)
+    p.add_argument("--quiet", action="store_true")
+
+    p = _command(sub, "report", "an HTML report (and PNG figures) of a run on a set of images")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("images", metavar="IMAGES")
+    p.add_argument("--out", required=True, metavar="HTML", help="the report; figures go to NAME_figures/")
+    p.add_argument("--labels", metavar="LABELS", help="0/1 labels (1 = anomaly): adds ROC and PR curves")
+    p.add_argument("--threshold", metavar="RULE", help="the line drawn (default: the run's): " + RULES)
+    _report_options(p, required=True)
+    p.add_argument("--size", type=parse_dims, metavar="HxW")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
 
     p = _command(sub, "detectors", "list the registered detectors")
     p.add_argument(

@@ -31,6 +31,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     score_batch_size: int = 1024
     progress: bool = True
+    threshold: str = "fpr:0.01"  # the run's operating threshold: VALUE or fpr:A (see thresholds.py)
 
     def __post_init__(self) -> None:
         checks = {
@@ -46,6 +47,13 @@ class TrainConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise OddeyeError(f"invalid training setting {bad[0]}={getattr(self, bad[0])!r}")
+        from oddeye.thresholds import parse_rule
+
+        if parse_rule(self.threshold)[0] not in ("value", "fpr"):
+            raise OddeyeError(
+                f"threshold={self.threshold!r} at training time: expected VALUE or fpr:A "
+                "(top:Q and f1 depend on the images scored; give them to 'oddeye score --threshold')"
+            )
 
     @classmethod
     def fields(cls) -> list[str]:

@@ -21,9 +21,16 @@ def run_demo(
     run, csv = out / "run", out / "prediction.csv"
     det = oddeye.train(paths["train"], detector, run, force=True, epochs=epochs, progress=progress)
     print(f"trained {detector} on {det.n_train_images_} images ({det.training_summary()}) -> {run}")
-    oddeye.score(det, paths["test"], csv)
+    scores = oddeye.score(det, paths["test"], csv)
     result = oddeye.evaluate(csv, paths["labels"])
     print(f"scored {result.n_normal + result.n_anomalous} test images -> {csv}\n")
     print(result.to_text())
+    if det.threshold_ is not None:
+        flagged = det.threshold_.flag(scores)
+        print(f"\n{det.threshold_.describe()}: flags {int(flagged.sum())} of {len(flagged)} test images")
+    report = oddeye.report(
+        det, paths["test"], out / "report.html", scores=scores, labels=paths["labels"], progress=progress
+    )
+    print(f"report: {report.html} (figures in {report.html.stem}_figures/)")
     print(f"\nnext: oddeye evaluate {csv} --labels {paths['labels']}")
     return result

@@ -17,10 +17,13 @@ from oddeye.detectors.base import AnomalyModel
 from oddeye.errors import InputError, OddeyeError
 from oddeye.evaluation import score_stats
 from oddeye.scoring import InferenceResult, infer
+from oddeye.thresholds import Threshold, calibrate, choose_threshold
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.loop import EpochRecord, fit_model
 
 ImagesLike = str | Path | np.ndarray | ImageSet
+HELDOUT = "held-out normal training images"
+NO_HELDOUT = "normal training images (no held-out split: optimistic)"
 
 
 class Detector:
@@ -68,10 +71,42 @@ class Detector:
         self.best_epoch_ = result.best_epoch
         self.stopped_early_ = result.stopped_early
         self.n_train_images_ = len(data)
+        self.member_histories_ = result.member_histories()
         heldout = result.val_indices if len(result.val_indices) else None
-        self.heldout_scores_ = self._infer(data, indices=heldout).scores
+        self.heldout_scores_: np.ndarray | None = self._infer(data, indices=heldout).scores
         self.heldout_stats_ = score_stats(self.heldout_scores_)
+        self.heldout_basis_ = HELDOUT if heldout is not None else NO_HELDOUT
+        self.threshold_: Threshold | None = self.choose_threshold(self.config.threshold)
         return self
+
+    # -- thresholds ---------------------------------------------------------------------------
+    def choose_threshold(
+        self, rule: str, scores: np.ndarray | None = None, labels: np.ndarray | None = None
+    ) -> Threshold:
+        """A :class:`~oddeye.thresholds.Threshold` by ``rule`` ('200', 'fpr:0.01', 'top:0.05', 'f1');
+        ``fpr`` uses the held-out normal training images, ``top`` the ``scores``, ``f1`` the labels."""
+        self._check_fitted()
+        return choose_threshold(
+            rule,
+            heldout=self.heldout_scores_,
+            heldout_basis=self.heldout_basis_,
+            scores=scores,
+            labels=labels,
+        )
+
+    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+        """Scores on the calibrated scale: the fraction of held-out normal images scoring lower."""
+        self._check_fitted()
+        if self.heldout_scores_ is None or len(self.heldout_scores_) == 0:
+            raise OddeyeError("calibrated scores need the run's held-out scores; this run has none")
+        return calibrate(scores, self.heldout_scores_)
+
+    def predict(self, images: ImagesLike, size: tuple[int, int] | None = None) -> np.ndarray:
+        """0/1 per image (1 = anomaly) at the fitted ``threshold_``."""
+        self._check_fitted()
+        if self.threshold_ is None:
+            raise OddeyeError("this run has no threshold: choose one with choose_threshold()")
+        return self.threshold_.flag(self.score(images, size=size))
 
     def training_summary(self) -> str:
         """One line on how training went (epochs and stopping, a memory bank, or ensemble members)."""
@@ -99,9 +134,19 @@ class Detector:
         return self.infer(images, size=size).scores
 
     def infer(
-        self, images: ImagesLike, size: tuple[int, int] | None = None, maps: bool = False
+        self,
+        images: ImagesLike,
+        size: tuple[int, int] | None = None,
+        maps: bool = False,
+        indices: np.ndarray | None = None,
     ) -> InferenceResult:
-        """Scores, and with ``maps=True`` per-pixel anomaly maps and reconstructions."""
+        """Scores, and with ``maps=True`` per-pixel anomaly maps and reconstructions (of ``indices``
+        only, when given)."""
+        return self._infer(self.prepare(images, size=size), maps=maps, indices=indices)
+
+    def prepare(self, images: ImagesLike, size: tuple[int, int] | None = None) -> ImageSet:
+        """``images`` loaded and checked against the training shape and value range, with the
+        training images' scaling."""
         self._check_fitted()
         data = load_images(images, size=size, progress=self.config.progress)
         if data.shape != self.input_shape_:
@@ -114,8 +159,7 @@ class Detector:
         if data.normalisation.lo < lo or data.normalisation.hi > hi:
             found = f"values spanning [{data.normalisation.lo:g}, {data.normalisation.hi:g}]"
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
-        data = ImageSet(data.array, data.layout, data.source, self.normalisation_)
-        return self._infer(data, maps=maps)
+        return ImageSet(data.array, data.layout, data.source, self.normalisation_)
 
     def _infer(self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None):
         return infer(

@@ -25,6 +25,21 @@ def write_scores_csv(path: str | Path, scores: np.ndarray, header: tuple[str, st
     return Path(path)
 
 
+def write_flags_csv(
+    path: str | Path, scores: np.ndarray, flags: np.ndarray, calibrated: np.ndarray | None = None
+) -> Path:
+    """Write ``Id,score[,calibrated],anomaly`` rows atomically: the 0/1 label per image at a threshold."""
+    columns = zip(scores, calibrated) if calibrated is not None else ((s,) for s in scores)
+    head = "Id,score,calibrated,anomaly" if calibrated is not None else "Id,score,anomaly"
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        f.write(head + "\n")
+        f.writelines(
+            f"{i},{','.join(repr(float(v)) for v in vals)},{int(flag)}\n"
+            for i, (vals, flag) in enumerate(zip(columns, flags))
+        )
+    return Path(path)
+
+
 def read_scores_csv(path: str | Path) -> np.ndarray:
     """Scores from a two-column CSV with a header (``Id,Predicted`` or ``ID,score``), ordered by id."""
     try:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from oddeye.data.imageset import ImageSet
-from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.base import AnomalyModel
 from oddeye.training.loop import to_device
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,21 +27,36 @@ class InferenceResult:
 
 
 @torch.no_grad()
-def iter_inference(
+def iter_batches(
+    fn: Callable[[torch.Tensor], T],
     model: AnomalyModel,
     data: ImageSet,
     device: torch.device,
     batch_size: int,
     indices: np.ndarray | None = None,
     progress: bool = True,
-) -> Iterator[InferenceBatch]:
-    """Inference batches over ``data`` (or ``indices`` of it), in order."""
+    desc: str = "scoring",
+) -> Iterator[T]:
+    """``fn`` (``model.infer``, ``model.embed``) over ``data`` (or ``indices`` of it), in order."""
     model.eval()
     n = len(data) if indices is None else len(indices)
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc="scoring", unit="batch", disable=None if progress else True):
+    for start in tqdm(starts, desc=desc, unit="batch", disable=None if progress else True):
         sel = slice(start, start + batch_size) if indices is None else indices[start : start + batch_size]
-        yield model.infer(to_device(data.batch(sel), data, device, model.channels_last))
+        yield fn(to_device(data.batch(sel), data, device, model.channels_last))
+
+
+def embed(
+    model: AnomalyModel,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int = 1024,
+    indices: np.ndarray | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """(N, D) latent codes (``model.latent`` says what they are) for ``data`` or ``indices`` of it."""
+    parts = iter_batches(model.embed, model, data, device, batch_size, indices, progress, "embedding")
+    return np.concatenate([p.float().cpu().numpy() for p in parts])
 
 
 def infer(
@@ -52,7 +70,7 @@ def infer(
 ) -> InferenceResult:
     """Run the model over ``data``; ``maps=True`` also keeps anomaly maps and reconstructions."""
     scores, amaps, recons = [], [], []
-    for out in iter_inference(model, data, device, batch_size, indices, progress):
+    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress):
         scores.append(out.score.double().cpu().numpy())
         if maps and out.anomaly_map is not None:
             amaps.append(out.anomaly_map.float().cpu().numpy())

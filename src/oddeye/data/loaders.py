@@ -258,8 +258,19 @@ def load_labels(path: PathArg | np.ndarray, n: int | None = None) -> np.ndarray:
     CSV/text: an optional header line; with two or more columns the first is an id 0..N-1 (rows
     may be in any order) and the last the label. ``n``: the number of labels required.
     """
+    arr, source = _label_array(path)
+    return _check_labels(arr, source, n)
+
+
+def load_classes(path: PathArg | np.ndarray, n: int | None = None) -> np.ndarray:
+    """Integer class ids per image (e.g. Fashion-MNIST's 0-9), read like labels, any values."""
+    arr, source = _label_array(path, binary=False)
+    return _check_labels(arr, source, n, binary=False)
+
+
+def _label_array(path: PathArg | np.ndarray, binary: bool = True) -> tuple[np.ndarray, str]:
     if isinstance(path, np.ndarray):
-        return _check_labels(path, "<labels>", n)
+        return path, "<labels>"
     p, name = _resolve(path)
     if p.is_dir():
         raise InputError(p, "a file of labels", "a folder")
@@ -268,34 +279,35 @@ def load_labels(path: PathArg | np.ndarray, n: int | None = None) -> np.ndarray:
     elif _suffix(p) == ".npy":
         arr = _read_npy(p, mmap=False)
     elif _suffix(p) in (".csv", ".txt"):
-        arr = _read_label_text(p)
+        arr = _read_label_text(p, binary)
     elif _is_idx(p):
         arr = _read_idx(p)
     else:
         expected = "a .npy, .npz, .csv, .txt or idx(.gz) file of labels"
         raise InputError(p, expected, f"a '{_suffix(p)}' file")
-    return _check_labels(arr, str(path), n)
+    return arr, str(path)
 
 
-def _check_labels(arr: np.ndarray, source: str, n: int | None) -> np.ndarray:
+def _check_labels(arr: np.ndarray, source: str, n: int | None, binary: bool = True) -> np.ndarray:
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
     if arr.ndim != 1:
         raise InputError(source, "a 1-D array of labels", f"shape {arr.shape}")
     if arr.size == 0:
         raise InputError(source, "at least one label", "none")
+    expected = LABELS_EXPECTED if binary else "integer class ids"
     if arr.dtype.kind not in "buif":
-        raise InputError(source, LABELS_EXPECTED, f"non-numeric dtype {arr.dtype}")
-    bad = np.flatnonzero((arr != 0) & (arr != 1))
+        raise InputError(source, expected, f"non-numeric dtype {arr.dtype}")
+    bad = np.flatnonzero((arr != 0) & (arr != 1) if binary else ~np.isfinite(arr) | (arr != np.round(arr)))
     if bad.size:
         i = int(bad[0])
-        raise InputError(source, LABELS_EXPECTED, f"value {arr[i].item()!r} at row {i}")
+        raise InputError(source, expected, f"value {arr[i].item()!r} at row {i}")
     if n is not None and len(arr) != n:
         raise InputError(source, f"{n} labels (one per score)", f"{len(arr)} labels")
     return arr.astype(np.int64)
 
 
-def _read_label_text(p: Path) -> np.ndarray:
+def _read_label_text(p: Path, binary: bool = True) -> np.ndarray:
     """Labels from CSV/whitespace text: optional header, then ``label`` or ``id, ..., label``."""
     try:
         lines = p.read_text(encoding="utf-8-sig").splitlines()
@@ -311,7 +323,7 @@ def _read_label_text(p: Path) -> np.ndarray:
     for lineno, cells in rows:
         if len(cells) != width:
             raise InputError(p, f"{width} columns on every line", f"{len(cells)} on line {lineno}")
-        labels.append(_label_value(p, cells[-1], lineno))
+        labels.append(_label_value(p, cells[-1], lineno, binary))
         if width > 1:
             ids.append(_id_value(p, cells[0], lineno))
     return np.array(labels if width == 1 else _order_by_id(p, ids, labels), np.int64)
@@ -330,10 +342,11 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _label_value(p: Path, cell: str, lineno: int) -> int:
+def _label_value(p: Path, cell: str, lineno: int, binary: bool = True) -> int:
     value = float(cell) if _is_number(cell) else None
-    if value not in (0.0, 1.0):
-        raise InputError(p, LABELS_EXPECTED, f"value {cell!r} at line {lineno}")
+    if value not in (0.0, 1.0) and (binary or value is None or value != round(value)):
+        expected = LABELS_EXPECTED if binary else "integer class ids"
+        raise InputError(p, expected, f"value {cell!r} at line {lineno}")
     return int(value)
 
 

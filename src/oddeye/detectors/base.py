@@ -36,6 +36,8 @@ class AnomalyModel(nn.Module):
     cpu_bf16: bool = True
     trainable: bool = True  # False: no epochs; the model is built by ``fit_end`` (memory banks)
     default_epochs: int = 50  # the epoch cap when the training config leaves ``epochs`` unset
+    label: str = ""  # the registry name, set by ``DetectorSpec.build`` (names ensemble members)
+    latent: str = "the input pixels"  # what ``embed`` returns, in words (the report's latent map)
 
     def __init__(self, shape: tuple[int, int, int]) -> None:
         super().__init__()
@@ -64,6 +66,10 @@ class AnomalyModel(nn.Module):
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         """Scores (and maps) for a normalised batch; called in eval mode without gradients."""
         raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) latent codes (what ``latent`` says) for the report's 2-D map; eval mode, no grad."""
+        return x.flatten(1).float()
 
 
 class ReconstructionModel(AnomalyModel):

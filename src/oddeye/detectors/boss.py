@@ -95,6 +95,11 @@ class AutoencoderClassifier(AnomalyModel):
         recon = self.decoder(z)[..., :h, :w] if decode and self.decoder is not None else None
         return self.head(z).squeeze(1).float(), recon
 
+    latent = "the encoder's output, averaged over positions (the classifier's input)"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head[:2](self.encoder(pad_to_multiple(x, 4))).float()  # (B, 4 * width)
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             bad = corrupt(x, self.kinds)
@@ -209,8 +214,13 @@ class OneClassGAN(AnomalyModel):
         self.visual_disc = critic(c, width)
         self.classifier = critic(c, width)
 
+    latent = "the bounded latent code"
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(pad_to_multiple(x, 4))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x).float()
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h, w = self.shape[:2]

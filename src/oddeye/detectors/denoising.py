@@ -25,9 +25,14 @@ class DenoisingAutoencoder(ReconstructionModel):
         self.encoder = encoder_stages(self.shape[2], width)
         self.decoder = decoder_stages(self.shape[2], width)
 
+    latent = "the encoder's output, averaged over positions"
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         return self.decoder(self.encoder(pad_to_multiple(x, 4)))[..., :h, :w]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pad_to_multiple(x, 4)).float().mean((2, 3))  # (B, 4 * width)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         noisy = x + self.noise * torch.randn_like(x)

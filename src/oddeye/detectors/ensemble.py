@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch
@@ -66,8 +67,13 @@ class Ensemble(AnomalyModel):
         self.detectors = nn.ModuleList(build_member(text, self.shape) for text in members)
         self.fusion = ScoreFusion(len(self.detectors))
 
+    latent = "the members' latent codes, each scaled to unit length, side by side"
+
     def members(self) -> list[AnomalyModel]:
         return list(self.detectors)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.normalize(m.embed(x).float(), dim=1) for m in self.detectors], 1)
 
     def _components(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n_members) member scores."""

@@ -22,9 +22,14 @@ class FCNAutoencoder(ReconstructionModel):
         self.encoder = _mlp(dims, last_activation=None)
         self.decoder = _mlp(dims[::-1], last_activation=nn.Tanh())
 
+    latent = "the bottleneck code"
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x.flatten(1))  # (B, hidden[-1])
         return self.decoder(z).view_as(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.flatten(1)).float()
 
 
 def _mlp(dims: list[int], last_activation: nn.Module | None) -> nn.Sequential:
@@ -64,10 +69,15 @@ class ConvAutoencoder(ReconstructionModel):
         self.encoder = conv_stack(chans, self.batchnorm, transpose=False, last=None)
         self.decoder = conv_stack(chans[::-1], self.batchnorm, transpose=True, last=nn.Tanh())
 
+    latent = "the encoder's output (flattened)"
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         z = self.encoder(pad_to_multiple(x, self.multiple))  # (B, channels[-1], H/8, W/8)
         return self.decoder(z)[..., :h, :w]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(pad_to_multiple(x, self.multiple)).flatten(1).float()
 
 
 @register("cnn-bn", "cnn with BatchNorm after each hidden layer (course 'strong')")
@@ -102,6 +112,11 @@ class ConvVAE(ReconstructionModel):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(pad_to_multiple(x, self.multiple))
         return self.mu_head(h), self.logvar_head(h)  # each (B, channels[-1], H/8, W/8)
+
+    latent = "the posterior mean (flattened)"
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)[0].flatten(1).float()
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         mu, _ = self.encode(x)

@@ -57,8 +57,12 @@ class PixelKNN(AnomalyModel):
         self.sigma = blur * min(self.shape[:2])  # in pixels
         self.register_buffer("bank", torch.zeros(0, math.prod(self.shape)))
 
+    latent = "the blurred pixels it compares"
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return gaussian_blur(x.float(), self.sigma).flatten(1)  # (B, C*H*W)
+
+    embed = features
 
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]

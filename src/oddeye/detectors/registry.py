@@ -42,7 +42,9 @@ class DetectorSpec:
         coerced = {
             k: _as_tuple(v, allowed[k]) if isinstance(allowed[k], tuple) else v for k, v in params.items()
         }
-        return self.model_cls(shape, **coerced)
+        model = self.model_cls(shape, **coerced)
+        model.label = self.name
+        return model
 
 
 def _as_tuple(value: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -69,8 +69,13 @@ class DeepSVDD(AnomalyModel):
         c[(c.abs() < eps) & (c >= 0)] = eps
         self.center = c
 
+    latent = "the network's output (the space of the centre)"
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return (self.net(x).float() - self.center).pow(2).sum(1).mean()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).float()
 
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]

@@ -114,8 +114,13 @@ class TransformationClassifier(AnomalyModel):
         k = len(self.transforms)
         return ce.view(k, -1), feats.float().view(k, x.shape[0], -1).mean(0)
 
+    latent = "the trunk's features, averaged over the transformed copies"
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)[0].mean()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)[1]
 
     def _components(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 2): mean cross-entropy and feature-space k-NN distance."""

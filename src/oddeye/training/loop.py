@@ -39,6 +39,16 @@ class TrainResult:
     best_epoch: int = 0
     stopped_early: bool = False
     val_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    members: list[tuple[str, TrainResult]] = field(default_factory=list)
+
+    def member_histories(self) -> dict[str, list[EpochRecord]]:
+        """Per-epoch histories of the members that trained (ensembles), by member label."""
+        out: dict[str, list[EpochRecord]] = {}
+        for label, res in self.members:
+            key = label if label not in out else f"{label}#{len(out) + 1}"
+            if res.history:
+                out[key] = res.history
+        return out
 
 
 def split_indices(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -81,11 +91,12 @@ def fit_model(
         return gen
 
     train_batches, heldout_batches = batches_of(train_idx), batches_of(val_idx)
+    result = TrainResult(val_indices=val_idx)
     for member in model.members():  # ensembles: each member through this same loop, same split
-        fit_model(member, data, config, device, choose_precision(config.precision, device, member.cpu_bf16))
+        member_precision = choose_precision(config.precision, device, member.cpu_bf16)
+        result.members.append((member.label, fit_model(member, data, config, device, member_precision)))
     with torch.no_grad():
         model.fit_start(train_batches)
-    result = TrainResult(val_indices=val_idx)
     best_loss, best_state, waited = float("inf"), None, 0
     epochs = tqdm(
         range(1, (config.epochs or model.default_epochs) + 1) if model.trainable else [],
