@@ -182,3 +182,10 @@ def test_bad_threshold_or_report_location_is_one_line(cli, homework, tmp_path: P
     run = train_run(cli, homework, tmp_path)
     r = cli("score", run, homework["test"], "--out", tmp_path / "p.csv", *args, "--quiet")
     assert r.code == 2 and message in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_labels_of_one_class_only_skip_the_curves(fitted, tmp_path: Path) -> None:
+    images, _ = scored_set()
+    labels = np.zeros(len(images), np.int64)
+    html = oddeye.report(fitted, images, tmp_path / "r.html", labels=labels, progress=False).html.read_text()
+    assert 'id="roc_pr"' not in html and "all 60 labelled normal" in html and 'id="score_histogram"' in html

@@ -94,7 +94,10 @@ def choose_threshold(
         return Threshold(rule, param, "a fixed value")
     if kind == "fpr":
         if heldout is None or len(heldout) == 0:
-            raise OddeyeError(f"threshold {rule!r} needs the run's held-out normal scores; this run has none")
+            raise OddeyeError(
+                f"threshold {rule!r} needs the held-out normal training images' scores, which a run "
+                "keeps (give the run; runs made before oddeye kept them have none)"
+            )
         value = fpr_threshold(np.asarray(heldout, dtype=np.float64), param)
         achieved = float(np.mean(heldout > value))
         basis = f"{len(heldout)} {heldout_basis}, false-positive rate {achieved:.4f}"

@@ -129,8 +129,13 @@ def _histogram_section(inputs: ReportInputs) -> Section:
     return Section("score_histogram", "Score distributions", caption + ".", plots.png_bytes(fig))
 
 
+def both_classes(labels: np.ndarray | None) -> bool:
+    """Labels with normal and anomalous images both present (needed for ROC and its kin)."""
+    return labels is not None and 0 < int(labels.sum()) < len(labels)
+
+
 def _roc_section(inputs: ReportInputs) -> Section | None:
-    if inputs.labels is None:
+    if not both_classes(inputs.labels):
         return None
     t = inputs.threshold.value if inputs.threshold is not None else None
     fig = plots.roc_pr_figure(inputs.scores, inputs.labels, t)
@@ -300,7 +305,9 @@ def summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
     shape = f" of {shape_text(inputs.data.shape)}" if inputs.data is not None else ""
     rows.append(("scored", f"{len(s)} images{shape} from {inputs.scores_source}"))
     rows.append(("scores", f"min {s.min():.4g}, median {np.median(s):.4g}, max {s.max():.4g}"))
-    if inputs.labels is not None:
+    if inputs.labels is not None and not both_classes(inputs.labels):
+        rows.append(("labels", f"all {len(s)} labelled {'anomalous' if inputs.labels[0] else 'normal'}"))
+    if both_classes(inputs.labels):
         from oddeye.evaluation import evaluate
 
         ev = evaluate(s, inputs.labels)
