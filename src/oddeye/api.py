@@ -10,13 +10,12 @@ import numpy as np
 from oddeye.config import TrainConfig
 from oddeye.data.loaders import load_classes, load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
-from oddeye.errors import OddeyeError
+from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, read_scores_csv, write_scores_csv
 from oddeye.evaluation import evaluate as _evaluate
-from oddeye.io import check_new_dir
 from oddeye.reports.report import ReportFiles, ReportInputs, write_report
-from oddeye.runs import load_run
+from oddeye.runs import load_run, prepare_run_dir
 from oddeye.thresholds import Threshold
 
 LabelsLike = str | Path | np.ndarray
@@ -39,16 +38,25 @@ def train(
     out: str | Path | None = None,
     *,
     force: bool = False,
+    resume: bool = False,
     size: tuple[int, int] | None = None,
     **params: Any,
 ) -> Detector:
-    """``oddeye train``: fit ``detector`` on normal ``images`` and, with ``out``, save the run."""
+    """``oddeye train``: fit ``detector`` on normal ``images`` and, with ``out``, save the run.
+
+    With ``out``, a checkpoint is saved in it after every epoch; ``resume=True`` continues an
+    interrupted training there, ``force=True`` replaces what is there.
+    """
     det = create(detector, **params)
+    checkpoint = prepare_run_dir(out, force=force, resume=resume) if out is not None else None
+    try:
+        det.fit(images, size=size, checkpoint=checkpoint, resume=resume)
+    except TrainingInterrupted as e:
+        if checkpoint is None or not checkpoint.exists():
+            raise
+        raise TrainingInterrupted(f"{e}; to continue, run the same command with --resume") from None
     if out is not None:
-        check_new_dir(out, force)  # fail before training, not after
-    det.fit(images, size=size)
-    if out is not None:
-        det.save(out, force=force)
+        det.save(out, force=True)  # replaces the folder that held the checkpoint
     return det
 
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from oddeye.errors import OddeyeError
+from oddeye.errors import OddeyeError, TrainingInterrupted
 
 EXAMPLES = {
     "train": "example:\n  oddeye train data/trainingset.npy --detector cnn-bn --out runs/cnn-bn --epochs 50",
@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="detector parameter, e.g. channels=[16,32,64]",
     )
     p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
-    p.add_argument("--force", action="store_true", help="replace an existing run folder")
+    p.add_argument("--force", action="store_true", help="replace an existing run folder (finished or not)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted training in RUN from its checkpoint"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = _command(sub, "score", "score images with a trained run; writes the submission CSV")
@@ -197,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return getattr(commands, f"cmd_{args.command}")(args)
+    except TrainingInterrupted as e:
+        print(f"oddeye: {e}", file=sys.stderr)
+        return 130
     except OddeyeError as e:
         print(f"oddeye: error: {e}", file=sys.stderr)
         return 2

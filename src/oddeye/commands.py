@@ -34,7 +34,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings.update({k: v for k, v in flags.items() if v is not None})
     if args.quiet:
         settings["progress"] = False
-    det = oddeye.train(args.train, detector, args.out, force=args.force, size=args.size, **settings, **params)
+    det = oddeye.train(
+        args.train,
+        detector,
+        args.out,
+        force=args.force,
+        resume=args.resume,
+        size=args.size,
+        **settings,
+        **params,
+    )
     shape = "x".join(map(str, det.input_shape_))
     head = (
         f"trained {detector} on {det.n_train_images_} images of {shape} ({det.device_}, {det.precision_}): "

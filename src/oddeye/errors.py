@@ -21,3 +21,7 @@ class InputError(OddeyeError):
         self.expected = expected
         self.found = found
         super().__init__(f"{self.source}: expected {expected}, found {found}")
+
+
+class TrainingInterrupted(OddeyeError):
+    """Ctrl-C during training, after the last finished epoch was checkpointed (exit code 130)."""

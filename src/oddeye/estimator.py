@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from oddeye.data.imageset import ImageSet, Normalisation, shape_text
 from oddeye.data.loaders import load_images
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel
-from oddeye.errors import InputError, OddeyeError
+from oddeye.errors import InputError, OddeyeError, TrainingInterrupted
 from oddeye.evaluation import score_stats
 from oddeye.scoring import InferenceResult, infer
 from oddeye.thresholds import Threshold, calibrate, choose_threshold
+from oddeye.training.checkpoint import Checkpoint, data_fingerprint
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.loop import EpochRecord, fit_model
 
@@ -55,8 +57,20 @@ class Detector:
         return sum(p.numel() for p in self.build(shape).parameters())
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(self, images: ImagesLike, size: tuple[int, int] | None = None) -> Detector:
-        """Train from scratch on normal ``images`` (path, array or ImageSet); returns self."""
+    def fit(
+        self,
+        images: ImagesLike,
+        size: tuple[int, int] | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> Detector:
+        """Train from scratch on normal ``images`` (path, array or ImageSet); returns self.
+
+        ``checkpoint``: a file to save the training state to after every epoch; with ``resume``,
+        training continues from it (refused if the settings or data differ) and ends with the
+        same weights as an uninterrupted run. Ctrl-C raises :class:`TrainingInterrupted` once the
+        last finished epoch is saved.
+        """
         data = load_images(images, size=size, progress=self.config.progress)
         self.device_ = choose_device(self.config.device)
         self.input_shape_ = data.shape
@@ -64,8 +78,20 @@ class Detector:
         torch.manual_seed(self.config.seed)
         self.model_ = self.build(data.shape)
         self.precision_ = choose_precision(self.config.precision, self.device_, self.model_.cpu_bf16)
+        ckpt = None
+        if checkpoint is not None:
+            ckpt = Checkpoint(checkpoint, self._fingerprint(data), resume=resume)
         start = time.perf_counter()
-        result = fit_model(self.model_, data, self.config, self.device_, self.precision_)
+        try:
+            result = fit_model(self.model_, data, self.config, self.device_, self.precision_, ckpt)
+        except KeyboardInterrupt:
+            if ckpt is None or not ckpt.meta:
+                raise TrainingInterrupted(
+                    "training interrupted before any epoch finished: nothing saved"
+                ) from None
+            raise TrainingInterrupted(
+                f"training interrupted; the last finished epoch is saved in {checkpoint}"
+            ) from None
         self.fit_seconds_ = time.perf_counter() - start
         self.history_: list[EpochRecord] = result.history
         self.best_epoch_ = result.best_epoch
@@ -107,6 +133,13 @@ class Detector:
         if self.threshold_ is None:
             raise OddeyeError("this run has no threshold: choose one with choose_threshold()")
         return self.threshold_.flag(self.score(images, size=size))
+
+    def _fingerprint(self, data: ImageSet) -> dict[str, Any]:
+        """What a checkpoint must have been made with to be resumed: detector, settings, data."""
+        volatile = ("progress", "device", "score_batch_size", "threshold")
+        config = {k: v for k, v in self.config.to_dict().items() if k not in volatile}
+        params = json.loads(json.dumps(self.params, default=list))
+        return {"detector": self.detector, "params": params, "config": config, "data": data_fingerprint(data)}
 
     def training_summary(self) -> str:
         """One line on how training went (epochs and stopping, a memory bank, or ensemble members)."""

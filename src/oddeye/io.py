@@ -21,7 +21,7 @@ def _umask() -> int:
 UMASK = _umask()  # temp files are created 0600 / 0700; finished outputs get the usual modes
 
 
-def _unwritable(path: Path, err: OSError) -> OddeyeError:
+def unwritable(path: Path, err: OSError) -> OddeyeError:
     reason = err.strerror or type(err).__name__
     return OddeyeError(f"{path}: expected a writable location, found: {reason}")
 
@@ -35,14 +35,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
-        raise _unwritable(path, e) from None
+        raise unwritable(path, e) from None
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, path)
     except OSError as e:
-        raise _unwritable(path, e) from None
+        raise unwritable(path, e) from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -67,7 +67,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as e:
-        raise _unwritable(path, e) from None
+        raise unwritable(path, e) from None
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~UMASK)
@@ -79,7 +79,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except OSError as e:
-        raise _unwritable(path, e) from None
+        raise unwritable(path, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import platform
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,9 @@ from safetensors.torch import load_file, save_file
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import Normalisation
 from oddeye.errors import OddeyeError
-from oddeye.io import atomic_dir, write_text
+from oddeye.io import atomic_dir, unwritable, write_text
 from oddeye.thresholds import Threshold
+from oddeye.training.checkpoint import CHECKPOINT
 from oddeye.training.loop import EpochRecord
 
 if TYPE_CHECKING:
@@ -207,3 +209,34 @@ def _threshold_of(meta: dict[str, Any], det: Detector, source: Path) -> Threshol
     if det.heldout_scores_ is not None:  # runs from before thresholds were saved
         return det.choose_threshold(det.config.threshold)
     return None
+
+
+def prepare_run_dir(run_dir: str | Path, force: bool = False, resume: bool = False) -> Path:
+    """The checkpoint file for training into ``run_dir``, after checking what is there.
+
+    A run folder is finished (model.json), interrupted (only checkpoint.safetensors) or new. Nothing
+    is overwritten silently: ``resume`` continues an interrupted one, ``force`` discards what is
+    there and starts over. The folder itself appears with the first checkpoint.
+    """
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise OddeyeError(f"{path}: expected a folder for the run, found a file")
+    entries = sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+    finished, interrupted = META in entries, entries == [CHECKPOINT]
+    if resume:
+        if finished:
+            raise OddeyeError(f"{path}: expected an interrupted training to resume, found a finished run")
+        if not interrupted:
+            found = "nothing to resume" if not entries else f"other files ({', '.join(entries[:3])})"
+            raise OddeyeError(f"{path}: expected an interrupted training ({CHECKPOINT}), found {found}")
+        return path / CHECKPOINT
+    if entries and not force:
+        what = "a finished run" if finished else "an interrupted training" if interrupted else "other files"
+        hint = "--resume to continue it or --force to start over" if interrupted else "--force to replace it"
+        raise OddeyeError(f"{path}: expected a new or empty run folder, found {what} (pass {hint})")
+    if entries:
+        try:
+            shutil.rmtree(path)
+        except OSError as e:
+            raise unwritable(path, e) from None
+    return path / CHECKPOINT

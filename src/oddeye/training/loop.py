@@ -9,6 +9,7 @@ and the best weights are restored.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from tqdm.auto import tqdm
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
+from oddeye.training.checkpoint import Checkpoint, ScopeState
 from oddeye.training.device import autocast, choose_precision
 
 
@@ -74,8 +76,14 @@ def fit_model(
     config: TrainConfig,
     device: torch.device,
     precision: str,
+    ckpt: Checkpoint | None = None,
+    scope: str = "",
 ) -> TrainResult:
-    """Train ``model`` in place on ``data``; returns the per-epoch history and the held-out split."""
+    """Train ``model`` in place on ``data``; returns the per-epoch history and the held-out split.
+
+    With ``ckpt``, the state is saved after every epoch and, where the checkpoint already holds
+    this ``scope``, training continues from it exactly (same weights as an uninterrupted run).
+    """
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
@@ -92,17 +100,36 @@ def fit_model(
 
     train_batches, heldout_batches = batches_of(train_idx), batches_of(val_idx)
     result = TrainResult(val_indices=val_idx)
-    for member in model.members():  # ensembles: each member through this same loop, same split
+    for i, member in enumerate(model.members()):  # ensembles: each member through this loop, same split
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
-        result.members.append((member.label, fit_model(member, data, config, device, member_precision)))
-    with torch.no_grad():
-        model.fit_start(train_batches)
-    best_loss, best_state, waited = float("inf"), None, 0
+        member_result = fit_model(
+            member, data, config, device, member_precision, ckpt, f"{scope}members.{i}."
+        )
+        result.members.append((member.label, member_result))
+    saved = ckpt.restore(scope, model, optimizer) if ckpt is not None and model.trainable else None
+    state = saved[0] if saved is not None else None
+    if state is not None and state.done:  # finished before the interruption: its final weights
+        _restore_result(result, state)
+        model.eval()
+        return result
+    max_epochs = (config.epochs or model.default_epochs) if model.trainable else 0
+    best_loss, best_state, waited, first = float("inf"), None, 0, 1
+    if state is None:
+        with torch.no_grad():
+            model.fit_start(train_batches)
+    else:
+        rng.bit_generator.state = state.numpy_rng
+        best_loss, best_state, waited, first = state.best_loss, saved[1], state.waited, state.epoch + 1
+        _restore_result(result, state)
+        if state.stopped_early:
+            first = max_epochs + 1
     epochs = tqdm(
-        range(1, (config.epochs or model.default_epochs) + 1) if model.trainable else [],
+        range(first, max_epochs + 1),
+        initial=first - 1,
+        total=max_epochs,
         desc="training",
         unit="epoch",
-        disable=None if config.progress else True,
+        disable=None if config.progress and model.trainable else True,
     )
     for epoch in epochs:
         start = time.perf_counter()
@@ -121,8 +148,11 @@ def fit_model(
             EpochRecord(epoch, train_loss, val_loss, seconds, len(train_idx) / seconds, improved)
         )
         epochs.set_postfix(train=f"{train_loss:.4g}", heldout=f"{val_loss:.4g}", best=result.best_epoch)
-        if waited >= config.patience:
-            result.stopped_early = True
+        result.stopped_early = waited >= config.patience
+        if ckpt is not None:
+            loop = _scope_state(result, epoch, False, best_loss, waited, rng)
+            ckpt.save(scope, loop, model, best_state, optimizer)
+        if result.stopped_early:
             break
     epochs.close()
     if best_state is not None:
@@ -130,7 +160,30 @@ def fit_model(
     with torch.no_grad():
         model.fit_end(train_batches, heldout_batches)
     model.eval()
+    if ckpt is not None and model.trainable:
+        epoch = result.history[-1].epoch if result.history else 0
+        ckpt.save(scope, _scope_state(result, epoch, True, best_loss, waited, rng), model, None, None)
     return result
+
+
+def _scope_state(
+    result: TrainResult, epoch: int, done: bool, best_loss: float, waited: int, rng: np.random.Generator
+) -> ScopeState:
+    return ScopeState(
+        epoch=epoch,
+        done=done,
+        history=[dataclasses.asdict(r) for r in result.history],
+        best_epoch=result.best_epoch,
+        best_loss=best_loss,
+        waited=waited,
+        stopped_early=result.stopped_early,
+        numpy_rng=rng.bit_generator.state,
+    )
+
+
+def _restore_result(result: TrainResult, state: ScopeState) -> None:
+    result.history = [EpochRecord(**r) for r in state.history]
+    result.best_epoch, result.stopped_early = state.best_epoch, state.stopped_early
 
 
 def _train_epoch(
