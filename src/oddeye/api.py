@@ -49,12 +49,16 @@ def train(
     """
     det = create(detector, **params)
     checkpoint = prepare_run_dir(out, force=force, resume=resume) if out is not None else None
+    created = checkpoint is not None and not checkpoint.parent.exists()
     try:
         det.fit(images, size=size, checkpoint=checkpoint, resume=resume)
     except TrainingInterrupted as e:
         if checkpoint is None or not checkpoint.exists():
             raise
         raise TrainingInterrupted(f"{e}; to continue, run the same command with --resume") from None
+    finally:
+        if created and checkpoint.parent.is_dir() and not any(checkpoint.parent.iterdir()):
+            checkpoint.parent.rmdir()  # a failure before the first checkpoint leaves no empty folder
     if out is not None:
         det.save(out, force=True)  # replaces the folder that held the checkpoint
     return det

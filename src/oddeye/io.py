@@ -9,7 +9,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from oddeye.errors import OddeyeError
+
+WRITE_ERRORS = (OSError, SafetensorError)  # safetensors reports a failed write (a full disk) as its own
 
 
 def _umask() -> int:
@@ -21,8 +25,9 @@ def _umask() -> int:
 UMASK = _umask()  # temp files are created 0600 / 0700; finished outputs get the usual modes
 
 
-def unwritable(path: Path, err: OSError) -> OddeyeError:
-    reason = err.strerror or type(err).__name__
+def unwritable(path: Path, err: Exception) -> OddeyeError:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    reason = getattr(err, "strerror", None) or text.removeprefix("Error while serializing: ")
     return OddeyeError(f"{path}: expected a writable location, found: {reason}")
 
 
@@ -41,7 +46,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~UMASK)
         os.replace(tmp_path, path)
-    except OSError as e:
+    except WRITE_ERRORS as e:
         raise unwritable(path, e) from None
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -78,7 +83,7 @@ def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except OSError as e:
+    except WRITE_ERRORS as e:
         raise unwritable(path, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

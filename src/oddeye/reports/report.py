@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from oddeye.data.imageset import ImageSet, shape_text
+from oddeye.errors import OddeyeError
 from oddeye.io import atomic_dir, atomic_path
 from oddeye.reports import plots
 from oddeye.thresholds import Threshold
@@ -77,14 +78,17 @@ def write_report(
         made = step()
         sections += made if isinstance(made, list) else [made] if made is not None else []
     figures_dir = out.with_name(f"{out.stem}_figures")
-    files = ReportFiles(out)
-    with atomic_dir(figures_dir, force=True) as tmp:
-        for s in sections:
-            if s.png is not None:
-                (tmp / f"{s.key}.png").write_bytes(s.png)
-                files.figures.append(figures_dir / f"{s.key}.png")
+    files = ReportFiles(out, [figures_dir / f"{s.key}.png" for s in sections if s.png is not None])
     with atomic_path(out) as tmp_html:
         tmp_html.write_text(render_html(inputs, sections), encoding="utf-8")
+    try:
+        with atomic_dir(figures_dir, force=True) as tmp:
+            for s in sections:
+                if s.png is not None:
+                    (tmp / f"{s.key}.png").write_bytes(s.png)
+    except OddeyeError:
+        out.unlink(missing_ok=True)  # the page without its figures folder would be half a report
+        raise
     return files
 
 
