@@ -16,7 +16,7 @@ from oddeye.evaluation import DEFAULT_HEADER, Evaluation, read_scores_csv, write
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.reports.report import ReportFiles, ReportInputs, write_report
 from oddeye.runs import load_run, prepare_run_dir
-from oddeye.thresholds import Threshold
+from oddeye.thresholds import Threshold, choose_threshold
 
 LabelsLike = str | Path | np.ndarray
 
@@ -124,10 +124,8 @@ def report(
     if data is not None and len(data) != n:
         raise OddeyeError(f"{data.source}: expected {n} images (one per score), found {len(data)}")
     label_values = _labels(labels, n)
-    if isinstance(threshold, str):
-        threshold = _choose(det, threshold, scores, label_values)
-    elif threshold is None and det is not None:
-        threshold = det.threshold_
+    if not isinstance(threshold, Threshold):
+        threshold = resolve_threshold(det, threshold, scores, label_values)
     inputs = ReportInputs(
         scores=scores,
         scores_source=scores_source or (data.source if data is not None else "<scores>"),
@@ -148,9 +146,13 @@ def _labels(labels: LabelsLike | None, n: int) -> np.ndarray | None:
     return load_labels(labels, n=n)
 
 
-def _choose(det: Detector | None, rule: str, scores: np.ndarray, labels: np.ndarray | None) -> Threshold:
+def resolve_threshold(
+    det: Detector | None, rule: str | None, scores: np.ndarray, labels: np.ndarray | None = None
+) -> Threshold | None:
+    """The threshold ``rule`` asks for (with the run's held-out scores when there is a run), or
+    without a rule the run's own (None without a run)."""
+    if rule is None:
+        return det.threshold_ if det is not None else None
     if det is not None:
         return det.choose_threshold(rule, scores=scores, labels=labels)
-    from oddeye.thresholds import choose_threshold
-
     return choose_threshold(rule, scores=scores, labels=labels)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 import oddeye
+from oddeye.api import resolve_threshold
 from oddeye.config import read_config_file
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
@@ -18,7 +19,7 @@ from oddeye.errors import OddeyeError
 from oddeye.evaluation import read_scores_csv, write_flags_csv, write_scores_csv
 from oddeye.reports.report import threshold_rows
 from oddeye.runs import save_threshold
-from oddeye.thresholds import Threshold, choose_threshold
+from oddeye.thresholds import Threshold
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "patience", "min_delta", "val_fraction", "device")
 TRAIN_FLAGS += ("precision", "threshold")
@@ -64,7 +65,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     scores = det.infer(data).scores
     labels = load_labels(args.labels, n=len(scores)) if args.labels else None
     threshold = _score_threshold(args, det, scores, labels)
-    calibrated = det.calibrate(scores) if args.calibrated or det.heldout_scores_ is not None else None
+    wanted = args.calibrated or (threshold is not None and det.heldout_scores_ is not None)
+    calibrated = det.calibrate(scores) if wanted else None  # the CSV's or the flags file's column
     write_scores_csv(args.out, calibrated if args.calibrated else scores, header)
     print(
         f"scored {len(scores)} images (higher = more anomalous): min {scores.min():.5g}, "
@@ -138,7 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = det.prepare(args.images, size=args.size)
     scores = det.infer(data).scores
     labels = load_labels(args.labels, n=len(scores)) if args.labels else None
-    threshold = det.choose_threshold(args.threshold, scores, labels) if args.threshold else det.threshold_
+    threshold = resolve_threshold(det, args.threshold, scores, labels)
     _write_report(args, args.out, det, data, scores, labels, threshold)
     return 0
 
@@ -153,7 +155,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None
     if args.images and det is None:
         raise OddeyeError("--images needs --run (the run that made the scores)")
-    threshold = _evaluate_threshold(args, det, scores, labels)
+    threshold = resolve_threshold(det, args.threshold, scores, labels)
     if threshold is not None and not args.json:
         print()
         for name, value in threshold_rows(threshold, scores, labels):
@@ -162,16 +164,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data = det.prepare(args.images) if det is not None and args.images else None
         _write_report(args, args.report, det, data, scores, labels, threshold)
     return 0
-
-
-def _evaluate_threshold(
-    args: argparse.Namespace, det: oddeye.Detector | None, scores: np.ndarray, labels: np.ndarray
-) -> Threshold | None:
-    if args.threshold:
-        if det is not None:
-            return det.choose_threshold(args.threshold, scores, labels)
-        return choose_threshold(args.threshold, scores=scores, labels=labels)
-    return det.threshold_ if det is not None else None
 
 
 def cmd_detectors(args: argparse.Namespace) -> int:

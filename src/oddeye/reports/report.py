@@ -103,10 +103,9 @@ def _training_section(inputs: ReportInputs) -> Section | None:
     det = inputs.det
     if det is None:
         return None
-    histories = {**getattr(det, "member_histories_", {})}
-    if getattr(det, "history_", None):
-        histories[det.detector] = det.history_
-    fig = plots.training_curve_figure(histories, f"{det.detector} training")
+    from oddeye.runs import all_histories
+
+    fig = plots.training_curve_figure(all_histories(det), f"{det.detector} training")
     caption = (
         "Training loss and the loss on held-out normal training images, per epoch; the dashed line "
         "marks the epoch whose weights were kept."
