@@ -48,3 +48,18 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many fuzzing cases ran, per test and outcome (tests/test_fuzz.py)."""
+    from helpers import FUZZ_CASES
+
+    if not FUZZ_CASES:
+        return
+    terminalreporter.section("fuzzing cases")
+    tests = sorted({test for test, _ in FUZZ_CASES})
+    for test in tests:
+        outcomes = {o: c for (t, o), c in FUZZ_CASES.items() if t == test}
+        detail = ", ".join(f"{c} {o}" for o, c in sorted(outcomes.items()))
+        terminalreporter.write_line(f"{test}: {sum(outcomes.values())} ({detail})")
+    terminalreporter.write_line(f"total: {sum(FUZZ_CASES.values())} cases")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 FAST = {"epochs": 2, "batch_size": 32, "progress": False}
@@ -18,3 +20,7 @@ def blobs(n: int, shape: tuple[int, int, int] = (16, 16, 3), seed: int = 0, anom
     img = np.exp(-d2 / 0.02)[..., None] * rng.uniform(0.7, 1.0, (n, 1, 1, c))
     img = img + rng.normal(0, 0.15 if anomalous else 0.03, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+# (test, outcome) -> number of fuzzing cases; printed in pytest's terminal summary
+FUZZ_CASES: Counter[tuple[str, str]] = Counter()

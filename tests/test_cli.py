@@ -166,3 +166,16 @@ def _folder_with_garbage(d: Path) -> Path:
     Image.new("RGB", (8, 8)).save(folder / "a.png")
     (folder / "bad.png").write_bytes(b"\x89PNG garbage")
     return folder
+
+
+def test_out_of_memory_is_one_line_exit_2(cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line of defence behind the loaders' free-memory checks."""
+    from oddeye import commands
+
+    def exhausted(args: object) -> int:
+        raise MemoryError
+
+    monkeypatch.setattr(commands, "cmd_detectors", exhausted)
+    r = cli("detectors")
+    assert r.code == 2 and r.err.count("\n") == 1, r.err
+    assert r.err.startswith("oddeye: error: out of memory during 'detectors'")

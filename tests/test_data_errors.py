@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
+import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import pytest
 from PIL import Image
 
 from oddeye.data import load_images, load_labels, write_homework_digits
+from oddeye.data.loaders import load_classes
 from oddeye.errors import InputError, OddeyeError
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -61,6 +65,30 @@ def idx_header(dims: tuple[int, ...], code: int = 0x08) -> bytes:
     return bytes([0, 0, code, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
 
 
+def npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """A .npy header declaring ``shape``, whatever data follows it."""
+    text = f"{{'descr': {descr!r}, 'fortran_order': False, 'shape': {shape!r}, }}"
+    text += " " * (63 - (10 + len(text)) % 64) + "\n"
+    return np.lib.format.MAGIC_PREFIX + b"\x01\x00" + struct.pack("<H", len(text)) + text.encode()
+
+
+def npz_member(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(f"{name}.npy", data)
+    return buf.getvalue()
+
+
+def png_header(w: int, h: int) -> bytes:
+    """A PNG declaring a w x h RGB image and holding no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 FLOATS = np.zeros((3, 4, 4, 1), np.float32)
 NAN, INF = FLOATS.copy(), FLOATS.copy()
 NAN[1, 2, 2, 0], INF[2, 0, 0, 0] = np.nan, -np.inf
@@ -70,7 +98,32 @@ IMAGE_CASES = {
     "missing npz name": (lambda tmp: Path(f"{tmp / 'no.npz'}:a"), "no.npz", "nothing there"),
     "text as npy": (raw("x.npy", b"hello,world\n1,2\n"), "x.npy", "unreadable data (not a .npy"),
     "empty npy": (raw("x.npy", b""), "x.npy", "a NumPy .npy array, found unreadable"),
-    "truncated npy": (truncated_npy, "x.npy", "unreadable data"),
+    "truncated npy": (
+        truncated_npy,
+        "x.npy",
+        "1920 bytes of data for shape (10, 8, 8, 3) (uint8), found 1820 bytes",
+    ),
+    "npy declares terabytes": (
+        raw("x.npy", npy_header("<f8", (10**12, 64, 64, 3)) + bytes(64)),
+        "x.npy",
+        "98304000000000000 bytes of data for shape (1000000000000, 64, 64, 3) (float64), found 64 bytes",
+    ),
+    "npz declares terabytes": (
+        raw("x.npz", npz_member("a", npy_header("|u1", (10**12, 8, 8)) + bytes(10))),
+        "x.npz:a",
+        "64000000000000 bytes of data for shape (1000000000000, 8, 8) (uint8), found 10 bytes",
+    ),
+    "npy junk header": (
+        raw("x.npy", npy_header("<f8", (2, 4, 4)).replace(b"'shape'", b"[shape'")),
+        "x.npy",
+        "found a malformed header",
+    ),
+    "float128": (npy(np.zeros((2, 4, 4), np.longdouble)), "x.npy", "found dtype float128"),
+    "png bomb": (
+        folder({"a.png": png_header(10_000, 9_000)}),
+        "a.png",
+        "unreadable image data (Image size (90000000 pixels) exceeds limit",
+    ),
     "zero images": (npy(np.zeros((0, 8, 8, 3), np.uint8)), "x.npy", "found 0 images"),
     "1-D": (npy(np.zeros(10, np.uint8)), "x.npy", "found 1 dimension(s)"),
     "5-D": (npy(np.zeros((2, 1, 4, 4, 1), np.uint8)), "x.npy", "found 5 dimension(s)"),
@@ -78,7 +131,7 @@ IMAGE_CASES = {
     "object": (
         npy(np.empty((2, 4, 4), object), allow_pickle=True),
         "x.npy",
-        "unreadable data (Array can't be memory-mapped: Python objects",
+        "an array of numbers (Python objects are never unpickled), found dtype object",
     ),
     "bool": (npy(np.zeros((2, 4, 4), bool)), "x.npy", "found dtype bool"),
     "nan": (npy(NAN), "x.npy", "finite pixel values, found NaN or inf in image 1"),
@@ -88,7 +141,7 @@ IMAGE_CASES = {
     "npz object": (
         lambda tmp: np.savez(tmp / "x.npz", a=np.empty(3, object)) or tmp / "x.npz",
         "x.npz",
-        "unreadable data (Object arrays",
+        "Python objects are never unpickled), found dtype object",
     ),
     "npz empty": (lambda tmp: np.savez(tmp / "x.npz") or tmp / "x.npz", "x.npz", "0 arrays (none)"),
     "garbage png": (
@@ -109,8 +162,19 @@ IMAGE_CASES = {
         "images of 8x8 (HxW) like a.png",
     ),
     "unknown suffix": (raw("x.txt", b"1"), "x.txt", "or a folder of images, found a '.txt' file"),
+    "fifo": (
+        lambda tmp: os.mkfifo(tmp / "x.npy") or tmp / "x.npy",
+        "x.npy",
+        "found a pipe, socket or device",
+    ),
+    "device": (lambda tmp: Path("/dev/zero"), "/dev/zero", "a regular file or a folder, found a pipe"),
     "idx bad magic": (raw("x-idx3-ubyte", b"\x01\x02\x03\x04"), "x-idx3-ubyte", "00 00 TYPE"),
     "idx empty": (raw("x.idx", b""), "x.idx", "(empty file)"),
+    "idx zero images, huge sides": (
+        raw("x.idx", idx_header((0, 65536, 16, 3360000000))),
+        "x.idx",
+        "an idx file holding at least one value, found shape (0, 65536, 16, 3360000000)",
+    ),
     "idx short header": (raw("x.idx", idx_header((2, 3, 4))[:9]), "x.idx", "truncated header"),
     "idx truncated": (raw("x.idx", idx_header((2, 3, 4)) + bytes(20)), "x.idx", "found 20 bytes"),
     "idx too long": (raw("x.idx", idx_header((2, 3, 4)) + bytes(25)), "x.idx", "found 25 bytes"),
@@ -143,6 +207,7 @@ LABEL_CASES = {
     "value 2": (npy(np.array([0, 2, 1]), "y.npy"), "y.npy", "(anomaly), found value 2 at row 1"),
     "value 0.5": (npy(np.array([0.0, 1.0, 0.5]), "y.npy"), "y.npy", "value 0.5 at row 2"),
     "nan": (npy(np.array([0.0, np.nan]), "y.npy"), "y.npy", "value nan at row 1"),
+    "csv nan": (labels_text("0\nnan\n"), "y.csv", "value 'nan' at line 2"),
     "strings": (npy(np.array(["0", "1"]), "y.npy"), "y.npy", "non-numeric dtype <U1"),
     "2-D": (npy(np.zeros((3, 2), int), "y.npy"), "y.npy", "a 1-D array of labels, found shape"),
     "empty": (npy(np.zeros(0, int), "y.npy"), "y.npy", "at least one label, found none"),
@@ -193,3 +258,24 @@ def test_digits_errors(tmp_path: Path) -> None:
 
 def test_errors_are_oddeye_errors() -> None:
     assert issubclass(InputError, OddeyeError)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("y.csv", "0\ninf\n", "value 'inf' at line 2"),
+        ("y.csv", "0\n1e300\n", "value '1e300' at line 2"),
+        ("y.npy", np.array([0.0, np.nan]), "value nan at row 1"),
+        ("y.npy", np.array([0, 2**63 - 1], np.int64), "value 9223372036854775807 at row 1"),
+    ],
+)
+def test_class_ids_must_be_exact_whole_numbers(tmp_path: Path, case: tuple) -> None:
+    name, content, phrase = case
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(InputError) as err:
+        load_classes(path)
+    assert_one_line(str(err.value), name, f"expected integer class ids, found {phrase}")

@@ -11,7 +11,7 @@ from helpers import FAST, blobs
 from oddeye.detectors import available, get_spec
 from oddeye.errors import OddeyeError
 
-SHAPES = [(64, 64, 3), (28, 28, 1), (8, 8, 1), (30, 17, 3), (5, 5, 3)]
+SHAPES = [(64, 64, 3), (28, 28, 1), (8, 8, 1), (30, 17, 3), (5, 5, 3), (3, 3, 1), (1, 8, 3), (1, 1, 1)]
 
 
 def n_params(name: str, shape: tuple[int, int, int]) -> int:

@@ -41,3 +41,14 @@ def test_two_trainings_with_one_seed_give_identical_scores(data, name: str) -> N
     a = oddeye.create(name, **SETTINGS).fit(train).score(test)
     b = oddeye.create(name, **SETTINGS).fit(train).score(test)
     np.testing.assert_array_equal(a, b)
+
+
+def test_scoring_a_float_array_twice_gives_the_same_scores(data) -> None:
+    """The caller's float32 array is not normalised in place (found by tests/test_fuzz.py)."""
+    train, test = data
+    det = oddeye.create("cnn", **SETTINGS).fit(train.astype(np.float32))
+    test = test.astype(np.float32)
+    before = test.copy()
+    first = det.score(test)
+    np.testing.assert_array_equal(test, before)
+    np.testing.assert_array_equal(det.score(test), first)

@@ -209,3 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("oddeye: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # inputs are checked against free memory; this is the last line of defence
+        print(
+            f"oddeye: error: out of memory during '{args.command}' (a smaller --batch-size may help)",
+            file=sys.stderr,
+        )
+        return 2

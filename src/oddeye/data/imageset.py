@@ -16,6 +16,7 @@ from oddeye.errors import InputError
 
 Layout = Literal["NHWC", "NCHW"]
 SCAN_CHUNK = 4096  # images per chunk when scanning for NaN/inf and the value range
+FLOAT32_SPAN = (1e-30, 1e30)  # value ranges normalised in float32; others overflow or underflow it
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,17 @@ class Normalisation:
     hi: float = 255.0
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 2.0 / (self.hi - self.lo)
-        return x.float().sub_(self.lo).mul_(scale).sub_(1.0)
+        """``x`` mapped to [-1, 1] as float32; never written in place (it may share the caller's
+        array). Ranges float32 cannot resolve (huge, tiny or far from 0) are mapped in float64."""
+        span = self.hi - self.lo
+        if FLOAT32_SPAN[0] < span < FLOAT32_SPAN[1] and max(abs(self.lo), abs(self.hi)) <= 1e4 * span:
+            return (x.float() - self.lo).mul_(2.0 / span).sub_(1.0)
+        mid, half = self.lo / 2 + self.hi / 2, self.hi / 2 - self.lo / 2  # finite, unlike span
+        return (x.double() - mid).div_(half).clamp_(-1.0, 1.0).float()  # clamp: rounding only
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + 1.0) * ((self.hi - self.lo) / 2.0) + self.lo
+        mid, half = self.lo / 2 + self.hi / 2, self.hi / 2 - self.lo / 2
+        return x * half + mid
 
     def to_dict(self) -> dict[str, float]:
         return {"lo": self.lo, "hi": self.hi}
@@ -76,8 +83,8 @@ def as_imageset(array: np.ndarray, source: str = "<array>") -> ImageSet:
     """
     if not isinstance(array, np.ndarray):
         raise InputError(source, "an array of images", type(array).__name__)
-    if array.dtype.kind not in "uif":
-        expected = "a numeric image array (uint8, int or float)"
+    if array.dtype.kind not in "uif" or array.dtype.itemsize > 8:
+        expected = "a numeric image array (uint8, int or float of up to 64 bits)"
         raise InputError(source, expected, f"dtype {array.dtype}")
     if array.ndim not in (3, 4):
         raise InputError(
@@ -121,6 +128,6 @@ def _normalisation(array: np.ndarray, source: str) -> Normalisation:
         return Normalisation(0.0, 1.0)
     if lo >= 0.0 and hi <= 255.0:
         return Normalisation(0.0, 255.0)
-    if hi == lo:
-        return Normalisation(lo, lo + 1.0)
+    if hi == lo:  # a constant set: its value maps to -1 (below 0) or +1 (above 255)
+        return Normalisation(lo, 0.0) if lo < 0 else Normalisation(0.0, hi)
     return Normalisation(lo, hi)

@@ -12,9 +12,11 @@ import math
 import os
 import struct
 import tempfile
+import warnings
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,8 +35,10 @@ READ_CHUNK = 1 << 20  # bytes per read when decompressing an idx.gz file
 # what np.load raises on a bad file; zipfile adds NotImplementedError (unknown compression) and
 # RuntimeError (encrypted member)
 NPY_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
-NPY_ERRORS += (RuntimeError,)
+NPY_ERRORS += (RuntimeError, OverflowError, MemoryError)
+NPY_HEADER_MAX = 10_000  # bytes; numpy's own default limit for a .npy header
 LABELS_EXPECTED = "labels 0 (normal) or 1 (anomaly)"
+CLASS_ID_MAX = 2**53  # class ids are whole numbers up to this size, exact in float64 and int64
 HOMEWORK_FILES = {
     "train": "trainingset.npy",
     "test": "testingset.npy",
@@ -84,6 +88,8 @@ def _resolve(path: PathArg) -> tuple[Path, str | None]:
         p, name = Path(head), tail
     if not p.exists():
         raise InputError(p, "an existing file or folder", "nothing there")
+    if not (p.is_file() or p.is_dir()):  # reading a FIFO or a device could block or never end
+        raise InputError(p, "a regular file or a folder", "a pipe, socket or device")
     return p, name
 
 
@@ -107,30 +113,119 @@ def _reason(e: BaseException) -> str:
 
 # ------------------------------------------------------------------------------------ npy / npz
 def _read_npy(p: Path, *, mmap: bool) -> np.ndarray:
-    """A .npy array, memory-mapped (read-only) when ``mmap``; never unpickled."""
-    magic = np.lib.format.MAGIC_PREFIX
+    """A .npy array, memory-mapped (read-only) when ``mmap``; never unpickled.
+
+    The header is checked against the file's size first, so a header declaring more data than
+    the file holds is refused before anything is mapped or allocated.
+    """
     try:
         with p.open("rb") as f:
-            is_npy = f.read(len(magic)) == magic
-        if is_npy:
-            return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-        reason = "not a .npy file"
+            shape, dtype = _npy_header(p, f)
+            found = p.stat().st_size - f.tell()
+        _check_data_size(p, shape, dtype, found)
+        if not mmap:
+            _check_fits(p, math.prod(shape) * dtype.itemsize)
+        return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except NPY_ERRORS as e:
         reason = _reason(e)
     raise InputError(p, "a NumPy .npy array", f"unreadable data ({reason})")
 
 
+def _npy_header(p: Path | str, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a .npy header (format 1.0 or 2.0), leaving ``f`` at the data.
+
+    numpy's own header readers do the parsing (a literal, never code); any exception they raise
+    on a malformed header becomes one InputError line.
+    """
+    fmt = np.lib.format
+    what = "a NumPy .npy array"
+    head = f.read(len(fmt.MAGIC_PREFIX) + 2)
+    if len(head) < len(fmt.MAGIC_PREFIX) + 2 or not head.startswith(fmt.MAGIC_PREFIX):
+        raise InputError(p, what, "unreadable data (not a .npy file)")
+    version = tuple(head[-2:])
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    if version not in readers:  # 3.0 only holds structured dtypes with non-Latin-1 field names
+        raise InputError(p, f"{what} (format 1.0 or 2.0)", f"format {version[0]}.{version[1]}")
+    try:
+        shape, _, dtype = readers[version](f, max_header_size=NPY_HEADER_MAX)
+    except Exception as e:  # noqa: BLE001 - numpy's header parsing raises many kinds on junk
+        raise InputError(p, what, f"a malformed header ({_reason(e)})") from None
+    if dtype.hasobject:
+        raise InputError(p, "an array of numbers (Python objects are never unpickled)", f"dtype {dtype}")
+    return tuple(shape), dtype
+
+
+def _check_data_size(p: Path | str, shape: tuple[int, ...], dtype: np.dtype, found: int) -> None:
+    """The header's ``shape`` x ``dtype`` must account for exactly ``found`` bytes of data."""
+    expected = math.prod(shape) * dtype.itemsize
+    if found != expected:
+        raise InputError(p, f"{expected} bytes of data for shape {shape} ({dtype})", f"{found} bytes")
+
+
+def _check_fits(p: Path | str, nbytes: int) -> None:
+    """Refuse data that cannot fit in the memory this process may still use."""
+    free = available_memory()
+    if nbytes > free:
+        raise InputError(p, f"data that fits in memory ({_size(free)} available)", f"{_size(nbytes)} of data")
+
+
+def available_memory() -> int:
+    """Bytes this process can still allocate: MemAvailable, capped by an address-space limit."""
+    free = None
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    if free is None:
+        try:
+            free = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):  # not on this platform
+            return 1 << 62
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource  # POSIX only
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            free = min(free, soft - _address_space_used())
+    return max(free, 0)
+
+
+def _address_space_used() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}" if nbytes < 1e18 else f"{nbytes:.3g} bytes"
+    return f"{nbytes} bytes"
+
+
 def _read_npz(p: Path, name: str | None) -> np.ndarray:
-    """The only array of a .npz archive, or the one called ``name``."""
+    """The only array of a .npz archive, or the one called ``name``.
+
+    The member's header is checked against its size in the archive, and that size against the
+    free memory, before numpy allocates the array.
+    """
     if not zipfile.is_zipfile(p):
         raise InputError(p, "a NumPy .npz archive", "unreadable data (not a zip archive)")
     try:
-        with np.load(p, allow_pickle=False) as archive:
-            names = list(archive.files)
+        with zipfile.ZipFile(p) as archive:
+            members = {m.filename.removesuffix(".npy"): m for m in archive.infolist()}
+            names = list(members)
             if name is None and len(names) == 1:
                 name = names[0]
-            if name is not None and name in names:
-                return archive[name]
+            if name is not None and name in members:
+                info = members[name]
+                with archive.open(info) as f:
+                    shape, dtype = _npy_header(f"{p}:{name}", f)
+                    _check_data_size(f"{p}:{name}", shape, dtype, info.file_size - f.tell())
+                _check_fits(f"{p}:{name}", info.file_size)
+                with np.load(p, allow_pickle=False) as npz:
+                    return npz[name]
     except NPY_ERRORS as e:
         raise InputError(p, "a NumPy .npz archive", f"unreadable data ({_reason(e)})") from None
     listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
@@ -149,15 +244,17 @@ def _read_idx(p: Path) -> np.ndarray:
             dtype, dims = _idx_header(p, f)
             expected = math.prod(dims) * dtype.itemsize
             offset = 4 + 4 * len(dims)
+            if gz:
+                _check_fits(p, expected)
             data = _read_capped(f, expected + 1) if gz else None
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(p, "an idx file (MNIST format)", f"unreadable data ({_reason(e)})") from None
     found = len(data) if data is not None else p.stat().st_size - offset
     if found != expected:
         raise InputError(p, f"{expected} bytes of data for shape {dims}", f"{found} bytes")
-    if expected == 0:
-        arr = np.empty(dims, dtype)
-    elif data is not None:
+    if expected == 0:  # nothing to read: images and labels both need at least one
+        raise InputError(p, "an idx file holding at least one value", f"shape {dims}")
+    if data is not None:
         arr = np.frombuffer(data, dtype).reshape(dims)
     else:
         arr = np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=dims)
@@ -201,7 +298,9 @@ def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> 
         w, h = _common_size(folder, files, [s for s, _ in infos])
     else:
         h, w = _check_size(size)
-    array = np.empty((len(files), h, w, 1 if gray else 3), np.uint8)
+    shape = (len(files), h, w, 1 if gray else 3)
+    _check_fits(folder, math.prod(shape))
+    array = np.empty(shape, np.uint8)
     bar = tqdm(files, desc=f"reading {folder}", unit="img", disable=None if progress else True)
     for i, f in enumerate(bar):  # pass 2: decode into the preallocated array
         array[i] = _decode(f, mode, (w, h)).reshape(array.shape[1:])
@@ -216,15 +315,23 @@ def _image_files(folder: Path) -> list[Path]:
 def _peek(f: Path) -> tuple[tuple[int, int], str]:
     """(width, height) and Pillow mode of an image file, read from its header only."""
     try:
-        with Image.open(f) as im:
+        with _warnings_as_errors(), Image.open(f) as im:
             return im.size, im.mode
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds on malformed files
         raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
 
 
+@contextlib.contextmanager
+def _warnings_as_errors() -> Iterator[None]:
+    """Pillow warns (not raises) on damaged files and decompression bombs: make those errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
 def _decode(f: Path, mode: str, wh: tuple[int, int]) -> np.ndarray:
     try:
-        with Image.open(f) as im:
+        with _warnings_as_errors(), Image.open(f) as im:
             im = im.convert(mode)
             if im.size != wh:
                 im = im.resize(wh, Image.Resampling.BILINEAR)
@@ -298,7 +405,7 @@ def _check_labels(arr: np.ndarray, source: str, n: int | None, binary: bool = Tr
     expected = LABELS_EXPECTED if binary else "integer class ids"
     if arr.dtype.kind not in "buif":
         raise InputError(source, expected, f"non-numeric dtype {arr.dtype}")
-    bad = np.flatnonzero((arr != 0) & (arr != 1) if binary else ~np.isfinite(arr) | (arr != np.round(arr)))
+    bad = np.flatnonzero((arr != 0) & (arr != 1) if binary else ~_is_class_id(arr.astype(np.float64)))
     if bad.size:
         i = int(bad[0])
         raise InputError(source, expected, f"value {arr[i].item()!r} at row {i}")
@@ -329,6 +436,12 @@ def _read_label_text(p: Path, binary: bool = True) -> np.ndarray:
     return np.array(labels if width == 1 else _order_by_id(p, ids, labels), np.int64)
 
 
+def _is_class_id(value: float | np.ndarray) -> bool | np.ndarray:
+    """Whether ``value`` is a whole number that float64 and int64 hold exactly."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(value) & (value == np.round(value)) & (np.abs(value) <= CLASS_ID_MAX)
+
+
 def _cells(line: str) -> list[str]:
     parts = line.split(",") if "," in line else line.split()
     return [c.strip().strip('"').strip() for c in parts]
@@ -343,8 +456,8 @@ def _is_number(text: str) -> bool:
 
 
 def _label_value(p: Path, cell: str, lineno: int, binary: bool = True) -> int:
-    value = float(cell) if _is_number(cell) else None
-    if value not in (0.0, 1.0) and (binary or value is None or value != round(value)):
+    value = float(cell) if _is_number(cell) else math.nan
+    if not (value in (0.0, 1.0) if binary else _is_class_id(value)):
         expected = LABELS_EXPECTED if binary else "integer class ids"
         raise InputError(p, expected, f"value {cell!r} at line {lineno}")
     return int(value)

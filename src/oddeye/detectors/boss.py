@@ -150,10 +150,19 @@ def frozen(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
     return torch.func.functional_call(module, params, inputs)
 
 
+class Critic(nn.Sequential):
+    """Sequential that first pads images smaller than 4x4 (replicate), which two 4x4 stride-2
+    convolutions need; larger images pass unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = max(0, 4 - x.shape[-2]), max(0, 4 - x.shape[-1])
+        return super().forward(F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x)
+
+
 def critic(in_ch: int, width: int) -> nn.Sequential:
     """Small convolutional discriminator/classifier (no BatchNorm, so :func:`frozen` is pure)."""
     w = width
-    return nn.Sequential(
+    return Critic(
         nn.Conv2d(in_ch, w, 4, 2, 1),
         nn.LeakyReLU(0.2),
         nn.Conv2d(w, 2 * w, 4, 2, 1),

@@ -15,7 +15,8 @@ from oddeye.detectors.registry import register
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Depthwise Gaussian blur of (B, C, H, W) with reflect padding (sigma in pixels)."""
+    """Depthwise Gaussian blur of (B, C, H, W) (sigma in pixels); reflect padding, or replicate
+    where an image side is too small to reflect the kernel's radius."""
     if sigma <= 0:
         return x
     radius = max(1, math.ceil(3 * sigma))
@@ -23,7 +24,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = (k / k.sum()).to(x.dtype)
     c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    mode = "reflect" if radius < min(x.shape[-2:]) else "replicate"
+    x = F.pad(x, (radius, radius, radius, radius), mode=mode)
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
