@@ -165,9 +165,9 @@ def test_ensemble_members_keep_their_own_precision_preference(monkeypatch) -> No
     used: dict[str, str] = {}
     real = loop._train_epoch
 
-    def spy(model, data, idx, opt, config, device, precision, rng):
-        used[type(model).__name__] = precision
-        return real(model, data, idx, opt, config, device, precision, rng)
+    def spy(engine, data, idx, opt, config, device, precision, rng):
+        used[type(engine.model).__name__] = precision
+        return real(engine, data, idx, opt, config, device, precision, rng)
 
     monkeypatch.setattr(loop, "_train_epoch", spy)
     monkeypatch.setattr(

@@ -15,8 +15,9 @@ from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, read_scores_csv, write_scores_csv
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.reports.report import ReportFiles, ReportInputs, write_report
-from oddeye.runs import load_run, prepare_run_dir
+from oddeye.runs import CHECKPOINT, load_run, prepare_run_dir
 from oddeye.thresholds import Threshold, choose_threshold
+from oddeye.training.distributed import barrier, on_main, world
 
 LabelsLike = str | Path | np.ndarray
 
@@ -48,8 +49,12 @@ def train(
     interrupted training there, ``force=True`` replaces what is there.
     """
     det = create(detector, **params)
-    checkpoint = prepare_run_dir(out, force=force, resume=resume) if out is not None else None
-    created = checkpoint is not None and not checkpoint.parent.exists()
+    main = world().main  # under torchrun, rank 0 alone writes the run folder
+    checkpoint = None
+    if out is not None:  # every rank learns the path, or the error, from rank 0
+        on_main(lambda: prepare_run_dir(out, force=force, resume=resume))
+        checkpoint = Path(out) / CHECKPOINT
+    created = main and checkpoint is not None and not checkpoint.parent.exists()
     try:
         det.fit(images, size=size, checkpoint=checkpoint, resume=resume)
     except TrainingInterrupted as e:
@@ -59,8 +64,9 @@ def train(
     finally:
         if created and checkpoint.parent.is_dir() and not any(checkpoint.parent.iterdir()):
             checkpoint.parent.rmdir()  # a failure before the first checkpoint leaves no empty folder
-    if out is not None:
+    if out is not None and main:
         det.save(out, force=True)  # replaces the folder that held the checkpoint
+    barrier()  # the run folder is complete before any rank returns
     return det
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +25,9 @@ EXAMPLES = {
     "bench": "examples:\n  oddeye bench fmnist --detectors cnn-bn,pca,knn --classes 0,6 --seeds 0,1,2\n"
     "  oddeye bench digits\n  oddeye bench speed --detectors cnn-bn --max-images 20000",
 }
+
+
+DISTRIBUTED = ("train", "score")  # the commands that use every rank under torchrun
 
 
 def parse_dims(text: str, n: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
@@ -196,22 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from oddeye import commands
+    from oddeye.training import distributed
 
+    rank = int(os.environ.get("RANK", "0"))
+    if distributed.launched() and args.command not in DISTRIBUTED and rank != 0:
+        return 0  # under torchrun, only train and score use the other ranks
+    prefix = "oddeye" if rank == 0 else f"oddeye[rank {rank}]"
     try:
-        return getattr(commands, f"cmd_{args.command}")(args)
+        with contextlib.redirect_stdout(io.StringIO()) if rank != 0 else contextlib.nullcontext():
+            return _run(args, distributed.launched() and args.command in DISTRIBUTED)
     except TrainingInterrupted as e:
-        print(f"oddeye: {e}", file=sys.stderr)
+        print(f"{prefix}: {e}", file=sys.stderr)
         return 130
     except OddeyeError as e:
-        print(f"oddeye: error: {e}", file=sys.stderr)
+        if not isinstance(e, distributed.RelayedError):  # rank 0 prints its own error once
+            print(f"{prefix}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("oddeye: interrupted", file=sys.stderr)
+        print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
     except MemoryError:  # inputs are checked against free memory; this is the last line of defence
         print(
-            f"oddeye: error: out of memory during '{args.command}' (a smaller --batch-size may help)",
+            f"{prefix}: error: out of memory during '{args.command}' (a smaller --batch-size may help)",
             file=sys.stderr,
         )
         return 2
+
+
+def _run(args: argparse.Namespace, many: bool) -> int:
+    """The command, inside torchrun's process group when ``many``."""
+    from oddeye import commands
+    from oddeye.training import distributed
+
+    command = getattr(commands, f"cmd_{args.command}")
+    if not many:
+        return command(args)
+    with distributed.session(getattr(args, "device", None)):
+        return command(args)

@@ -20,6 +20,7 @@ from oddeye.evaluation import read_scores_csv, write_flags_csv, write_scores_csv
 from oddeye.reports.report import threshold_rows
 from oddeye.runs import save_threshold
 from oddeye.thresholds import Threshold
+from oddeye.training.distributed import world
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "patience", "min_delta", "val_fraction", "device")
 TRAIN_FLAGS += ("precision", "threshold")
@@ -45,6 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         **settings,
         **params,
     )
+    if not world().main:
+        return 0  # rank 0 reports
     shape = "x".join(map(str, det.input_shape_))
     head = (
         f"trained {detector} on {det.n_train_images_} images of {shape} ({det.device_}, {det.precision_}): "
@@ -62,7 +65,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
-    scores = det.infer(data).scores
+    scores = det.infer(data, distributed=True).scores  # sharded over torchrun's ranks, if any
+    if not world().main:
+        return 0  # rank 0 writes the files
     labels = load_labels(args.labels, n=len(scores)) if args.labels else None
     threshold = _score_threshold(args, det, scores, labels)
     wanted = args.calibrated or (threshold is not None and det.heldout_scores_ is not None)
@@ -138,7 +143,9 @@ def _write_report(
 def cmd_report(args: argparse.Namespace) -> int:
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
-    scores = det.infer(data).scores
+    scores = det.infer(data, distributed=True).scores  # sharded over torchrun's ranks, if any
+    if not world().main:
+        return 0  # rank 0 writes the files
     labels = load_labels(args.labels, n=len(scores)) if args.labels else None
     threshold = resolve_threshold(det, args.threshold, scores, labels)
     _write_report(args, args.out, det, data, scores, labels, threshold)

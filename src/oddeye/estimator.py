@@ -172,10 +172,11 @@ class Detector:
         size: tuple[int, int] | None = None,
         maps: bool = False,
         indices: np.ndarray | None = None,
+        distributed: bool = False,
     ) -> InferenceResult:
         """Scores, and with ``maps=True`` per-pixel anomaly maps and reconstructions (of ``indices``
-        only, when given)."""
-        return self._infer(self.prepare(images, size=size), maps=maps, indices=indices)
+        only, when given). ``distributed``: shard the scoring over torchrun's ranks."""
+        return self._infer(self.prepare(images, size=size), maps, indices, distributed)
 
     def prepare(self, images: ImagesLike, size: tuple[int, int] | None = None) -> ImageSet:
         """``images`` loaded and checked against the training shape and value range, with the
@@ -194,10 +195,11 @@ class Detector:
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
         return ImageSet(data.array, data.layout, data.source, self.normalisation_)
 
-    def _infer(self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None):
-        return infer(
-            self.model_, data, self.device_, self.config.score_batch_size, maps, indices, self.config.progress
-        )
+    def _infer(
+        self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None, distributed: bool = False
+    ) -> InferenceResult:
+        batch, progress = self.config.score_batch_size, self.config.progress
+        return infer(self.model_, data, self.device_, batch, maps, indices, progress, distributed)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
+from oddeye.training.distributed import gather_arrays, shard, world
 from oddeye.training.loop import to_device
 
 T = TypeVar("T")
@@ -67,8 +68,17 @@ def infer(
     maps: bool = False,
     indices: np.ndarray | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> InferenceResult:
-    """Run the model over ``data``; ``maps=True`` also keeps anomaly maps and reconstructions."""
+    """Run the model over ``data``; ``maps=True`` also keeps anomaly maps and reconstructions.
+
+    ``distributed`` (under torchrun, scores only): each rank scores a contiguous shard and every
+    rank gets all the scores in the original order. Every rank must make the same call.
+    """
+    if distributed and world().active and not maps:
+        mine = shard(np.arange(len(data)) if indices is None else np.asarray(indices))
+        part = infer(model, data, device, batch_size, False, mine, progress and world().main)
+        return InferenceResult(gather_arrays(part.scores))
     scores, amaps, recons = [], [], []
     for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress):
         scores.append(out.score.double().cpu().numpy())

@@ -38,6 +38,7 @@ from oddeye.errors import OddeyeError
 from oddeye.io import atomic_path, write_text
 from oddeye.scoring import infer
 from oddeye.training.device import choose_device, choose_precision
+from oddeye.training.distributed import LossOf
 from oddeye.training.loop import epoch_batches, prepare, split_indices, train_step
 
 SHAPE = (64, 64, 3)  # the homework's images
@@ -342,10 +343,11 @@ def _index_batches(train_idx: np.ndarray, batch_size: int, rng: np.random.Genera
 
 def _ours_step(model, data, batches, optimizer, device, precision) -> Callable[[], tuple[int, float]]:
     """One real training step; returns (images, NaN): its input time is inside ``train_step``."""
+    engine = LossOf(model)
 
     def step() -> tuple[int, float]:
         idx = next(batches)
-        train_step(model, data, idx, optimizer, device, precision)
+        train_step(engine, data, idx, optimizer, device, precision)
         return len(idx), float("nan")
 
     return step

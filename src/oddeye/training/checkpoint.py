@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from oddeye.errors import OddeyeError
 from oddeye.io import atomic_path
+from oddeye.training.distributed import world
 
 FORMAT = "oddeye-checkpoint/1"
 CHECKPOINT = "checkpoint.safetensors"
@@ -129,7 +130,10 @@ class Checkpoint:
         best: dict[str, torch.Tensor] | None,
         optimizer: torch.optim.Optimizer | None,
     ) -> None:
-        """Record ``scope`` at an epoch boundary (``state.done``: finished) and rewrite the file."""
+        """Record ``scope`` at an epoch boundary (``state.done``: finished) and rewrite the file
+        (rank 0 only, under torchrun: the ranks hold the same state)."""
+        if not world().main:
+            return
         for key in [k for k in self.tensors if k.startswith(scope) and _in_scope(k, scope)]:
             del self.tensors[key]
         self.tensors.update(_prefixed(f"{scope}model.", model.state_dict()))

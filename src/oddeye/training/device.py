@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 
 from oddeye.errors import OddeyeError
+from oddeye.training.distributed import rank_device
 
 
 def choose_device(request: str = "auto") -> torch.device:
     """CUDA > MPS > CPU for ``auto``; an explicit request must be available."""
     if request == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return rank_device(torch.device("cuda"))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -26,7 +27,7 @@ def choose_device(request: str = "auto") -> torch.device:
         raise OddeyeError("device cuda requested, but this PyTorch build sees no CUDA GPU")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise OddeyeError("device mps requested, but MPS is not available here")
-    return device
+    return rank_device(device)
 
 
 def cpu_has_bf16() -> bool:

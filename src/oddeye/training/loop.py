@@ -23,6 +23,7 @@ from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
 from oddeye.training.checkpoint import Checkpoint, ScopeState
 from oddeye.training.device import autocast, choose_precision
+from oddeye.training.distributed import all_sum, shard, world, wrap
 
 
 @dataclass
@@ -99,6 +100,7 @@ def fit_model(
         return gen
 
     train_batches, heldout_batches = batches_of(train_idx), batches_of(val_idx)
+    main = world().main  # under torchrun, rank 0 alone shows progress
     result = TrainResult(val_indices=val_idx)
     for i, member in enumerate(model.members()):  # ensembles: each member through this loop, same split
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
@@ -129,11 +131,12 @@ def fit_model(
         total=max_epochs,
         desc="training",
         unit="epoch",
-        disable=None if config.progress and model.trainable else True,
+        disable=None if config.progress and model.trainable and main else True,
     )
+    engine = wrap(model, device) if model.trainable else None  # DDP under torchrun
     for epoch in epochs:
         start = time.perf_counter()
-        train_loss = _train_epoch(model, data, train_idx, optimizer, config, device, precision, rng)
+        train_loss = _train_epoch(engine, data, train_idx, optimizer, config, device, precision, rng)
         seconds = time.perf_counter() - start
         val_loss = (
             evaluate_loss(model, data, val_idx, config, device, precision) if len(val_idx) else train_loss
@@ -187,7 +190,7 @@ def _restore_result(result: TrainResult, state: ScopeState) -> None:
 
 
 def _train_epoch(
-    model: AnomalyModel,
+    engine: torch.nn.Module,
     data: ImageSet,
     train_idx: np.ndarray,
     optimizer: torch.optim.Optimizer,
@@ -196,47 +199,63 @@ def _train_epoch(
     precision: str,
     rng: np.random.Generator,
 ) -> float:
-    model.train()
+    engine.train()
+    w = world()
     total, count = 0.0, 0
     bar = tqdm(
-        epoch_batches(train_idx, config.batch_size, rng),
+        epoch_batches(train_idx, config.batch_size, rng, min_size=max(2, w.size)),
         desc="  batches",
         unit="batch",
         leave=False,
-        disable=None if config.progress else True,
+        disable=None if config.progress and w.main else True,
     )
     for idx in bar:
-        loss = train_step(model, data, idx, optimizer, device, precision)
-        total += loss * len(idx)
-        count += len(idx)
+        mine = shard(idx, w)  # the whole batch without torchrun
+        loss = train_step(engine, data, mine, optimizer, device, precision, len(mine) * w.size / len(idx))
+        total += loss * len(mine)
+        count += len(mine)
         bar.set_postfix(loss=f"{loss:.4g}")
+    total, count = all_sum([total, count], device)
     return total / count
 
 
-def epoch_batches(train_idx: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch's shuffled index batches, each sorted for sequential memory-map reads."""
+def epoch_batches(
+    train_idx: np.ndarray, batch_size: int, rng: np.random.Generator, min_size: int = 2
+) -> list[np.ndarray]:
+    """One epoch's shuffled index batches, each sorted for sequential memory-map reads.
+
+    A last batch smaller than ``min_size`` joins the one before: a batch of one breaks
+    BatchNorm, and under torchrun every rank needs at least one image of every batch.
+    """
     order = rng.permutation(train_idx)
     batches = [np.sort(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:  # a batch of one breaks BatchNorm
+    if len(batches) > 1 and len(batches[-1]) < min_size:
         batches[-2] = np.sort(np.concatenate(batches[-2:]))
         batches.pop()
     return batches
 
 
 def train_step(
-    model: AnomalyModel,
+    engine: torch.nn.Module,
     data: ImageSet,
     idx: np.ndarray,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     precision: str,
+    weight: float = 1.0,
 ) -> float:
-    """One optimisation step on the images at ``idx``; returns the batch loss."""
+    """One optimisation step on the images at ``idx``; returns their mean loss.
+
+    ``engine``: the model's loss as a module (:func:`~oddeye.training.distributed.wrap`), DDP
+    under torchrun. ``weight`` (this rank's share of the global batch x the number of ranks)
+    makes DDP's average of the ranks' gradients the gradient of the global batch's mean loss.
+    """
+    model = engine.module.model if hasattr(engine, "module") else engine.model
     x = to_device(data.batch(idx), data, device, model.channels_last)  # (B, C, H, W) in [-1, 1]
     with autocast(device, precision):
-        loss = model.loss(x)
+        loss = engine(x)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight if weight != 1.0 else loss).backward()
     optimizer.step()
     return loss.item()
 
@@ -258,12 +277,15 @@ def evaluate_loss(
     device: torch.device,
     precision: str,
 ) -> float:
-    """Mean training loss over ``indices`` in eval mode (the held-out convergence signal)."""
+    """Mean training loss over ``indices`` in eval mode (the held-out convergence signal); under
+    torchrun each rank takes a shard and the sums are shared, so every rank gets the same value."""
     model.eval()
+    mine = shard(indices)
     total = 0.0
-    for i in range(0, len(indices), config.score_batch_size):
-        idx = indices[i : i + config.score_batch_size]
+    for i in range(0, len(mine), config.score_batch_size):
+        idx = mine[i : i + config.score_batch_size]
         with autocast(device, precision):
             x = to_device(data.batch(idx), data, device, model.channels_last)
             total += model.loss(x).item() * len(idx)
-    return total / len(indices)
+    total, count = all_sum([total, len(mine)], device)
+    return total / count
