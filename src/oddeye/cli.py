@@ -23,7 +23,8 @@ EXAMPLES = {
     "detectors": "example:\n  oddeye detectors --shape 64x64x3",
     "demo": "example:\n  oddeye demo --out demo-output",
     "bench": "examples:\n  oddeye bench fmnist --detectors cnn-bn,pca,knn --classes 0,6 --seeds 0,1,2\n"
-    "  oddeye bench digits\n  oddeye bench speed --detectors cnn-bn --max-images 20000",
+    "  oddeye bench digits\n  oddeye bench speed --detectors cnn-bn --max-images 20000\n"
+    "  oddeye bench large --n 1000000",
 }
 
 
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda[:N] or mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument(
+        "--compile", action="store_const", const=True, help="torch.compile the training step (GPUs, long runs)"
+    )
+    p.add_argument(
         "--threshold", metavar="RULE", help="the run's operating threshold: VALUE or fpr:A (default fpr:0.01)"
     )
     p.add_argument(
@@ -184,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "bench", "benchmarks that print figures (no pass/fail on time)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    from oddeye.bench import oneclass, speed
+    from oddeye.bench import large, oneclass, speed
 
     for name, what in [
         ("fmnist", "one-class Fashion-MNIST: AUROC per class, mean, time per class"),
@@ -193,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         oneclass.add_arguments(bench.add_parser(name, help=what, description=what), name)
     what = "train/score images/s at the homework scale: ours vs a course-style loop"
     speed.add_arguments(bench.add_parser("speed", help=what, description=what))
+    what = "score a generated set larger than memory (1M images): peak RSS and images/s"
+    large.add_arguments(bench.add_parser("large", help=what, description=what))
     what = "regenerate BENCHMARKS.md from benchmarks/results/*.json"
     p = bench.add_parser("report", help=what, description=what)
     p.add_argument("--results-dir", default="benchmarks/results")

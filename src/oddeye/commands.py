@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -16,14 +17,14 @@ from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
-from oddeye.evaluation import read_scores_csv, write_flags_csv, write_scores_csv
+from oddeye.evaluation import ScoresCsv, read_scores_csv, write_flags_csv
 from oddeye.reports.report import threshold_rows
 from oddeye.runs import save_threshold
 from oddeye.thresholds import Threshold
 from oddeye.training.distributed import world
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "patience", "min_delta", "val_fraction", "device")
-TRAIN_FLAGS += ("precision", "threshold")
+TRAIN_FLAGS += ("precision", "threshold", "compile")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -65,14 +66,21 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
-    scores = det.infer(data, distributed=True).scores  # sharded over torchrun's ranks, if any
-    if not world().main:
-        return 0  # rank 0 writes the files
-    labels = load_labels(args.labels, n=len(scores)) if args.labels else None
-    threshold = _score_threshold(args, det, scores, labels)
+    main = world().main  # under torchrun, every rank scores a shard and rank 0 writes the files
+    labels = load_labels(args.labels, n=len(data)) if args.labels and main else None
+    # rows go to a temporary file as they are scored; it becomes OUT once everything has worked
+    with ScoresCsv(args.out, header) if main else contextlib.nullcontext() as csv_out:
+        parts = []
+        for chunk in det.iter_scores(data, distributed=True):
+            parts.append(chunk)
+            if csv_out is not None:
+                csv_out.write(det.calibrate(chunk) if args.calibrated else chunk)
+        if not main:
+            return 0
+        scores = np.concatenate(parts)
+        threshold = _score_threshold(args, det, scores, labels)
     wanted = args.calibrated or (threshold is not None and det.heldout_scores_ is not None)
-    calibrated = det.calibrate(scores) if wanted else None  # the CSV's or the flags file's column
-    write_scores_csv(args.out, calibrated if args.calibrated else scores, header)
+    calibrated = det.calibrate(scores) if wanted else None  # the flags file's column
     print(
         f"scored {len(scores)} images (higher = more anomalous): min {scores.min():.5g}, "
         f"median {float(np.median(scores)):.5g}, max {scores.max():.5g}"
@@ -197,11 +205,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from oddeye.bench import oneclass, report, speed
+    from oddeye.bench import large, oneclass, report, speed
 
     if args.bench in ("fmnist", "digits"):
         return oneclass.run(args, args.bench)
     if args.bench == "report":
         print(f"wrote {report.write_markdown(Path(args.results_dir), Path(args.markdown))}")
         return 0
+    if args.bench == "large":
+        return large.run(args)
     return speed.run(args)

@@ -30,6 +30,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16
     score_batch_size: int = 1024
+    compile: bool = False  # torch.compile the training step (pays off on GPUs for long runs)
     progress: bool = True
     threshold: str = "fpr:0.01"  # the run's operating threshold: VALUE or fpr:A (see thresholds.py)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel
 from oddeye.errors import InputError, OddeyeError, TrainingInterrupted
 from oddeye.evaluation import score_stats
-from oddeye.scoring import InferenceResult, infer
+from oddeye.scoring import InferenceResult, infer, iter_scores
 from oddeye.thresholds import Threshold, calibrate, choose_threshold
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
 from oddeye.training.device import choose_device, choose_precision
@@ -194,6 +195,12 @@ class Detector:
             found = f"values spanning [{data.normalisation.lo:g}, {data.normalisation.hi:g}]"
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
         return ImageSet(data.array, data.layout, data.source, self.normalisation_)
+
+    def iter_scores(self, data: ImageSet, distributed: bool = False) -> Iterator[np.ndarray]:
+        """Scores of a prepared image set (:meth:`prepare`) batch by batch, in order, for writing
+        as they come; ``distributed``: shard over torchrun's ranks (then one chunk at the end)."""
+        batch, progress = self.config.score_batch_size, self.config.progress
+        return iter_scores(self.model_, data, self.device_, batch, None, progress, distributed)
 
     def _infer(
         self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None, distributed: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -19,10 +20,34 @@ DEFAULT_HEADER = ("Id", "Predicted")  # the 2021 course edition; 2022 used ("ID"
 
 def write_scores_csv(path: str | Path, scores: np.ndarray, header: tuple[str, str] = DEFAULT_HEADER) -> Path:
     """Write ``Id,Predicted`` rows (Id from 0) atomically, with full float precision."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        f.write(f"{header[0]},{header[1]}\n")
-        f.writelines(f"{i},{float(s)!r}\n" for i, s in enumerate(scores))
+    with ScoresCsv(path, header) as out:
+        out.write(scores)
     return Path(path)
+
+
+class ScoresCsv:
+    """``Id,Predicted`` rows written chunk by chunk as scores arrive, into a temporary file that
+    replaces ``path`` only when the ``with`` block succeeds (else it is removed)."""
+
+    def __init__(self, path: str | Path, header: tuple[str, str] = DEFAULT_HEADER) -> None:
+        self.path, self.header, self.rows = Path(path), header, 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> ScoresCsv:
+        with self._stack as stack:
+            tmp = stack.enter_context(atomic_path(self.path))
+            self._file = stack.enter_context(open(tmp, "w", newline=""))
+            self._file.write(f"{self.header[0]},{self.header[1]}\n")
+            self._stack = stack.pop_all()
+        return self
+
+    def write(self, scores: np.ndarray) -> None:
+        first = self.rows
+        self._file.writelines(f"{first + i},{float(s)!r}\n" for i, s in enumerate(scores))
+        self.rows += len(scores)
+
+    def __exit__(self, *exc: object) -> bool:
+        return self._stack.__exit__(*exc)  # closes the file, then renames (or removes) it
 
 
 def write_flags_csv(

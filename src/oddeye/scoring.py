@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
 from oddeye.training.distributed import gather_arrays, shard, world
-from oddeye.training.loop import to_device
+from oddeye.training.feed import Feed
 
 T = TypeVar("T")
 
@@ -42,9 +42,14 @@ def iter_batches(
     model.eval()
     n = len(data) if indices is None else len(indices)
     starts = range(0, n, batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", disable=None if progress else True):
-        sel = slice(start, start + batch_size) if indices is None else indices[start : start + batch_size]
-        yield fn(to_device(data.batch(sel), data, device, model.channels_last))
+    sels = (slice(i, i + batch_size) if indices is None else indices[i : i + batch_size] for i in starts)
+    feed = Feed(data, device, model.channels_last, resident=False)  # one pass: stream, one batch ahead
+    bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=None if progress else True)
+    with bar:
+        for sel, x in feed.stream(sels):
+            yield fn(x)
+            data.release(sel)  # a sequential pass over a memory-mapped file keeps a bounded RSS
+            bar.update()
 
 
 def embed(
@@ -58,6 +63,29 @@ def embed(
     """(N, D) latent codes (``model.latent`` says what they are) for ``data`` or ``indices`` of it."""
     parts = iter_batches(model.embed, model, data, device, batch_size, indices, progress, "embedding")
     return np.concatenate([p.float().cpu().numpy() for p in parts])
+
+
+def iter_scores(
+    model: AnomalyModel,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int = 1024,
+    indices: np.ndarray | None = None,
+    progress: bool = True,
+    distributed: bool = False,
+) -> Iterator[np.ndarray]:
+    """Scores batch by batch, in order (float64), for writing as they come.
+
+    ``distributed`` (under torchrun): each rank scores a contiguous shard and every rank then
+    gets all the scores in the original order, as one chunk. Every rank must make the same call.
+    """
+    if distributed and world().active:
+        mine = shard(np.arange(len(data)) if indices is None else np.asarray(indices))
+        part = iter_scores(model, data, device, batch_size, mine, progress and world().main)
+        yield gather_arrays(np.concatenate(list(part)))
+        return
+    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress):
+        yield out.score.double().cpu().numpy()
 
 
 def infer(
@@ -75,10 +103,9 @@ def infer(
     ``distributed`` (under torchrun, scores only): each rank scores a contiguous shard and every
     rank gets all the scores in the original order. Every rank must make the same call.
     """
-    if distributed and world().active and not maps:
-        mine = shard(np.arange(len(data)) if indices is None else np.asarray(indices))
-        part = infer(model, data, device, batch_size, False, mine, progress and world().main)
-        return InferenceResult(gather_arrays(part.scores))
+    if not maps:
+        chunks = iter_scores(model, data, device, batch_size, indices, progress, distributed)
+        return InferenceResult(np.concatenate(list(chunks)))
     scores, amaps, recons = [], [], []
     for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress):
         scores.append(out.score.double().cpu().numpy())

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from oddeye.bench.large import format_result as format_large
 from oddeye.bench.oneclass import PUBLISHED, Published
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
@@ -152,6 +153,18 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
         lines += ["## Speed at the homework scale (140,001 x 64 x 64 x 3)", ""]
         for r in speed:
             lines += _speed_markdown(r)
+    large = [r for r in results if r["_file"].startswith("large")]
+    if large:
+        lines += ["## Scoring a set larger than memory (`oddeye bench large`)", ""]
+        for r in large:
+            lines += [
+                f"`{r['_file']}` ({r['provenance']['command']}):",
+                "",
+                "```",
+                format_large(r),
+                "```",
+                "",
+            ]
     if notes:
         lines += ["## Notes", "", notes.strip(), ""]
     return "\n".join(lines)

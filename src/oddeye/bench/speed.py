@@ -39,6 +39,7 @@ from oddeye.io import atomic_path, write_text
 from oddeye.scoring import infer
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.distributed import LossOf
+from oddeye.training.feed import Feed
 from oddeye.training.loop import epoch_batches, prepare, split_indices, train_step
 
 SHAPE = (64, 64, 3)  # the homework's images
@@ -342,12 +343,13 @@ def _index_batches(train_idx: np.ndarray, batch_size: int, rng: np.random.Genera
 
 
 def _ours_step(model, data, batches, optimizer, device, precision) -> Callable[[], tuple[int, float]]:
-    """One real training step; returns (images, NaN): its input time is inside ``train_step``."""
-    engine = LossOf(model)
+    """One real training step, fed as the loop feeds it (the uint8 set resident on a GPU when it
+    fits); returns (images, NaN): its input time is inside the step."""
+    engine, feed = LossOf(model), Feed(data, device, model.channels_last)
 
     def step() -> tuple[int, float]:
         idx = next(batches)
-        train_step(engine, data, idx, optimizer, device, precision)
+        train_step(engine, feed(idx), optimizer, device, precision)
         return len(idx), float("nan")
 
     return step

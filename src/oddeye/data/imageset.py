@@ -6,6 +6,8 @@ and normalised on the device, so a 1.7 GB uint8 training set never becomes a 6.9
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,6 +72,36 @@ class ImageSet:
         t = torch.from_numpy(chunk)
         return t.permute(0, 3, 1, 2) if self.layout == "NHWC" else t  # (B, C, H, W)
 
+    def release(self, indices: np.ndarray | slice) -> None:
+        """Unmap the pages holding the images at ``indices`` (a contiguous run, already used) when
+        the array is a memory-mapped file; the page cache keeps them. A pass over a file far larger
+        than memory then holds a bounded resident set. No-op for other arrays and index sets."""
+        release_pages(self.array, indices)
+
+
+def release_pages(array: np.ndarray, indices: np.ndarray | slice) -> None:
+    """See :meth:`ImageSet.release`; whole pages only, so no image still to be read is touched
+    (a page shared with the next image is dropped with a later call)."""
+    mm = getattr(array, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not array.flags.c_contiguous or len(array) == 0:
+        return
+    if isinstance(indices, slice):
+        lo, hi, step = indices.indices(len(array))
+    else:
+        idx = np.asarray(indices)
+        lo, hi, step = (int(idx[0]), int(idx[-1]) + 1, 1) if len(idx) else (0, 0, 1)
+        if hi - lo != len(idx):
+            return
+    if step != 1 or hi <= lo:
+        return
+    base = np.frombuffer(mm, np.uint8).ctypes.data  # where the mapping starts
+    start, row = array.ctypes.data - base, array.strides[0]
+    first = (start + lo * row) // mmap.PAGESIZE * mmap.PAGESIZE
+    last = (start + hi * row) // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        with contextlib.suppress(OSError, ValueError):  # advice only: never fail a read for it
+            mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
 
 def shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
@@ -124,6 +156,7 @@ def _normalisation(array: np.ndarray, source: str) -> Normalisation:
             bad = start + int(np.argwhere(~np.isfinite(chunk).reshape(len(chunk), -1).all(1))[0, 0])
             raise InputError(source, "finite pixel values", f"NaN or inf in image {bad}")
         lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+        release_pages(array, slice(start, start + SCAN_CHUNK))
     if lo >= 0.0 and hi <= 1.0 and array.dtype.kind == "f":
         return Normalisation(0.0, 1.0)
     if lo >= 0.0 and hi <= 255.0:

@@ -24,6 +24,7 @@ from oddeye.detectors.base import AnomalyModel
 from oddeye.training.checkpoint import Checkpoint, ScopeState
 from oddeye.training.device import autocast, choose_precision
 from oddeye.training.distributed import all_sum, shard, world, wrap
+from oddeye.training.feed import Feed
 
 
 @dataclass
@@ -62,15 +63,6 @@ def split_indices(n: int, val_fraction: float, rng: np.random.Generator) -> tupl
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def to_device(
-    raw: torch.Tensor, data: ImageSet, device: torch.device, channels_last: bool = False
-) -> torch.Tensor:
-    """Raw (B, C, H, W) batch -> normalised float on ``device`` in the model's memory format."""
-    x = data.normalisation.apply(raw.to(device, non_blocking=True))
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return x.contiguous(memory_format=fmt)
-
-
 def fit_model(
     model: AnomalyModel,
     data: ImageSet,
@@ -94,8 +86,7 @@ def fit_model(
         def gen() -> Iterator[torch.Tensor]:
             model.eval()
             for i in range(0, len(indices), config.score_batch_size):
-                idx = indices[i : i + config.score_batch_size]
-                yield to_device(data.batch(idx), data, device, model.channels_last)  # fp32, one pass
+                yield feed(indices[i : i + config.score_batch_size])  # fp32, one pass
 
         return gen
 
@@ -108,6 +99,7 @@ def fit_model(
             member, data, config, device, member_precision, ckpt, f"{scope}members.{i}."
         )
         result.members.append((member.label, member_result))
+    feed = Feed(data, device, model.channels_last)  # after the members: one resident copy at a time
     saved = ckpt.restore(scope, model, optimizer) if ckpt is not None and model.trainable else None
     state = saved[0] if saved is not None else None
     if state is not None and state.done:  # finished before the interruption: its final weights
@@ -134,12 +126,14 @@ def fit_model(
         disable=None if config.progress and model.trainable and main else True,
     )
     engine = wrap(model, device) if model.trainable else None  # DDP under torchrun
+    if engine is not None and config.compile:
+        engine = torch.compile(engine)
     for epoch in epochs:
         start = time.perf_counter()
-        train_loss = _train_epoch(engine, data, train_idx, optimizer, config, device, precision, rng)
+        train_loss = _train_epoch(engine, feed, train_idx, optimizer, config, device, precision, rng)
         seconds = time.perf_counter() - start
         val_loss = (
-            evaluate_loss(model, data, val_idx, config, device, precision) if len(val_idx) else train_loss
+            evaluate_loss(model, feed, val_idx, config, device, precision) if len(val_idx) else train_loss
         )
         improved = val_loss < best_loss * (1.0 - config.min_delta)
         if improved:
@@ -191,7 +185,7 @@ def _restore_result(result: TrainResult, state: ScopeState) -> None:
 
 def _train_epoch(
     engine: torch.nn.Module,
-    data: ImageSet,
+    feed: Feed,
     train_idx: np.ndarray,
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -202,16 +196,18 @@ def _train_epoch(
     engine.train()
     w = world()
     total, count = 0.0, 0
+    batches = epoch_batches(train_idx, config.batch_size, rng, min_size=max(2, w.size))
+    weights = [len(shard(idx, w)) * w.size / len(idx) for idx in batches]  # 1.0 without torchrun
     bar = tqdm(
-        epoch_batches(train_idx, config.batch_size, rng, min_size=max(2, w.size)),
+        zip(feed.stream(shard(idx, w) for idx in batches), weights, strict=True),
+        total=len(batches),
         desc="  batches",
         unit="batch",
         leave=False,
         disable=None if config.progress and w.main else True,
     )
-    for idx in bar:
-        mine = shard(idx, w)  # the whole batch without torchrun
-        loss = train_step(engine, data, mine, optimizer, device, precision, len(mine) * w.size / len(idx))
+    for (mine, x), weight in bar:
+        loss = train_step(engine, x, optimizer, device, precision, weight)
         total += loss * len(mine)
         count += len(mine)
         bar.set_postfix(loss=f"{loss:.4g}")
@@ -237,21 +233,19 @@ def epoch_batches(
 
 def train_step(
     engine: torch.nn.Module,
-    data: ImageSet,
-    idx: np.ndarray,
+    x: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
     precision: str,
     weight: float = 1.0,
 ) -> float:
-    """One optimisation step on the images at ``idx``; returns their mean loss.
+    """One optimisation step on the normalised batch ``x`` (from a :class:`Feed`); returns its
+    mean loss.
 
     ``engine``: the model's loss as a module (:func:`~oddeye.training.distributed.wrap`), DDP
     under torchrun. ``weight`` (this rank's share of the global batch x the number of ranks)
     makes DDP's average of the ranks' gradients the gradient of the global batch's mean loss.
     """
-    model = engine.module.model if hasattr(engine, "module") else engine.model
-    x = to_device(data.batch(idx), data, device, model.channels_last)  # (B, C, H, W) in [-1, 1]
     with autocast(device, precision):
         loss = engine(x)
     optimizer.zero_grad(set_to_none=True)
@@ -271,7 +265,7 @@ def prepare(model: AnomalyModel, device: torch.device, lr: float) -> torch.optim
 @torch.no_grad()
 def evaluate_loss(
     model: AnomalyModel,
-    data: ImageSet,
+    feed: Feed,
     indices: np.ndarray,
     config: TrainConfig,
     device: torch.device,
@@ -284,8 +278,8 @@ def evaluate_loss(
     total = 0.0
     for i in range(0, len(mine), config.score_batch_size):
         idx = mine[i : i + config.score_batch_size]
+        x = feed(idx)
         with autocast(device, precision):
-            x = to_device(data.batch(idx), data, device, model.channels_last)
             total += model.loss(x).item() * len(idx)
     total, count = all_sum([total, len(mine)], device)
     return total / count

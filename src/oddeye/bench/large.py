@@ -1,0 +1,100 @@
+"""Scoring a set far larger than memory: peak RSS and throughput of ``oddeye score`` on N images.
+
+``run`` generates the seeded 64x64x3 set of ``oddeye bench speed`` (N images written chunk by chunk
+into a .npy, 12.3 GB for a million), trains the detector for one epoch on the first images, then
+runs ``oddeye score`` on the whole file in a subprocess and reads that process's peak RSS from
+``wait4``. The CSV is checked (one row per image, ids in order). Only figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import oddeye
+from oddeye.bench.provenance import provenance
+from oddeye.bench.speed import generate_images
+from oddeye.errors import OddeyeError
+from oddeye.io import write_text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``oddeye bench large``."""
+    parser.add_argument("--n", type=int, default=1_000_000, help="images in the generated set")
+    parser.add_argument("--detector", default="cnn", help="registry name")
+    parser.add_argument("--train-images", type=int, default=5000, help="first images trained on (1 epoch)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.n < args.train_images or args.train_images < 10:
+        raise OddeyeError(f"--n {args.n} / --train-images {args.train_images}: expected 10 <= train <= n")
+    folder = Path(args.data_dir)
+    data = generate_images(folder / f"large-{args.n}.npy", args.n)
+    run_dir = folder / f"large-run-{args.detector}"
+    images = np.load(data, mmap_mode="r")
+    det = oddeye.create(args.detector, epochs=1, device=args.device, progress=False)
+    det.fit(np.ascontiguousarray(images[: args.train_images])).save(run_dir, force=True)
+    out = folder / f"large-scores-{args.detector}.csv"
+    result = {
+        "provenance": provenance(det.device_),
+        "detector": args.detector,
+        "images": args.n,
+        "file_bytes": data.stat().st_size,
+        **score_in_subprocess(run_dir, data, out, args.device),
+    }
+    result["rows_ok"] = _csv_rows_in_order(out, args.n)
+    print(format_result(result))
+    if args.json:
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def score_in_subprocess(run_dir: Path, data: Path, out: Path, device: str) -> dict[str, Any]:
+    """Wall time and peak RSS of ``oddeye score RUN DATA --out OUT`` in a fresh process."""
+    cmd = [sys.executable, "-m", "oddeye", "score", str(run_dir), str(data), "--out", str(out)]
+    cmd += ["--device", device]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    stdout = proc.stdout.read() if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OddeyeError(f"oddeye score failed: {stdout.strip()}")
+    return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024, "stdout": stdout.strip()}
+
+
+def _csv_rows_in_order(path: Path, n: int) -> bool:
+    """Every row's id equals its position, and there are ``n`` rows (read line by line)."""
+    with open(path) as f:
+        next(f)
+        count = 0
+        for count, line in enumerate(f):
+            if int(line.split(",", 1)[0]) != count:
+                return False
+    return count + 1 == n
+
+
+def format_result(r: dict[str, Any]) -> str:
+    m = r["provenance"]["machine"]
+    gb = r["file_bytes"] / 1e9
+    rss = r["peak_rss_bytes"] / 1e9
+    return "\n".join(
+        [
+            f"oddeye score ({r['detector']}) on {r['images']:,} images of 64x64x3 uint8 ({gb:.1f} GB .npy)",
+            f"  machine: {m['gpu'] or m['cpu']}, device {m['device']}, {m['torch_threads']} torch threads",
+            f"  wall time {r['seconds']:.0f} s ({r['images'] / r['seconds']:,.0f} images/s)",
+            f"  peak RSS {rss:.2f} GB ({rss / gb:.1%} of the file)",
+            f"  CSV rows complete and in order: {r['rows_ok']}",
+        ]
+    )
