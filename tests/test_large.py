@@ -66,3 +66,45 @@ def test_a_failure_while_streaming_leaves_no_csv(tmp_path: Path) -> None:
         out.write(np.arange(3.0))
         raise RuntimeError("scoring failed half way")
     assert list(tmp_path.iterdir()) == []
+
+
+def write_folder(folder: Path, images: np.ndarray) -> Path:
+    from PIL import Image
+
+    folder.mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_a_folder_too_large_for_memory_decodes_batch_by_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, big
+) -> None:
+    from oddeye.data import loaders
+
+    _, det = big
+    folder = write_folder(tmp_path / "imgs", blobs(70, SHAPE, seed=6))
+    eager = loaders.load_images(folder, progress=False)
+    monkeypatch.setattr(loaders, "EAGER_SHARE", 0.0)  # as if the folder were larger than memory
+    lazy = loaders.load_images(folder, progress=False)
+    assert isinstance(lazy.array, loaders.FolderImages) and isinstance(eager.array, np.ndarray)
+    assert lazy.shape == eager.shape and len(lazy) == 70 and lazy.normalisation == eager.normalisation
+    idx = np.array([0, 5, 69])
+    np.testing.assert_array_equal(lazy.batch(idx).numpy(), eager.batch(idx).numpy())
+    np.testing.assert_array_equal(lazy.array[3], eager.array[3])
+    np.testing.assert_array_equal(det.score(lazy), det.score(eager))
+
+
+def test_a_damaged_file_in_a_streamed_folder_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from oddeye.data import loaders
+    from oddeye.errors import InputError
+
+    folder = write_folder(tmp_path / "imgs", blobs(5, SHAPE, seed=7))
+    damaged = folder / "0003.png"
+    damaged.write_bytes(damaged.read_bytes()[:-200])  # the header is intact: found only on decoding
+    monkeypatch.setattr(loaders, "EAGER_SHARE", 0.0)
+    lazy = loaders.load_images(folder, progress=False)
+    with pytest.raises(InputError, match=r"0003\.png: expected a readable image"):
+        lazy.batch(np.arange(5))

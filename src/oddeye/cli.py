@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (default), cpu, cuda[:N] or mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument(
-        "--compile", action="store_const", const=True, help="torch.compile the training step (GPUs, long runs)"
+        "--compile",
+        action="store_const",
+        const=True,
+        help="torch.compile the training step (GPUs, long runs)",
     )
     p.add_argument(
         "--threshold", metavar="RULE", help="the run's operating threshold: VALUE or fpr:A (default fpr:0.01)"

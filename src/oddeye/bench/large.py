@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
 import oddeye
 from oddeye.bench.provenance import provenance
@@ -25,12 +27,17 @@ from oddeye.bench.speed import generate_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
+FOLDER_NOTE = "; read as PNG files from a folder"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``oddeye bench large``."""
     parser.add_argument("--n", type=int, default=1_000_000, help="images in the generated set")
     parser.add_argument("--detector", default="cnn", help="registry name")
     parser.add_argument("--train-images", type=int, default=5000, help="first images trained on (1 epoch)")
+    parser.add_argument(
+        "--format", default="npy", choices=["npy", "folder"], help="score the .npy, or a folder of PNG files"
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
     parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
@@ -46,18 +53,36 @@ def run(args: argparse.Namespace) -> int:
     det = oddeye.create(args.detector, epochs=1, device=args.device, progress=False)
     det.fit(np.ascontiguousarray(images[: args.train_images])).save(run_dir, force=True)
     out = folder / f"large-scores-{args.detector}.csv"
+    source = png_folder(data, folder / f"large-{args.n}-png") if args.format == "folder" else data
     result = {
         "provenance": provenance(det.device_),
         "detector": args.detector,
         "images": args.n,
+        "format": args.format,
         "file_bytes": data.stat().st_size,
-        **score_in_subprocess(run_dir, data, out, args.device),
+        **score_in_subprocess(run_dir, source, out, args.device),
     }
     result["rows_ok"] = _csv_rows_in_order(out, args.n)
     print(format_result(result))
     if args.json:
         write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def png_folder(data: Path, folder: Path) -> Path:
+    """The images of ``data`` as PNG files in ``folder`` (reused when complete)."""
+    images = np.load(data, mmap_mode="r")
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in tqdm(range(len(images)), desc="writing PNG files", unit="img", disable=None):
+        sub = folder / f"{i // 10000:03d}"  # 10,000 files per subfolder
+        if i % 10000 == 0:
+            sub.mkdir(exist_ok=True)
+        Image.fromarray(np.asarray(images[i])).save(sub / f"{i:07d}.png")
+    done.touch()
+    return folder
 
 
 def score_in_subprocess(run_dir: Path, data: Path, out: Path, device: str) -> dict[str, Any]:
@@ -91,7 +116,8 @@ def format_result(r: dict[str, Any]) -> str:
     rss = r["peak_rss_bytes"] / 1e9
     return "\n".join(
         [
-            f"oddeye score ({r['detector']}) on {r['images']:,} images of 64x64x3 uint8 ({gb:.1f} GB .npy)",
+            f"oddeye score ({r['detector']}) on {r['images']:,} images of 64x64x3 uint8 "
+            f"({gb:.1f} GB as .npy{FOLDER_NOTE if r.get('format') == 'folder' else ''})",
             f"  machine: {m['gpu'] or m['cpu']}, device {m['device']}, {m['torch_threads']} torch threads",
             f"  wall time {r['seconds']:.0f} s ({r['images'] / r['seconds']:,.0f} images/s)",
             f"  peak RSS {rss:.2f} GB ({rss / gb:.1%} of the file)",
