@@ -151,9 +151,7 @@ def _write_report(
 def cmd_report(args: argparse.Namespace) -> int:
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
-    scores = det.infer(data, distributed=True).scores  # sharded over torchrun's ranks, if any
-    if not world().main:
-        return 0  # rank 0 writes the files
+    scores = det.infer(data).scores
     labels = load_labels(args.labels, n=len(scores)) if args.labels else None
     threshold = resolve_threshold(det, args.threshold, scores, labels)
     _write_report(args, args.out, det, data, scores, labels, threshold)

@@ -31,10 +31,9 @@ class ScoresCsv:
 
     def __init__(self, path: str | Path, header: tuple[str, str] = DEFAULT_HEADER) -> None:
         self.path, self.header, self.rows = Path(path), header, 0
-        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> ScoresCsv:
-        with self._stack as stack:
+        with contextlib.ExitStack() as stack:  # undone if the header cannot be written
             tmp = stack.enter_context(atomic_path(self.path))
             self._file = stack.enter_context(open(tmp, "w", newline=""))
             self._file.write(f"{self.header[0]},{self.header[1]}\n")

@@ -197,9 +197,10 @@ def _train_epoch(
     w = world()
     total, count = 0.0, 0
     batches = epoch_batches(train_idx, config.batch_size, rng, min_size=max(2, w.size))
-    weights = [len(shard(idx, w)) * w.size / len(idx) for idx in batches]  # 1.0 without torchrun
+    shards = [shard(idx, w) for idx in batches]  # the whole batches without torchrun
+    weights = [len(part) * w.size / len(idx) for part, idx in zip(shards, batches, strict=True)]
     bar = tqdm(
-        zip(feed.stream(shard(idx, w) for idx in batches), weights, strict=True),
+        zip(feed.stream(shards), weights, strict=True),
         total=len(batches),
         desc="  batches",
         unit="batch",
