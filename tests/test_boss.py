@@ -152,7 +152,7 @@ def test_default_runs_unchanged_on_homework_shaped_colour_images(tmp_path) -> No
 def test_training_summary_names_ensemble_members_and_memory_banks() -> None:
     train = blobs(30, (8, 8, 1))
     ens = oddeye.create("ensemble", members="pixel-knn,dae", **FAST).fit(train)
-    assert ens.training_summary().startswith("ensemble of 2 members (PixelKNN, DenoisingAutoencoder)")
+    assert ens.training_summary().startswith("ensemble of 2 members (pixel-knn, dae)")
     knn = oddeye.create("pixel-knn", progress=False).fit(train)
     assert knn.training_summary().startswith("no training loop (memory bank)")
     dae = oddeye.create("dae", **FAST).fit(train)
@@ -165,9 +165,9 @@ def test_ensemble_members_keep_their_own_precision_preference(monkeypatch) -> No
     used: dict[str, str] = {}
     real = loop._train_epoch
 
-    def spy(engine, data, idx, opt, config, device, precision, rng):
+    def spy(engine, data, idx, opt, config, device, precision, *rest):
         used[type(engine.model).__name__] = precision
-        return real(engine, data, idx, opt, config, device, precision, rng)
+        return real(engine, data, idx, opt, config, device, precision, *rest)
 
     monkeypatch.setattr(loop, "_train_epoch", spy)
     monkeypatch.setattr(

@@ -279,3 +279,23 @@ def test_class_ids_must_be_exact_whole_numbers(tmp_path: Path, case: tuple) -> N
     with pytest.raises(InputError) as err:
         load_classes(path)
     assert_one_line(str(err.value), name, f"expected integer class ids, found {phrase}")
+
+
+@pytest.mark.parametrize("suffix", [".npy", "-idx3-ubyte"])
+def test_a_zero_size_shape_with_huge_sides_is_refused_without_a_warning(tmp_path: Path, suffix: str) -> None:
+    """numpy's memmap overflows (a RuntimeWarning on stderr) on such a header: refused first."""
+    import warnings
+
+    from numpy.lib import format as npy_format
+
+    path = tmp_path / f"x{suffix}"
+    with path.open("wb") as f:
+        if suffix == ".npy":
+            header = {"descr": "|u1", "fortran_order": False, "shape": (0, 2**40, 2**40, 3)}
+            npy_format.write_array_header_1_0(f, header)
+        else:
+            f.write(b"\0\0\x08\x03" + struct.pack(">III", 0, 2**31, 2**31))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match=r"an array shape numpy can address|holding at least one"):
+            load_images(path)

@@ -77,7 +77,7 @@ def test_unknown_name_lists_valid_ones() -> None:
 
 
 def test_unknown_parameter_names_the_valid_ones() -> None:
-    with pytest.raises(OddeyeError, match="has no parameter 'width'.*channels"):
+    with pytest.raises(OddeyeError, match=r"unknown setting 'width'.*parameter of cnn \(channels\)"):
         oddeye.create("cnn", width=3).n_parameters((8, 8, 1))
 
 

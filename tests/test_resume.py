@@ -109,7 +109,7 @@ def test_resume_refuses_other_settings_or_data(
         oddeye.train(images, "cnn", tmp_path / "run", resume=True, **{**SETTINGS, "lr": 0.01})
     with pytest.raises(OddeyeError, match="found data.sample_sha256 changed"):
         oddeye.train(blobs(64, seed=9), "cnn", tmp_path / "run", resume=True, **SETTINGS)
-    with pytest.raises(OddeyeError, match="found detector changed"):
+    with pytest.raises(OddeyeError, match="found build.detector changed"):
         oddeye.train(images, "cnn-bn", tmp_path / "run", resume=True, **SETTINGS)
 
 

@@ -20,10 +20,10 @@ def test_transform_list_sizes() -> None:
 
 def test_apply_transform_flips_rotates_and_shifts() -> None:
     x = torch.arange(16.0).view(1, 1, 4, 4)
-    assert torch.equal(apply_transform(x, (0, 0, 0, 0), 0.0), x)
-    assert torch.equal(apply_transform(x, (1, 0, 0, 0), 0.0), x.flip(-1))
-    assert torch.equal(apply_transform(x, (0, 1, 0, 0), 0.0), torch.rot90(x, 1, (-2, -1)))
-    shifted = apply_transform(x, (0, 0, 0, 1), 0.25)  # one pixel right, reflected at the border
+    assert torch.equal(apply_transform(x, (0, 0, 0, 0), 0), x)
+    assert torch.equal(apply_transform(x, (1, 0, 0, 0), 0), x.flip(-1))
+    assert torch.equal(apply_transform(x, (0, 1, 0, 0), 0), torch.rot90(x, 1, (-2, -1)))
+    shifted = apply_transform(x, (0, 0, 0, 1), 1)  # one pixel right, reflected at the border
     assert torch.equal(shifted[..., :3], x[..., 1:])
 
 

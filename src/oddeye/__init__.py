@@ -3,16 +3,16 @@
 Scores follow one convention everywhere: higher = more anomalous.
 """
 
-from oddeye.api import create, evaluate, load, report, score, train
+from oddeye._version import __version__
+from oddeye.api import ScoreResult, create, evaluate, load, report, score, train
 from oddeye.config import TrainConfig
 from oddeye.detectors import DEFAULT_DETECTOR, available
 from oddeye.errors import InputError, OddeyeError
 from oddeye.estimator import Detector
 from oddeye.evaluation import Evaluation
 from oddeye.scoring import InferenceResult
+from oddeye.settings import Settings, resolve_settings
 from oddeye.thresholds import Threshold
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_DETECTOR",
@@ -21,6 +21,8 @@ __all__ = [
     "InferenceResult",
     "InputError",
     "OddeyeError",
+    "ScoreResult",
+    "Settings",
     "Threshold",
     "TrainConfig",
     "__version__",
@@ -29,6 +31,7 @@ __all__ = [
     "evaluate",
     "load",
     "report",
+    "resolve_settings",
     "score",
     "train",
 ]

@@ -1,54 +1,62 @@
-"""The Python API, mirroring the CLI: ``create``, ``train``, ``load``, ``score``, ``evaluate``."""
+"""The Python API, mirroring the CLI: ``create``, ``train``, ``load``, ``score``, ``evaluate``,
+``report``. The CLI calls these same functions; it only parses arguments and prints."""
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from oddeye.config import TrainConfig
 from oddeye.data.loaders import load_classes, load_labels
-from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
-from oddeye.evaluation import DEFAULT_HEADER, Evaluation, read_scores_csv, write_scores_csv
+from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_csv, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.reports.report import ReportFiles, ReportInputs, write_report
-from oddeye.runs import CHECKPOINT, load_run, prepare_run_dir
+from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
+from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, choose_threshold
 from oddeye.training.distributed import barrier, on_main, world
 
 LabelsLike = str | Path | np.ndarray
 
 
-def create(name: str = DEFAULT_DETECTOR, **params: Any) -> Detector:
-    """A new detector by registry name; ``params`` mixes training settings and architecture ones.
+def create(name: str | None = None, *, config_file: str | Path | None = None, **settings: Any) -> Detector:
+    """A new detector by registry name (default: ``default``); ``settings`` mixes training settings
+    and detector parameters, resolved as the CLI resolves them (``config_file``, then these).
 
     >>> det = oddeye.create("cnn-bn", epochs=20, batch_size=256)
     """
-    get_spec(name)
-    fields = set(TrainConfig.fields())
-    config = TrainConfig().replace(**{k: v for k, v in params.items() if k in fields})
-    return Detector(name, config, {k: v for k, v in params.items() if k not in fields})
+    resolved = resolve_settings(name, config_file, explicit=settings, explicit_name="arguments")
+    return Detector(resolved.detector, resolved.config, resolved.params)
 
 
 def train(
     images: ImagesLike,
-    detector: str = DEFAULT_DETECTOR,
+    detector: str | Detector | None = None,
     out: str | Path | None = None,
     *,
+    config_file: str | Path | None = None,
     force: bool = False,
     resume: bool = False,
     size: tuple[int, int] | None = None,
-    **params: Any,
+    **settings: Any,
 ) -> Detector:
-    """``oddeye train``: fit ``detector`` on normal ``images`` and, with ``out``, save the run.
+    """``oddeye train``: fit ``detector`` (a name, or an unfitted :class:`Detector`) on normal
+    ``images`` and, with ``out``, save the run.
 
     With ``out``, a checkpoint is saved in it after every epoch; ``resume=True`` continues an
     interrupted training there, ``force=True`` replaces what is there.
     """
-    det = create(detector, **params)
+    if isinstance(detector, Detector):
+        if settings or config_file is not None:
+            raise OddeyeError("give settings to create() (or a detector name here), not beside a Detector")
+        det = detector
+    else:
+        det = create(detector, config_file=config_file, **settings)
     main = world().main  # under torchrun, rank 0 alone writes the run folder
     checkpoint = None
     if out is not None:  # every rank learns the path, or the error, from rank 0
@@ -72,7 +80,28 @@ def train(
 
 def load(run: str | Path, device: str = "auto", progress: bool = True) -> Detector:
     """A fitted detector from a run folder (weights never unpickled)."""
-    return load_run(run, device=device, progress=progress)
+    return Detector.load(run, device=device, progress=progress)
+
+
+@dataclass
+class ScoreResult:
+    """What :func:`score` produced: the scores (higher = more anomalous), and with a threshold the
+    0/1 flags, the calibrated scale and where each file went."""
+
+    scores: np.ndarray  # (N,) float64
+    detector: Detector
+    out: Path | None = None
+    threshold: Threshold | None = None
+    flags: np.ndarray | None = None  # (N,) int8, 1 = anomaly, with a threshold
+    calibrated: np.ndarray | None = None  # fraction of held-out normal images scoring lower
+    flags_path: Path | None = None
+    threshold_saved_to: Path | None = None  # the run's model.json, when a new rule was chosen
+
+
+def flags_path_for(out: str | Path) -> Path:
+    """prediction.csv -> prediction.flags.csv"""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.flags.csv")
 
 
 def score(
@@ -82,13 +111,69 @@ def score(
     *,
     header: tuple[str, str] = DEFAULT_HEADER,
     size: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """``oddeye score``: scores for ``images`` (higher = more anomalous), optionally as a CSV."""
-    det = run if isinstance(run, Detector) else load(run)
-    scores = det.score(images, size=size)
-    if out is not None:
-        write_scores_csv(out, scores, header)
-    return scores
+    threshold: str | bool | Threshold | None = None,
+    labels: LabelsLike | None = None,
+    flags: str | Path | None = None,
+    calibrated: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    distributed: bool = False,
+) -> ScoreResult:
+    """``oddeye score``: score ``images`` with a run folder or a fitted detector.
+
+    With ``out``, rows stream into a temporary CSV as they are scored (``Id,Predicted``; the
+    calibrated scale with ``calibrated``), which becomes ``out`` only once everything has worked.
+    ``threshold``: True for the run's saved one, a rule (``fpr:0.01``, ``top:0.05``, ``f1`` with
+    ``labels``, ``200``), chosen now and saved in the run folder, or a :class:`Threshold`; the 0/1
+    flags then go to ``flags`` (default ``NAME.flags.csv`` beside ``out``). ``distributed``: under
+    torchrun each rank scores a shard and rank 0 writes the files.
+    """
+    det = run if isinstance(run, Detector) else load(run, device=device, progress=progress)
+    data = det.prepare(images, size=size)
+    main = world().main
+    label_values = _labels(labels, len(data)) if main else None
+    with ScoresCsv(out, header) if out is not None and main else contextlib.nullcontext() as csv_out:
+        parts = []
+        for chunk in det.iter_scores(data, distributed=distributed):
+            parts.append(chunk)
+            if csv_out is not None:
+                csv_out.write(det.calibrate(chunk) if calibrated else chunk)
+        scores = np.concatenate(parts) if parts else np.zeros(0)
+        result = ScoreResult(scores, det, Path(out) if out is not None and main else None)
+        if not main:
+            return result
+        chosen, saved_to = _score_threshold(run, det, threshold, scores, label_values)
+    result.threshold, result.threshold_saved_to = chosen, saved_to
+    if calibrated or (chosen is not None and det.heldout_scores_ is not None):
+        result.calibrated = det.calibrate(scores)
+    if chosen is not None:
+        result.flags = chosen.flag(scores)
+        if out is not None or flags is not None:
+            result.flags_path = Path(flags) if flags is not None else flags_path_for(out)  # type: ignore[arg-type]
+            write_flags_csv(result.flags_path, scores, result.flags, result.calibrated)
+    return result
+
+
+def _score_threshold(
+    run: str | Path | Detector,
+    det: Detector,
+    threshold: str | bool | Threshold | None,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+) -> tuple[Threshold | None, Path | None]:
+    """(threshold, where it was saved): none; the run's own (True); given; or chosen by a rule and
+    saved in the run folder."""
+    if threshold is None or threshold is False:
+        return None, None
+    if isinstance(threshold, Threshold):
+        return threshold, None
+    if threshold is True or threshold == "":
+        if det.threshold_ is None:
+            raise OddeyeError(f"{run}: this run has no saved threshold; give a rule (--threshold fpr:0.01)")
+        return det.threshold_, None
+    chosen = det.choose_threshold(threshold, scores=scores, labels=labels)
+    saved = None if isinstance(run, Detector) else save_threshold(run, chosen)
+    return chosen, saved
 
 
 def evaluate(scores: str | Path | np.ndarray, labels: str | Path | np.ndarray) -> Evaluation:

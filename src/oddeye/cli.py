@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
-import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from oddeye._version import __version__
+from oddeye.config import TrainConfig, setting_arg
 from oddeye.errors import OddeyeError, TrainingInterrupted
 
 EXAMPLES = {
-    "train": "example:\n  oddeye train data/trainingset.npy --detector cnn-bn --out runs/cnn-bn --epochs 50",
+    "train": "example:\n  oddeye train trainingset.npy --detector cnn-bn --out runs/cnn-bn --epochs 50\n\n"
+    "settings: defaults < --config FILE < --set KEY=VALUE (last wins) < flags; unknown keys are\n"
+    "refused. Progress: bars on a terminal, one line per epoch in a pipe or log (--quiet: none).",
     "score": "examples:\n  oddeye score runs/cnn-bn data/testingset.npy --out prediction.csv\n"
     "  oddeye score runs/cnn-bn test.npy --out prediction.csv --threshold fpr:0.01 --report report.html",
     "evaluate": "examples:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy\n"
@@ -42,15 +46,24 @@ def parse_dims(text: str, n: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
     return dims
 
 
-def parse_param(text: str) -> tuple[str, Any]:
-    """'key=value' with a JSON value ('channels=[16,32,64]'), or a plain string."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected key=value, found {text!r}")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
+def add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per training setting, generated from :class:`TrainConfig`'s fields (their help,
+    type and choices); a flag left out is None, so lower layers (``--set``, ``--config``) show."""
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("flag", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = TrainConfig.field_type(f.name)
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+            continue
+        options: dict[str, Any] = {"type": kind, "default": None, "help": meta["help"]}
+        if meta.get("choices"):
+            options["choices"] = meta["choices"]
+        elif meta.get("metavar"):
+            options["metavar"] = meta["metavar"]
+        p.add_argument(flag, **options)
 
 
 RULES = "VALUE, fpr:A, top:Q or f1"
@@ -69,6 +82,13 @@ def _report_options(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--class-names", metavar="A,B,...", help="names of class ids 0, 1, ...")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump), exit code 2 as usual."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def _command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     return sub.add_parser(
         name,
@@ -80,13 +100,11 @@ def _command(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="oddeye",
         description="Unsupervised image anomaly detection: train on normal images, "
         "score new ones (higher = more anomalous).",
     )
-    from oddeye import __version__
-
     parser.add_argument("--version", action="version", version=f"oddeye {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -94,43 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("train", metavar="TRAIN", help=".npy/.npz/idx file or folder of normal images")
     p.add_argument("--detector", default=None, help="registry name (see 'oddeye detectors')")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
-    p.add_argument("--config", metavar="JSON", help="settings file; flags given here override it")
-    for flag, typ, what in [
-        ("--epochs", int, "epoch cap"),
-        ("--batch-size", int, "batch size"),
-        ("--lr", float, "Adam learning rate"),
-        ("--seed", int, "random seed"),
-        ("--patience", int, "epochs without held-out improvement before stopping"),
-        ("--min-delta", float, "relative held-out loss improvement that counts"),
-        ("--val-fraction", float, "share of training images held out"),
-    ]:
-        p.add_argument(flag, type=typ, help=what)
-    p.add_argument("--device", help="auto (default), cpu, cuda[:N] or mps")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    p.add_argument(
-        "--compile",
-        action="store_const",
-        const=True,
-        help="torch.compile the training step (GPUs, long runs)",
-    )
-    p.add_argument(
-        "--threshold", metavar="RULE", help="the run's operating threshold: VALUE or fpr:A (default fpr:0.01)"
-    )
+    p.add_argument("--config", metavar="JSON", help="settings file: training keys, detector, params")
     p.add_argument(
         "--set",
-        dest="params",
-        type=parse_param,
+        dest="sets",
+        type=setting_arg,
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="detector parameter, e.g. channels=[16,32,64]",
+        help="a training setting or detector parameter, e.g. channels=[16,32,64] or lr=0.002",
     )
+    add_setting_flags(p)
     p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
     p.add_argument("--force", action="store_true", help="replace an existing run folder (finished or not)")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted training in RUN from its checkpoint"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
 
     p = _command(sub, "score", "score images with a trained run; writes the submission CSV")
     p.add_argument("run", metavar="RUN")

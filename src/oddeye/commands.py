@@ -3,55 +3,46 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import oddeye
 from oddeye.api import resolve_threshold
-from oddeye.config import read_config_file
+from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
-from oddeye.evaluation import ScoresCsv, read_scores_csv, write_flags_csv
+from oddeye.evaluation import read_scores_csv
 from oddeye.reports.report import threshold_rows
-from oddeye.runs import save_threshold
+from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold
 from oddeye.training.distributed import world
 
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "seed", "patience", "min_delta", "val_fraction", "device")
-TRAIN_FLAGS += ("precision", "threshold", "compile")
+
+def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings given as flags (None: not given), named by their config fields."""
+    return {name: getattr(args, name, None) for name in TrainConfig.fields()}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    settings = read_config_file(args.config) if args.config else {}
-    params = dict(settings.pop("params", None) or {})
-    params.update(dict(args.params))
-    detector = args.detector or settings.pop("detector", None) or DEFAULT_DETECTOR
-    settings.pop("detector", None)
-    flags = {k: getattr(args, k) for k in TRAIN_FLAGS}
-    settings.update({k: v for k, v in flags.items() if v is not None})
-    if args.quiet:
-        settings["progress"] = False
-    det = oddeye.train(
-        args.train,
-        detector,
-        args.out,
-        force=args.force,
-        resume=args.resume,
-        size=args.size,
-        **settings,
-        **params,
-    )
+    explicit = {**setting_flags(args), "progress": False if args.quiet else None}
+    settings = resolve_settings(args.detector, args.config, args.sets, explicit)
+    for text in settings.overridden:  # allowed (later wins), but said, so nobody is surprised
+        print(f"oddeye: note: {text}", file=sys.stderr)
+    det = oddeye.Detector(settings.detector, settings.config, settings.params)
+    det = oddeye.train(args.train, det, args.out, force=args.force, resume=args.resume, size=args.size)
     if not world().main:
         return 0  # rank 0 reports
     shape = "x".join(map(str, det.input_shape_))
     head = (
-        f"trained {detector} on {det.n_train_images_} images of {shape} ({det.device_}, {det.precision_}): "
+        f"trained {det.detector} on {det.n_train_images_} images of {shape} "
+        f"({det.device_}, {det.precision_}): "
     )
     print(head + det.training_summary())
     if det.threshold_ is not None:
@@ -64,63 +55,44 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = tuple(h.strip() for h in args.header.split(","))
     if len(header) != 2 or not all(header):
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
-    det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
-    data = det.prepare(args.images, size=args.size)
-    main = world().main  # under torchrun, every rank scores a shard and rank 0 writes the files
-    labels = load_labels(args.labels, n=len(data)) if args.labels and main else None
-    # rows go to a temporary file as they are scored; it becomes OUT once everything has worked
-    with ScoresCsv(args.out, header) if main else contextlib.nullcontext() as csv_out:
-        parts = []
-        for chunk in det.iter_scores(data, distributed=True):
-            parts.append(chunk)
-            if csv_out is not None:
-                csv_out.write(det.calibrate(chunk) if args.calibrated else chunk)
-        if not main:
-            return 0
-        scores = np.concatenate(parts)
-        threshold = _score_threshold(args, det, scores, labels)
-    wanted = args.calibrated or (threshold is not None and det.heldout_scores_ is not None)
-    calibrated = det.calibrate(scores) if wanted else None  # the flags file's column
+    result = oddeye.score(
+        args.run,
+        args.images,
+        args.out,
+        header=header,
+        size=args.size,
+        threshold=True if args.threshold == "" else args.threshold,
+        labels=args.labels,
+        flags=args.flags,
+        calibrated=args.calibrated,
+        device=args.device,
+        progress=not args.quiet,
+        distributed=True,
+    )
+    if not world().main:
+        return 0  # under torchrun, every rank scores a shard and rank 0 writes the files
+    scores = result.scores
     print(
         f"scored {len(scores)} images (higher = more anomalous): min {scores.min():.5g}, "
         f"median {float(np.median(scores)):.5g}, max {scores.max():.5g}"
     )
     scale = " (calibrated: the fraction of held-out normal images scoring lower)" if args.calibrated else ""
     print(f"wrote {args.out}{scale}")
-    if threshold is not None:
-        flags = threshold.flag(scores)
-        flags_path = Path(args.flags) if args.flags else flags_path_for(args.out)
-        write_flags_csv(flags_path, scores, flags, calibrated)
-        print(threshold.describe())
-        print(f"flagged {int(flags.sum())} of {len(flags)} images ({flags.mean():.2%}) -> {flags_path}")
+    if result.threshold_saved_to is not None:
+        kind = "analysis threshold" if result.threshold.uses_labels else "operating threshold"
+        print(f"saved as the run's {kind}: {result.threshold_saved_to}")
+    if result.threshold is not None:
+        flags = result.flags
+        print(result.threshold.describe())
+        print(
+            f"flagged {int(flags.sum())} of {len(flags)} images ({flags.mean():.2%}) -> {result.flags_path}"
+        )
     if args.report:
-        _write_report(args, args.report, det, data, scores, labels, threshold)
+        det = result.detector
+        labels = load_labels(args.labels, n=len(scores)) if args.labels else None
+        data = det.prepare(args.images, size=args.size)
+        _write_report(args, args.report, det, data, scores, labels, result.threshold)
     return 0
-
-
-def _score_threshold(
-    args: argparse.Namespace, det: oddeye.Detector, scores: np.ndarray, labels: np.ndarray | None
-) -> Threshold | None:
-    """None without --threshold; the run's own for a bare --threshold; else chosen and saved."""
-    if args.threshold is None:
-        return None
-    if args.threshold == "":
-        if det.threshold_ is None:
-            raise OddeyeError(
-                f"{args.run}: this run has no saved threshold; give a rule (--threshold fpr:0.01)"
-            )
-        return det.threshold_
-    threshold = det.choose_threshold(args.threshold, scores=scores, labels=labels)
-    where = save_threshold(args.run, threshold)
-    kind = "analysis threshold" if threshold.uses_labels else "operating threshold"
-    print(f"saved as the run's {kind}: {where}")
-    return threshold
-
-
-def flags_path_for(out: str | Path) -> Path:
-    """prediction.csv -> prediction.flags.csv"""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.flags.csv")
 
 
 def _write_report(

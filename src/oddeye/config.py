@@ -1,14 +1,20 @@
-"""Typed training configuration: defaults -> JSON file -> explicit overrides; unknown keys rejected."""
+"""Typed training configuration, saved with every model; its fields also make the train flags."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from oddeye.errors import OddeyeError
+
+
+def _flag(help_text: str, metavar: str | None = None, **more: Any) -> dict[str, Any]:
+    """Field metadata for the train command's generated flag (``flag=False``: none)."""
+    return {"help": help_text, "metavar": metavar, **more}
 
 
 @dataclass(frozen=True)
@@ -20,19 +26,30 @@ class TrainConfig:
     ``epochs``. The weights of the best held-out epoch are kept.
     """
 
-    epochs: int | None = None  # None: the detector's own cap (50 for the ladder)
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0
-    val_fraction: float = 0.05
-    patience: int = 5
-    min_delta: float = 1e-3
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto | fp32 | bf16
-    score_batch_size: int = 1024
-    compile: bool = False  # torch.compile the training step (pays off on GPUs for long runs)
-    progress: bool = True
-    threshold: str = "fpr:0.01"  # the run's operating threshold: VALUE or fpr:A (see thresholds.py)
+    epochs: int | None = field(
+        default=None, metadata=_flag("epoch cap (default: each detector's own; 50 for the ladder)", "N")
+    )
+    batch_size: int = field(default=128, metadata=_flag("training batch size", "N"))
+    lr: float = field(default=1e-3, metadata=_flag("Adam learning rate", "X"))
+    seed: int = field(default=0, metadata=_flag("random seed (same seed, data and device: same scores)", "N"))
+    val_fraction: float = field(default=0.05, metadata=_flag("share of training images held out", "X"))
+    patience: int = field(
+        default=5, metadata=_flag("epochs without held-out improvement before stopping", "N")
+    )
+    min_delta: float = field(
+        default=1e-3, metadata=_flag("relative held-out loss improvement that counts", "X")
+    )
+    device: str = field(default="auto", metadata=_flag("auto (default), cpu, cuda[:N] or mps", "DEVICE"))
+    precision: str = field(
+        default="auto", metadata=_flag("numeric precision of training", choices=("auto", "fp32", "bf16"))
+    )
+    score_batch_size: int = field(default=1024, metadata=_flag("batch size when scoring", "N"))
+    compile: bool = field(default=False, metadata=_flag("torch.compile the training step (GPUs, long runs)"))
+    progress: bool = field(default=True, metadata={"flag": False})  # the CLI's --quiet
+    threshold: str = field(
+        default="fpr:0.01",
+        metadata=_flag("the run's operating threshold: VALUE or fpr:A (default fpr:0.01)", "RULE"),
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -60,6 +77,18 @@ class TrainConfig:
     def fields(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
 
+    @classmethod
+    def field_type(cls, name: str) -> type:
+        """int, float, str or bool: the type a setting's values are coerced to."""
+        annotation = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+        return {"int": int, "float": float, "str": str, "bool": bool}[str(annotation).removesuffix(" | None")]
+
+    @classmethod
+    def optional(cls, name: str) -> bool:
+        """Whether ``name`` may be None (``epochs``: the detector's own cap)."""
+        annotation = {f.name: f.type for f in dataclasses.fields(cls)}[name]
+        return str(annotation).endswith("| None")
+
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` applied; unknown keys raise an error naming the valid ones."""
         unknown = sorted(set(changes) - set(self.fields()))
@@ -67,16 +96,27 @@ class TrainConfig:
             raise OddeyeError(
                 f"unknown training setting {unknown[0]!r}; expected one of: {', '.join(self.fields())}"
             )
-        types = {f.name: f.type for f in dataclasses.fields(self)}
-        coerced = {k: _coerce(k, v, types[k]) for k, v in changes.items() if v is not None}
-        return dataclasses.replace(self, **coerced)
+        return dataclasses.replace(self, **{k: coerce(k, v) for k, v in changes.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Exactly the settings in ``data``, which must name every field (a saved run's)."""
+        missing = [k for k in cls.fields() if k not in data]
+        if missing:
+            raise ValueError(f"the training settings have no {missing[0]!r}")
+        return cls().replace(**data)
 
-def _coerce(key: str, value: Any, type_name: Any) -> Any:
-    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(type_name).removesuffix(" | None")]
+
+def coerce(key: str, value: Any) -> Any:
+    """``value`` as the type of setting ``key`` ('0.2' -> 0.2 for lr); a clear error otherwise."""
+    kind = TrainConfig.field_type(key)
+    if value is None:
+        if TrainConfig.optional(key):
+            return None
+        raise OddeyeError(f"training setting {key} expects {kind.__name__}, found None")
     try:
         if isinstance(value, bool) != (kind is bool):
             raise ValueError
@@ -86,6 +126,26 @@ def _coerce(key: str, value: Any, type_name: Any) -> Any:
         return converted
     except (TypeError, ValueError):
         raise OddeyeError(f"training setting {key} expects {kind.__name__}, found {value!r}") from None
+
+
+def parse_setting(text: str) -> tuple[str, Any]:
+    """'key=value' with a JSON value ('channels=[16,32,64]', 'lr=0.2'), or else a plain string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"expected KEY=VALUE, found {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+def setting_arg(text: str) -> tuple[str, Any]:
+    """:func:`parse_setting` as an argparse type (``--set KEY=VALUE``)."""
+    try:
+        return parse_setting(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -104,4 +164,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise OddeyeError(f"{path}: expected keys among {', '.join(sorted(allowed))}, found {unknown[0]!r}")
     if not isinstance(data.get("params", {}), dict):
         raise OddeyeError(f'{path}: expected "params" to be an object, found {data["params"]!r}')
+    if "detector" in data and not isinstance(data["detector"], str):
+        raise OddeyeError(f'{path}: expected "detector" to be a name, found {data["detector"]!r}')
     return data

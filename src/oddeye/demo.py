@@ -21,7 +21,7 @@ def run_demo(
     run, csv = out / "run", out / "prediction.csv"
     det = oddeye.train(paths["train"], detector, run, force=True, epochs=epochs, progress=progress)
     print(f"trained {detector} on {det.n_train_images_} images ({det.training_summary()}) -> {run}")
-    scores = oddeye.score(det, paths["test"], csv)
+    scores = oddeye.score(det, paths["test"], csv, progress=progress).scores
     result = oddeye.evaluate(csv, paths["labels"])
     print(f"scored {result.n_normal + result.n_anomalous} test images -> {csv}\n")
     print(result.to_text())

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 
 from oddeye.config import TrainConfig
-from oddeye.data.imageset import ImageSet, Normalisation, shape_text
+from oddeye.data.imageset import ImageSet, shape_text
 from oddeye.data.loaders import load_images
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel
+from oddeye.detectors.registry import Build, record_of
 from oddeye.errors import InputError, OddeyeError, TrainingInterrupted
 from oddeye.evaluation import score_stats
+from oddeye.runs import HELDOUT, RunRecord, TrainingInfo, read_run, versions, write_run
 from oddeye.scoring import InferenceResult, infer, iter_scores
 from oddeye.thresholds import Threshold, calibrate, choose_threshold
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
@@ -25,7 +27,6 @@ from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.loop import EpochRecord, fit_model
 
 ImagesLike = str | Path | np.ndarray | ImageSet
-HELDOUT = "held-out normal training images"
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
 
 
@@ -33,7 +34,9 @@ class Detector:
     """An anomaly detector: ``fit`` on normal images, ``score`` new ones (higher = more anomalous).
 
     ``detector`` names a registered family (see ``oddeye detectors``), ``params`` its architecture
-    parameters and ``config`` the training settings. Fitted state ends in ``_``.
+    parameters (unset ones take the family's defaults at ``fit``) and ``config`` the training
+    settings. Fitted state ends in ``_``; ``build_`` records how the model was built, every
+    parameter resolved, and a saved run rebuilds from that record alone.
     """
 
     def __init__(
@@ -51,8 +54,8 @@ class Detector:
 
     # -- construction -------------------------------------------------------------------------
     def build(self, shape: tuple[int, int, int]) -> AnomalyModel:
-        """The untrained model for images of ``shape`` (H, W, C)."""
-        return get_spec(self.detector).build(shape, self.params)
+        """The untrained model for images of ``shape`` (H, W, C); ``record_of(model)`` says how."""
+        return get_spec(self.detector).build(shape, self.params, epochs=self.config.epochs)
 
     def n_parameters(self, shape: tuple[int, int, int]) -> int:
         return sum(p.numel() for p in self.build(shape).parameters())
@@ -73,18 +76,17 @@ class Detector:
         last finished epoch is saved.
         """
         data = load_images(images, size=size, progress=self.config.progress)
-        self.device_ = choose_device(self.config.device)
-        self.input_shape_ = data.shape
-        self.normalisation_ = data.normalisation
+        device = choose_device(self.config.device)
         torch.manual_seed(self.config.seed)
-        self.model_ = self.build(data.shape)
-        self.precision_ = choose_precision(self.config.precision, self.device_, self.model_.cpu_bf16)
+        model = self.build(data.shape)
+        build = record_of(model)
+        precision = choose_precision(self.config.precision, device, model.cpu_bf16)
         ckpt = None
         if checkpoint is not None:
-            ckpt = Checkpoint(checkpoint, self._fingerprint(data), resume=resume)
+            ckpt = Checkpoint(checkpoint, self._fingerprint(build, data), resume=resume)
         start = time.perf_counter()
         try:
-            result = fit_model(self.model_, data, self.config, self.device_, self.precision_, ckpt)
+            result = fit_model(model, data, self.config, device, precision, ckpt)
         except KeyboardInterrupt:
             if ckpt is None or not ckpt.meta:
                 raise TrainingInterrupted(
@@ -93,18 +95,88 @@ class Detector:
             raise TrainingInterrupted(
                 f"training interrupted; the last finished epoch is saved in {checkpoint}"
             ) from None
-        self.fit_seconds_ = time.perf_counter() - start
-        self.history_: list[EpochRecord] = result.history
-        self.best_epoch_ = result.best_epoch
-        self.stopped_early_ = result.stopped_early
-        self.n_train_images_ = len(data)
-        self.member_histories_ = result.member_histories()
+        seconds = time.perf_counter() - start
         heldout = result.val_indices if len(result.val_indices) else None
-        self.heldout_scores_: np.ndarray | None = self._infer(data, indices=heldout).scores
-        self.heldout_stats_ = score_stats(self.heldout_scores_)
-        self.heldout_basis_ = HELDOUT if heldout is not None else NO_HELDOUT
-        self.threshold_: Threshold | None = self.choose_threshold(self.config.threshold)
+        batch, progress = self.config.score_batch_size, self.config.progress
+        desc = "scoring held-out images" if heldout is not None else "scoring training images"
+        scores = infer(model, data, device, batch, indices=heldout, progress=progress, desc=desc).scores
+        basis = HELDOUT if heldout is not None else NO_HELDOUT
+        record = RunRecord(
+            build=build,
+            config=self.config,
+            input_shape=data.shape,
+            normalisation=data.normalisation,
+            n_parameters=sum(p.numel() for p in model.parameters()),
+            training=TrainingInfo(
+                n_images=len(data),
+                device=str(device),
+                precision=precision,
+                seconds=round(seconds, 3),
+                epochs_run=len(result.history),
+                best_epoch=result.best_epoch,
+                stopped_early=result.stopped_early,
+            ),
+            history=result.history,
+            member_histories=result.member_histories(),
+            heldout_scores=scores,
+            heldout_stats=score_stats(scores),
+            heldout_basis=basis,
+            threshold=choose_threshold(self.config.threshold, heldout=scores, heldout_basis=basis),
+            versions=versions(),
+        )
+        self._set_fitted(record, model, device)
+        self.fit_seconds_ = seconds
         return self
+
+    def _set_fitted(self, record: RunRecord, model: AnomalyModel, device: torch.device) -> None:
+        """The one place fitted state is set, from a run record and its built model: by ``fit``
+        after training and by :meth:`load` from a run folder."""
+        self.record_ = record
+        self.build_: Build = record.build
+        self.device_ = device
+        self.model_ = model.to(device).eval()
+        self.input_shape_ = record.input_shape
+        self.normalisation_ = record.normalisation
+        self.precision_ = record.training.precision
+        self.fit_seconds_ = record.training.seconds
+        self.n_train_images_ = record.training.n_images
+        self.history_: list[EpochRecord] = record.history
+        self.member_histories_ = record.member_histories
+        self.best_epoch_ = record.training.best_epoch
+        self.stopped_early_ = record.training.stopped_early
+        self.heldout_scores_: np.ndarray | None = record.heldout_scores
+        self.heldout_stats_ = record.heldout_stats
+        self.heldout_basis_ = record.heldout_basis
+        self.threshold_: Threshold | None = record.threshold
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto", progress: bool = True) -> Detector:
+        """A fitted detector from a run folder, rebuilt from its record alone (weights never
+        unpickled), on ``device``."""
+        record, state = read_run(run_dir, device=device, progress=progress)
+        meta = Path(run_dir) / "model.json"
+        try:
+            model = get_spec(record.detector).rebuild(record.build, record.input_shape)
+        except ValueError as e:
+            raise OddeyeError(f"{meta}: expected a complete build record, found a problem: {e}") from None
+        except OddeyeError as e:
+            raise OddeyeError(f"{meta}: {e}") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            weights = Path(run_dir) / "model.safetensors"
+            raise OddeyeError(
+                f"{weights}: expected weights matching {record.detector}, found: {first}"
+            ) from None
+        if record.threshold is None and record.heldout_scores is not None:  # runs from before thresholds
+            rule = record.config.threshold
+            record.threshold = choose_threshold(
+                rule, heldout=record.heldout_scores, heldout_basis=record.heldout_basis
+            )
+        det = cls(record.detector, record.config, record.build.refit_params())
+        det._set_fitted(record, model, choose_device(record.config.device))
+        return det
 
     # -- thresholds ---------------------------------------------------------------------------
     def choose_threshold(
@@ -135,19 +207,20 @@ class Detector:
             raise OddeyeError("this run has no threshold: choose one with choose_threshold()")
         return self.threshold_.flag(self.score(images, size=size))
 
-    def _fingerprint(self, data: ImageSet) -> dict[str, Any]:
-        """What a checkpoint must have been made with to be resumed: detector, settings, data."""
+    def _fingerprint(self, build: Build, data: ImageSet) -> dict[str, Any]:
+        """What a checkpoint must have been made with to be resumed: the resolved build, the
+        settings that shape training, and the data."""
         volatile = ("progress", "device", "score_batch_size", "threshold")
         config = {k: v for k, v in self.config.to_dict().items() if k not in volatile}
-        params = json.loads(json.dumps(self.params, default=list))
-        return {"detector": self.detector, "params": params, "config": config, "data": data_fingerprint(data)}
+        build_json = json.loads(json.dumps(build.to_dict()))
+        return {"build": build_json, "config": config, "data": data_fingerprint(data)}
 
     def training_summary(self) -> str:
         """One line on how training went (epochs and stopping, a memory bank, or ensemble members)."""
         self._check_fitted()
         members = self.model_.members()
         if members:
-            names = ", ".join(type(m).__name__ for m in members)
+            names = ", ".join(m.label or type(m).__name__ for m in members)
             return f"ensemble of {len(members)} members ({names}), {self.fit_seconds_:.1f} s"
         if not self.history_:
             return f"no training loop (memory bank), {self.fit_seconds_:.1f} s"
@@ -215,18 +288,7 @@ class Detector:
     # -- persistence --------------------------------------------------------------------------
     def save(self, run_dir: str | Path, force: bool = False) -> Path:
         """Write the run folder (weights, metadata, history, training curve); see ``oddeye.runs``."""
-        from oddeye.runs import save_run
-
         self._check_fitted()
-        return save_run(self, run_dir, force=force)
-
-    def restore(self, state: dict[str, Any], shape: tuple[int, int, int], norm: Normalisation) -> Detector:
-        """Set fitted state from saved metadata and weights (used by ``oddeye.load``)."""
-        self.input_shape_ = shape
-        self.normalisation_ = norm
-        self.device_ = choose_device(self.config.device)
-        self.model_ = self.build(shape)
-        self.precision_ = choose_precision(self.config.precision, self.device_, self.model_.cpu_bf16)
-        self.model_.load_state_dict(state)
-        self.model_.to(self.device_).eval()
-        return self
+        record = self.record_
+        record.threshold = self.threshold_
+        return write_run(record, self.model_.state_dict(), run_dir, force=force)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from safetensors import SafetensorError
 
@@ -98,3 +100,24 @@ def check_new_dir(path: str | Path, force: bool) -> None:
         raise OddeyeError(
             f"{path}: expected a new or empty run folder, found an existing one (pass --force to replace it)"
         )
+
+
+def json_text(value: Any, indent: int = 2, width: int = 100) -> str:
+    """JSON for people to read: objects indented, lists of plain values on one line when they fit
+    in ``width`` characters (a run's list of transformations stays a few lines, not hundreds)."""
+
+    def render(v: Any, level: int) -> str:
+        pad, end = " " * (indent * (level + 1)), " " * (indent * level)
+        if isinstance(v, dict):
+            if not v:
+                return "{}"
+            items = [f"{pad}{json.dumps(str(k))}: {render(x, level + 1)}" for k, x in v.items()]
+            return "{\n" + ",\n".join(items) + "\n" + end + "}"
+        if isinstance(v, (list, tuple)):
+            flat = json.dumps(v)
+            if len(flat) <= width and not any(isinstance(x, dict) for x in v):
+                return flat
+            return "[\n" + ",\n".join(pad + render(x, level + 1) for x in v) + "\n" + end + "]"
+        return json.dumps(v)
+
+    return render(value, 0) + "\n"

@@ -1,13 +1,17 @@
 """Run folders: weights as safetensors + JSON metadata; loading never unpickles anything.
 
-Layout of a run folder::
+This module reads and writes a plain :class:`RunRecord` (and the weights); it knows nothing of the
+estimator. Layout of a run folder::
 
     model.safetensors   state dict (tensors only)
-    model.json          detector, params, config, input shape, normalisation, versions, statistics,
-                        the operating threshold and how it was chosen
+    model.json          format, the resolved build (detector, every parameter, derived values,
+                        epoch caps; ensemble members nested), settings, input shape,
+                        normalisation, versions, statistics, the operating threshold
     heldout_scores.npy  the held-out normal training images' scores (thresholds, calibration)
     history.csv         one row per epoch (per member, for ensembles)
     training_curve.png  train and held-out loss per epoch
+
+Older formats are upgraded on reading (:mod:`oddeye.migrate`), so they load and score as they did.
 """
 
 from __future__ import annotations
@@ -15,73 +19,108 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from oddeye._version import __version__
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import Normalisation
+from oddeye.detectors.registry import Build
 from oddeye.errors import OddeyeError
-from oddeye.io import atomic_dir, unwritable, write_text
+from oddeye.io import UMASK, atomic_dir, json_text, unwritable, write_text
+from oddeye.migrate import UPGRADES
+from oddeye.reports.plots import plot_training_curve
 from oddeye.thresholds import Threshold
 from oddeye.training.checkpoint import CHECKPOINT
 from oddeye.training.loop import EpochRecord
 
-if TYPE_CHECKING:
-    from oddeye.estimator import Detector
-
-FORMAT = "oddeye-run/1"
+FORMAT = "oddeye-run/2"
 WEIGHTS, META, HISTORY, CURVE = "model.safetensors", "model.json", "history.csv", "training_curve.png"
 HELDOUT_SCORES = "heldout_scores.npy"
 HISTORY_COLUMNS = ["model", "epoch", "train_loss", "val_loss", "seconds", "images_per_s", "improved"]
+HELDOUT = "held-out normal training images"
 
 
-def metadata(det: Detector) -> dict[str, Any]:
-    """Everything needed to rebuild and describe a fitted detector, as plain JSON."""
-    from oddeye import __version__
+@dataclass
+class TrainingInfo:
+    """How training went, as recorded."""
 
+    n_images: int
+    device: str
+    precision: str
+    seconds: float
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+
+
+@dataclass
+class RunRecord:
+    """A fitted detector as plain data: what a run folder holds besides the weights."""
+
+    build: Build
+    config: TrainConfig
+    input_shape: tuple[int, int, int]
+    normalisation: Normalisation
+    n_parameters: int
+    training: TrainingInfo
+    history: list[EpochRecord]  # the detector's own loop (empty for ensembles and memory banks)
+    member_histories: dict[str, list[EpochRecord]]  # by member label (ensembles)
+    heldout_scores: np.ndarray | None
+    heldout_stats: dict[str, Any]
+    heldout_basis: str
+    threshold: Threshold | None
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # other keys of model.json, kept as read
+
+    @property
+    def detector(self) -> str:
+        return self.build.detector
+
+
+def versions() -> dict[str, str]:
+    return {"oddeye": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def metadata(record: RunRecord) -> dict[str, Any]:
+    """model.json: everything needed to rebuild and describe a fitted detector, as plain JSON."""
     return {
+        **record.extra,
         "format": FORMAT,
-        "detector": det.detector,
-        "params": det.params,
-        "config": det.config.to_dict(),
-        "input_shape": list(det.input_shape_),
-        "normalisation": det.normalisation_.to_dict(),
-        "n_parameters": sum(p.numel() for p in det.model_.parameters()),
-        "training": {
-            "n_images": det.n_train_images_,
-            "device": str(det.device_),
-            "precision": det.precision_,
-            "seconds": round(det.fit_seconds_, 3),
-            "epochs_run": len(det.history_),
-            "best_epoch": det.best_epoch_,
-            "stopped_early": det.stopped_early_,
-        },
-        "heldout_scores": {**det.heldout_stats_, "basis": det.heldout_basis_},
-        "threshold": det.threshold_.to_dict() if det.threshold_ is not None else None,
-        "versions": {"oddeye": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        **record.build.to_dict(),
+        "config": record.config.to_dict(),
+        "input_shape": list(record.input_shape),
+        "normalisation": record.normalisation.to_dict(),
+        "n_parameters": record.n_parameters,
+        "training": asdict(record.training),
+        "heldout_scores": {**record.heldout_stats, "basis": record.heldout_basis},
+        "threshold": record.threshold.to_dict() if record.threshold is not None else None,
+        "versions": record.versions,
     }
 
 
-def all_histories(det: Detector) -> dict[str, list[EpochRecord]]:
+def all_histories(record: RunRecord) -> dict[str, list[EpochRecord]]:
     """Training histories by model: an ensemble's members, then the detector's own loop."""
-    out = dict(getattr(det, "member_histories_", {}))
-    if det.history_ or not out:
-        out[det.detector] = det.history_
+    out = dict(record.member_histories)
+    if record.history or not out:
+        out[record.detector] = record.history
     return out
 
 
-def history_csv(det: Detector) -> str:
+def history_csv(record: RunRecord) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(HISTORY_COLUMNS)
-    for model, history in all_histories(det).items():
+    for model, history in all_histories(record).items():
         for r in history:
             row = [r.epoch, repr(r.train_loss), repr(r.val_loss), f"{r.seconds:.3f}", f"{r.images_per_s:.1f}"]
             w.writerow([model, *row, int(r.improved)])
@@ -113,28 +152,31 @@ def read_history(run_dir: str | Path, detector: str) -> dict[str, list[EpochReco
 
 def save_threshold(run_dir: str | Path, threshold: Threshold) -> Path:
     """Record ``threshold`` in the run's model.json (atomically): as the operating threshold, or
-    as ``analysis_threshold`` when it was chosen with labels."""
+    as ``analysis_threshold`` when it was chosen with labels. Older formats are rewritten in the
+    current one (the same meaning, see :mod:`oddeye.migrate`)."""
     meta = read_metadata(run_dir)
     meta["analysis_threshold" if threshold.uses_labels else "threshold"] = threshold.to_dict()
-    return write_text(Path(run_dir) / META, json.dumps(meta, indent=2) + "\n")
+    return write_text(Path(run_dir) / META, json_text(meta))
 
 
-def save_run(det: Detector, run_dir: str | Path, force: bool = False) -> Path:
-    """Write ``det`` to ``run_dir`` atomically (the folder appears complete or not at all)."""
-    from oddeye.reports.plots import plot_training_curve
-
-    state = {k: v.detach().cpu().contiguous() for k, v in det.model_.state_dict().items()}
+def write_run(
+    record: RunRecord, state: dict[str, torch.Tensor], run_dir: str | Path, force: bool = False
+) -> Path:
+    """Write the record and weights to ``run_dir`` atomically (complete or not there at all)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_dir(run_dir, force=force) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
-        (tmp / META).write_text(json.dumps(metadata(det), indent=2) + "\n")
-        (tmp / HISTORY).write_text(history_csv(det))
-        if det.heldout_scores_ is not None:
-            np.save(tmp / HELDOUT_SCORES, np.asarray(det.heldout_scores_, dtype=np.float64))
-        plot_training_curve(all_histories(det), tmp / CURVE, title=f"{det.detector} training")
+        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        os.chmod(tmp / WEIGHTS, 0o666 & ~UMASK)
+        (tmp / META).write_text(json_text(metadata(record)))
+        (tmp / HISTORY).write_text(history_csv(record))
+        if record.heldout_scores is not None:
+            np.save(tmp / HELDOUT_SCORES, np.asarray(record.heldout_scores, dtype=np.float64))
+        plot_training_curve(all_histories(record), tmp / CURVE, title=f"{record.detector} training")
     return Path(run_dir)
 
 
 def read_metadata(run_dir: str | Path) -> dict[str, Any]:
+    """model.json in the current format (older formats upgraded in memory; the file is untouched)."""
     path = Path(run_dir) / META
     if not Path(run_dir).is_dir():
         raise OddeyeError(f"{run_dir}: expected a run folder (made by oddeye train), found nothing there")
@@ -144,48 +186,69 @@ def read_metadata(run_dir: str | Path) -> dict[str, Any]:
         raise OddeyeError(f"{path}: expected the run's metadata file, found nothing there") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise OddeyeError(f"{path}: expected JSON metadata, found unreadable data ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise OddeyeError(f"{path}: expected format {FORMAT!r}, found {found!r}")
+    found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+    known = (FORMAT, *UPGRADES)
+    if not isinstance(meta, dict) or found not in known:
+        raise OddeyeError(f"{path}: expected format {' or '.join(map(repr, known))}, found {found!r}")
+    try:
+        while meta["format"] != FORMAT:
+            meta = UPGRADES[meta["format"]](meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise OddeyeError(f"{path}: expected complete {found} metadata, found a problem: {e}") from None
     return meta
 
 
-def load_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -> Detector:
-    """Rebuild a fitted :class:`Detector` from a run folder, on ``device``."""
-    from oddeye.estimator import Detector
+KNOWN_KEYS = {
+    "format", "detector", "params", "derived", "epoch_cap", "config", "input_shape", "normalisation",
+    "n_parameters", "training", "heldout_scores", "threshold", "versions",
+}  # fmt: skip
 
+
+def read_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -> tuple[RunRecord, dict]:
+    """The record and the weights of a run folder; ``device`` and ``progress`` replace the saved
+    settings of the same names (where it is used now, not where it was trained)."""
     meta = read_metadata(run_dir)
     weights = Path(run_dir) / WEIGHTS
+    source = Path(run_dir) / META
     try:
-        config = TrainConfig().replace(**{**meta["config"], "device": device, "progress": progress})
-        det = Detector(meta["detector"], config, meta["params"])
+        build = Build.from_dict(meta)
+        config = TrainConfig.from_dict({**meta["config"], "device": device, "progress": progress})
         shape = tuple(int(s) for s in meta["input_shape"])
+        if len(shape) != 3:
+            raise ValueError(f"input_shape must be (H, W, C), found {meta['input_shape']!r}")
         norm = Normalisation(**meta["normalisation"])
+        training = TrainingInfo(**meta["training"])
+        held = dict(meta.get("heldout_scores") or {})
+        basis = str(held.pop("basis", HELDOUT))
+        threshold = Threshold.from_dict(meta["threshold"], str(source)) if meta.get("threshold") else None
+        n_parameters = int(meta["n_parameters"])
+        saved_versions = dict(meta.get("versions") or {})
+    except (KeyError, TypeError, ValueError, OddeyeError) as e:
+        raise OddeyeError(f"{source}: expected complete metadata, found a problem: {e}") from None
+    try:
         state = load_file(str(weights))
     except FileNotFoundError:
         raise OddeyeError(f"{weights}: expected the run's weights, found nothing there") from None
     except (SafetensorError, OSError) as e:
         raise OddeyeError(f"{weights}: expected safetensors weights, found unreadable data ({e})") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise OddeyeError(
-            f"{Path(run_dir) / META}: expected complete metadata, found a problem: {e}"
-        ) from None
-    try:
-        det.restore(state, shape, norm)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise OddeyeError(
-            f"{weights}: expected weights matching {meta['detector']}, found: {first}"
-        ) from None
-    det.heldout_stats_ = meta.get("heldout_scores", {})
-    det.heldout_basis_ = det.heldout_stats_.get("basis", "held-out normal training images")
-    det.heldout_scores_ = read_heldout_scores(run_dir)
-    histories = read_history(run_dir, det.detector)
-    det.history_ = histories.pop(det.detector, [])
-    det.member_histories_ = histories
-    det.threshold_ = _threshold_of(meta, det, Path(run_dir) / META)
-    det.metadata_ = meta
-    return det
+    histories = read_history(run_dir, build.detector)
+    record = RunRecord(
+        build=build,
+        config=config,
+        input_shape=shape,  # type: ignore[arg-type]
+        normalisation=norm,
+        n_parameters=n_parameters,
+        training=training,
+        history=histories.pop(build.detector, []),
+        member_histories=histories,
+        heldout_scores=read_heldout_scores(run_dir),
+        heldout_stats=held,
+        heldout_basis=basis,
+        threshold=threshold,
+        versions=saved_versions,
+        extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+    )
+    return record, state
 
 
 def read_heldout_scores(run_dir: str | Path) -> np.ndarray | None:
@@ -201,14 +264,6 @@ def read_heldout_scores(run_dir: str | Path) -> np.ndarray | None:
         found = f"{scores.dtype} {scores.shape}"
         raise OddeyeError(f"{path}: expected a 1-D array of finite scores, found {found}")
     return scores.astype(np.float64)
-
-
-def _threshold_of(meta: dict[str, Any], det: Detector, source: Path) -> Threshold | None:
-    if meta.get("threshold"):
-        return Threshold.from_dict(meta["threshold"], str(source))
-    if det.heldout_scores_ is not None:  # runs from before thresholds were saved
-        return det.choose_threshold(det.config.threshold)
-    return None
 
 
 def prepare_run_dir(run_dir: str | Path, force: bool = False, resume: bool = False) -> Path:

@@ -8,10 +8,10 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
+from oddeye.progress import Task
 from oddeye.training.distributed import gather_arrays, shard, world
 from oddeye.training.feed import Feed
 
@@ -44,12 +44,11 @@ def iter_batches(
     starts = range(0, n, batch_size)
     sels = (slice(i, i + batch_size) if indices is None else indices[i : i + batch_size] for i in starts)
     feed = Feed(data, device, model.channels_last, resident=False)  # one pass: stream, one batch ahead
-    bar = tqdm(total=len(starts), desc=desc, unit="batch", disable=None if progress else True)
-    with bar:
+    with Task(desc, n, "images", progress) as bar:
         for sel, x in feed.stream(sels):
             yield fn(x)
             data.release(sel)  # a sequential pass over a memory-mapped file keeps a bounded RSS
-            bar.update()
+            bar.update(len(x))
 
 
 def embed(
@@ -73,6 +72,7 @@ def iter_scores(
     indices: np.ndarray | None = None,
     progress: bool = True,
     distributed: bool = False,
+    desc: str = "scoring",
 ) -> Iterator[np.ndarray]:
     """Scores batch by batch, in order (float64), for writing as they come.
 
@@ -81,10 +81,10 @@ def iter_scores(
     """
     if distributed and world().active:
         mine = shard(np.arange(len(data)) if indices is None else np.asarray(indices))
-        part = iter_scores(model, data, device, batch_size, mine, progress and world().main)
+        part = iter_scores(model, data, device, batch_size, mine, progress and world().main, desc=desc)
         yield gather_arrays(np.concatenate(list(part)))
         return
-    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress):
+    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress, desc):
         yield out.score.double().cpu().numpy()
 
 
@@ -97,6 +97,7 @@ def infer(
     indices: np.ndarray | None = None,
     progress: bool = True,
     distributed: bool = False,
+    desc: str = "scoring",
 ) -> InferenceResult:
     """Run the model over ``data``; ``maps=True`` also keeps anomaly maps and reconstructions.
 
@@ -104,10 +105,10 @@ def infer(
     rank gets all the scores in the original order. Every rank must make the same call.
     """
     if not maps:
-        chunks = iter_scores(model, data, device, batch_size, indices, progress, distributed)
+        chunks = iter_scores(model, data, device, batch_size, indices, progress, distributed, desc)
         return InferenceResult(np.concatenate(list(chunks)))
     scores, amaps, recons = [], [], []
-    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress):
+    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress, desc):
         scores.append(out.score.double().cpu().numpy())
         if maps and out.anomaly_map is not None:
             amaps.append(out.anomaly_map.float().cpu().numpy())

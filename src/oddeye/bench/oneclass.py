@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 import oddeye
 from oddeye.bench.classical import CLASSICAL
 from oddeye.bench.provenance import provenance
-from oddeye.cli import parse_param
-from oddeye.config import TrainConfig
+from oddeye.bench.published import PUBLISHED
+from oddeye.config import TrainConfig, setting_arg
 from oddeye.data import digits_classes, read_idx
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
@@ -48,33 +48,6 @@ FMNIST_CLASSES = [
     "Ankle boot",
 ]
 DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
-
-
-@dataclass(frozen=True)
-class Published:
-    """A number from a paper: printed beside ours, never re-run."""
-
-    method: str
-    source: str
-    mean: float
-    per_class: tuple[float, ...] = ()
-    pretrained: bool = False
-
-
-PUBLISHED = {
-    "fmnist": [
-        Published(
-            "GEOM",
-            "Golan & El-Yaniv 2018",
-            0.935,
-            (0.994, 0.976, 0.911, 0.899, 0.921, 0.934, 0.833, 0.989, 0.908, 0.992),
-        ),
-        Published("ARNet", "attribute restoration network, 2022", 0.939),
-        Published("GOAD", "Bergman & Hoshen 2020, claimed", 0.941),
-        Published("PANDA", "Reiss et al. 2021, ImageNet-pretrained: not comparable", 0.956, pretrained=True),
-    ],
-    "digits": [],
-}
 
 
 @dataclass
@@ -217,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
     parser.add_argument(
         "--set",
         dest="settings",
-        type=parse_param,
+        type=setting_arg,
         action="append",
         default=[],
         metavar="KEY=VALUE",

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from oddeye._version import __version__
+
 
 def git_commit(repo: Path | None = None) -> str | None:
     """HEAD's hash, with ``-dirty`` when the work tree has changes; None outside a git checkout."""
@@ -44,8 +46,6 @@ def cpu_model() -> str:
 
 def provenance(device: torch.device | str) -> dict[str, Any]:
     """The context every results file records."""
-    from oddeye import __version__
-
     device = torch.device(device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {

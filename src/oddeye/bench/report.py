@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from oddeye.bench.large import format_result as format_large
-from oddeye.bench.oneclass import PUBLISHED, Published
+from oddeye.bench.published import PUBLISHED, Published
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 

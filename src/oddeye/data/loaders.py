@@ -24,10 +24,10 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm
 
 from oddeye.data.imageset import ImageSet, Normalisation, as_imageset
 from oddeye.errors import InputError
+from oddeye.progress import track
 
 PathArg = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -160,10 +160,18 @@ def _npy_header(p: Path | str, f: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
 
 
 def _check_data_size(p: Path | str, shape: tuple[int, ...], dtype: np.dtype, found: int) -> None:
-    """The header's ``shape`` x ``dtype`` must account for exactly ``found`` bytes of data."""
+    """The header's ``shape`` x ``dtype`` must account for exactly ``found`` bytes of data, and
+    be addressable (numpy's sizes are int64: a zero-size shape with huge other sides overflows)."""
+    _check_addressable(p, shape, dtype)
     expected = math.prod(shape) * dtype.itemsize
     if found != expected:
         raise InputError(p, f"{expected} bytes of data for shape {shape} ({dtype})", f"{found} bytes")
+
+
+def _check_addressable(p: Path | str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """A zero-size shape whose other sides overflow int64 (other shapes fail on their size)."""
+    if 0 in shape and math.prod(d for d in shape if d) * max(dtype.itemsize, 1) >= 2**63:
+        raise InputError(p, "an array shape numpy can address (under 2^63 bytes)", f"shape {shape}")
 
 
 def _check_fits(p: Path | str, nbytes: int) -> None:
@@ -246,6 +254,7 @@ def _read_idx(p: Path) -> np.ndarray:
     try:
         with gzip.open(p, "rb") if gz else p.open("rb") as f:
             dtype, dims = _idx_header(p, f)
+            _check_addressable(p, dims, dtype)
             expected = math.prod(dims) * dtype.itemsize
             offset = 4 + 4 * len(dims)
             if gz:
@@ -306,7 +315,7 @@ def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> 
     if math.prod(shape) > min(EAGER_MAX, EAGER_SHARE * available_memory()):  # decode when used
         return ImageSet(FolderImages(files, mode, (w, h), shape[-1]), "NHWC", str(folder), Normalisation())
     array = np.empty(shape, np.uint8)
-    bar = tqdm(files, desc=f"reading {folder}", unit="img", disable=None if progress else True)
+    bar = track(files, f"reading {folder}", len(files), "images", progress)
     for i, f in enumerate(bar):  # pass 2: decode into the preallocated array
         array[i] = _decode(f, mode, (w, h)).reshape(array.shape[1:])
     return as_imageset(array, str(folder))

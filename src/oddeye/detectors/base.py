@@ -35,13 +35,27 @@ class AnomalyModel(nn.Module):
     channels_last: bool = False
     cpu_bf16: bool = True
     trainable: bool = True  # False: no epochs; the model is built by ``fit_end`` (memory banks)
-    default_epochs: int = 50  # the epoch cap when the training config leaves ``epochs`` unset
+    default_epochs: int = 50  # the family's epoch cap; ``epoch_cap`` is this model's own
     label: str = ""  # the registry name, set by ``DetectorSpec.build`` (names ensemble members)
     latent: str = "the input pixels"  # what ``embed`` returns, in words (the report's latent map)
+    # Values the constructor derives from its parameters and the shape, which the weights depend
+    # on. Each is also an optional keyword argument (None: derive it) so that a saved run rebuilds
+    # with the values it was trained with, not with what today's code would derive.
+    derived_names: tuple[str, ...] = ()
 
     def __init__(self, shape: tuple[int, int, int]) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)  # (H, W, C)
+        self.epoch_cap = self.default_epochs  # the training loop's cap (the config may override it)
+        self.build_params: dict[str, object] = {}  # every constructor parameter, set by the registry
+
+    def derived(self) -> dict[str, object]:
+        """The values named in ``derived_names``, as built."""
+        return {name: getattr(self, name) for name in self.derived_names}
+
+    def resolved_params(self) -> dict[str, object]:
+        """Every constructor parameter with its value (ensembles: members as build records)."""
+        return dict(self.build_params)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Scalar training loss on a normalised batch."""
@@ -58,6 +72,10 @@ class AnomalyModel(nn.Module):
         ``heldout()`` yields the held-out normal images (possibly none): the place to fit score
         scales, since the training images themselves score too well.
         """
+
+    def fit_end_work(self) -> str:
+        """What :meth:`fit_end` builds, in words, for progress lines ('' when it does nothing)."""
+        return ""
 
     def members(self) -> list[AnomalyModel]:
         """Sub-detectors the training loop fits first, each on its own (ensembles)."""

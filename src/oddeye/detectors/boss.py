@@ -129,6 +129,9 @@ class AutoencoderClassifier(AnomalyModel):
         if self.score_mode == "both":
             self.fusion.fit(collect(lambda x: self._components(x)[0], heldout, batches))
 
+    def fit_end_work(self) -> str:
+        return "score scales" if self.score_mode == "both" else ""
+
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         parts, err_map, recon = self._components(x)
         if self.score_mode == "classifier":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch
 from oddeye.detectors.fusion import ScoreFusion, collect
-from oddeye.detectors.registry import get_spec, register
+from oddeye.detectors.registry import Build, DetectorSpec, get_spec, record_of, register
 from oddeye.errors import OddeyeError
 
 
@@ -31,20 +31,33 @@ def parse_member(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
-def build_member(text: str, shape: tuple[int, int, int]) -> AnomalyModel:
-    """One member model from its 'name[:key=value;...]' text, parameters checked as for any detector;
-    ``epochs=N`` sets the member's own epoch cap."""
-    name, params = parse_member(text)
+def build_member(member: str | Mapping[str, Any], shape: tuple[int, int, int]) -> AnomalyModel:
+    """One member model: from its 'name[:key=value;...]' text (parameters checked as for any
+    detector, missing ones at today's defaults; ``epochs=N`` sets the member's own epoch cap), from
+    a saved build record (with ``derived``: exactly as recorded), or from a record's parameters and
+    epoch cap (without ``derived``: derived anew for this shape)."""
+    if isinstance(member, Mapping):
+        try:
+            record = Build.from_dict(member, keys=("detector", "params"))
+            spec = _member_spec(record.detector)
+            if "derived" in member:
+                return spec.rebuild(record, shape)
+            return spec.build(shape, record.params, epochs=record.epoch_cap)
+        except ValueError as e:
+            raise OddeyeError(f"ensemble member record: {e}") from None
+    name, params = parse_member(member)
+    spec = _member_spec(name)
+    epochs = params.pop("epochs", None)
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1):
+        raise OddeyeError(f"ensemble member {member!r}: epochs must be a positive integer")
+    return spec.build(shape, params, epochs=epochs)  # the training config's epochs overrides it
+
+
+def _member_spec(name: str) -> DetectorSpec:
     spec = get_spec(name)
     if issubclass(spec.model_cls, Ensemble):
         raise OddeyeError("an ensemble cannot contain another ensemble")
-    epochs = params.pop("epochs", None)
-    model = spec.build(shape, params)
-    if epochs is not None:  # this member's own epoch cap (the training config's epochs overrides it)
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise OddeyeError(f"ensemble member {text!r}: epochs must be a positive integer")
-        model.default_epochs = epochs
-    return model
+    return spec
 
 
 @register("ensemble", "several detectors (members=a,b,...), z-scores fitted on held-out training images")
@@ -52,7 +65,8 @@ class Ensemble(AnomalyModel):
     """Members are registered detectors, each written ``name`` or ``name:key=value;key=value``
     (e.g. ``transform:score=both;width=16``), each trained by the same loop on the same split.
     Each member's score is standardised by its mean and spread on the held-out normal training
-    images, and the fused score is the mean of those z-scores.
+    images, and the fused score is the mean of those z-scores. A run records every member's build
+    (its resolved parameters and epoch cap), and ``members`` accepts such records too.
     """
 
     trainable = False  # the members train; the ensemble itself only fits the fusion scale
@@ -63,14 +77,16 @@ class Ensemble(AnomalyModel):
         super().__init__(shape)
         if not members:
             raise OddeyeError("an ensemble needs at least one member detector")
-        self.member_names = tuple(members)
-        self.detectors = nn.ModuleList(build_member(text, self.shape) for text in members)
+        self.detectors = nn.ModuleList(build_member(member, self.shape) for member in members)
         self.fusion = ScoreFusion(len(self.detectors))
 
     latent = "the members' latent codes, each scaled to unit length, side by side"
 
     def members(self) -> list[AnomalyModel]:
         return list(self.detectors)
+
+    def resolved_params(self) -> dict[str, object]:
+        return {**self.build_params, "members": [record_of(m).to_dict() for m in self.detectors]}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(m.embed(x).float(), dim=1) for m in self.detectors], 1)
@@ -84,6 +100,9 @@ class Ensemble(AnomalyModel):
     ) -> None:
         self.eval()
         self.fusion.fit(collect(self._components, heldout, batches))
+
+    def fit_end_work(self) -> str:
+        return "score fusion scales"
 
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         return InferenceBatch(self.fusion(self._components(x)))

@@ -30,6 +30,11 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
+def blur_sigma(blur: float, shape: tuple[int, int, int]) -> float:
+    """The blur in pixels for a ``blur`` given as a fraction of the shorter image side."""
+    return blur * min(shape[:2])
+
+
 def resize_bank_on_load(
     self: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
 ) -> None:
@@ -47,16 +52,24 @@ class PixelKNN(AnomalyModel):
     ``blur`` is the Gaussian's sigma as a fraction of the image side (1/28: one pixel on 28x28
     Fashion-MNIST, 2.3 on 64x64 faces), fixed in advance so one setting serves every resolution.
     The bank holds at most ``max_bank`` training images (an evenly spaced subset beyond that).
+    Derived and recorded: ``sigma``, the blur in pixels (:func:`blur_sigma`).
     """
 
     trainable = False
+    derived_names = ("sigma",)
 
     def __init__(
-        self, shape: tuple[int, int, int], *, k: int = 3, blur: float = 1 / 28, max_bank: int = 20000
+        self,
+        shape: tuple[int, int, int],
+        *,
+        k: int = 3,
+        blur: float = 1 / 28,
+        max_bank: int = 20000,
+        sigma: float | None = None,
     ) -> None:
         super().__init__(shape)
         self.k, self.max_bank = k, max_bank
-        self.sigma = blur * min(self.shape[:2])  # in pixels
+        self.sigma = float(blur_sigma(blur, self.shape) if sigma is None else sigma)  # in pixels
         self.register_buffer("bank", torch.zeros(0, math.prod(self.shape)))
 
     latent = "the blurred pixels it compares"
@@ -73,6 +86,9 @@ class PixelKNN(AnomalyModel):
         if len(bank) > self.max_bank:
             bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
         self.bank = bank
+
+    def fit_end_work(self) -> str:
+        return "memory bank"
 
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         d = torch.cdist(self.features(x), self.bank)  # (B, N)

@@ -1,15 +1,100 @@
-"""Explicit detector registry: ``@register`` on a model class, ``get`` by name, typo-friendly errors."""
+"""Explicit detector registry: ``@register`` on a model class, ``get_spec`` by name, typo-friendly
+errors, and the build record that rebuilds a model exactly, whatever the code's defaults are now."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from oddeye.errors import OddeyeError
 
 M = TypeVar("M", bound=type)
+
+
+@dataclass(frozen=True)
+class Build:
+    """How one model was built: the detector, every constructor parameter with its value, what was
+    derived from them and the input shape at build time (``derived``: the weights depend on it), and
+    the epoch cap it trains under (None: no training loop). Ensemble members are nested records in
+    ``params["members"]``. Rebuilding from it consults no default of the code."""
+
+    detector: str
+    params: dict[str, Any]
+    derived: dict[str, Any] = field(default_factory=dict)
+    epoch_cap: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "detector": self.detector,
+            "params": jsonable(self.params),
+            "derived": jsonable(self.derived),
+            "epoch_cap": self.epoch_cap,
+        }
+
+    @classmethod
+    def from_dict(
+        cls, data: Any, keys: tuple[str, ...] = ("detector", "params", "derived", "epoch_cap")
+    ) -> Build:
+        """The record in ``data`` (a run's JSON); a malformed one raises ``ValueError`` naming what.
+        ``keys``: those that must be present (the others default to empty)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a build record must be an object, found {type(data).__name__}")
+        missing = [k for k in keys if k not in data]
+        if missing:
+            raise ValueError(f"the build record has no {missing[0]!r}")
+        data = {"derived": {}, "epoch_cap": None, **data}
+        cap = data["epoch_cap"]
+        if not isinstance(data["detector"], str) or not isinstance(data["params"], Mapping):
+            raise ValueError("the build record needs a detector name and a params object")
+        if not isinstance(data["derived"], Mapping):
+            raise ValueError("the build record's derived values must be an object")
+        if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"epoch_cap must be a positive integer or null, found {cap!r}")
+        return cls(data["detector"], dict(data["params"]), dict(data["derived"]), cap)
+
+    def refit_params(self) -> dict[str, Any]:
+        """The parameters for training this recipe again, on any data: nested members keep their
+        parameters and epoch caps but not their derived values (those depend on the shape)."""
+        params = dict(self.params)
+        if isinstance(params.get("members"), list):
+            params["members"] = [
+                {k: v for k, v in m.items() if k != "derived"} if isinstance(m, Mapping) else m
+                for m in params["members"]
+            ]
+        return params
+
+    def describe(self) -> str:
+        """Compact text: ``boss(width=32, score=classifier), 8 epochs``; members in brackets."""
+        parts = []
+        for key, value in self.params.items():
+            if key == "members":
+                members = [Build.from_dict(m).describe() if isinstance(m, Mapping) else str(m) for m in value]
+                parts.append(f"members=[{'; '.join(members)}]")
+            else:
+                parts.append(f"{key}={_short(value)}")
+        cap = f", {self.epoch_cap} epochs" if self.epoch_cap else ""
+        return f"{self.detector}({', '.join(parts)}){cap}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(_short(v) for v in value)
+    return str(value)
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively, and numpy or torch scalars as Python numbers: plain JSON."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
 
 
 @dataclass(frozen=True)
@@ -21,17 +106,19 @@ class DetectorSpec:
     model_cls: type
 
     def arch_defaults(self) -> dict[str, Any]:
-        """Architecture parameters the model accepts (besides ``shape``), with their defaults."""
+        """The parameters a user may set (besides ``shape``), with the code's current defaults.
+        Values the model derives at build time (``derived_names``) are not among them."""
         sig = inspect.signature(self.model_cls.__init__)
+        derived = set(getattr(self.model_cls, "derived_names", ()))
         return {
             p.name: p.default
             for p in sig.parameters.values()
-            if p.name not in ("self", "shape") and p.kind is p.KEYWORD_ONLY
+            if p.name not in ("self", "shape") and p.kind is p.KEYWORD_ONLY and p.name not in derived
         }
 
-    def build(self, shape: tuple[int, int, int], params: dict[str, Any]) -> Any:
-        """The untrained model for images of ``shape``; unknown parameters raise an error naming
-        the valid ones, and tuple parameters accept lists or comma-separated strings."""
+    def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter, from ``params`` or the current defaults; unknown names raise an error
+        naming the valid ones, and tuple parameters accept lists or comma-separated strings."""
         allowed = self.arch_defaults()
         unknown = sorted(set(params) - set(allowed))
         if unknown:
@@ -39,16 +126,53 @@ class DetectorSpec:
             raise OddeyeError(
                 f"detector {self.name} has no parameter {unknown[0]!r}; its parameters: {valid}"
             )
-        coerced = {
-            k: _as_tuple(v, allowed[k]) if isinstance(allowed[k], tuple) else v for k, v in params.items()
-        }
-        model = self.model_cls(shape, **coerced)
-        model.label = self.name
+        return {k: _coerce(params[k], v) if k in params else v for k, v in allowed.items()}
+
+    def build(self, shape: tuple[int, int, int], params: Mapping[str, Any], epochs: int | None = None) -> Any:
+        """The untrained model for images of ``shape``: missing parameters take the current
+        defaults; ``epochs`` (the training config's) overrides every trained part's own cap.
+        ``model.record()`` then says how it was built, fully resolved."""
+        resolved = self.resolve(params)
+        model = self.model_cls(shape, **resolved)
+        return _finish(model, self.name, resolved, epochs)
+
+    def rebuild(self, record: Build, shape: tuple[int, int, int]) -> Any:
+        """The model exactly as ``record`` says, consulting none of the code's defaults: every
+        parameter and derived value must be in the record (``ValueError`` naming what is not)."""
+        allowed = self.arch_defaults()
+        missing = sorted(set(allowed) - set(record.params))
+        extra = sorted(set(record.params) - set(allowed))
+        if missing or extra:
+            what = f"no value for parameter {missing[0]!r}" if missing else f"unknown parameter {extra[0]!r}"
+            raise ValueError(f"the build record of {self.name} has {what}")
+        names = set(getattr(self.model_cls, "derived_names", ()))
+        if set(record.derived) != names:
+            raise ValueError(
+                f"the build record of {self.name} derives {sorted(record.derived)}, expected {sorted(names)}"
+            )
+        params = {k: _coerce(v, allowed[k]) for k, v in record.params.items()}
+        model = self.model_cls(shape, **params, **record.derived)
+        model = _finish(model, self.name, params, None)
+        if model.trainable:
+            if record.epoch_cap is None:
+                raise ValueError(f"the build record of {self.name} has no epoch cap")
+            model.epoch_cap = record.epoch_cap
         return model
 
 
-def _as_tuple(value: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A tuple parameter from a list, tuple or comma-separated string ('pixel-knn,boss', '16,32')."""
+def _finish(model: Any, name: str, params: dict[str, Any], epochs: int | None) -> Any:
+    model.label = name
+    model.build_params = params
+    if epochs is not None:
+        for part in [model, *model.members()]:
+            part.epoch_cap = epochs
+    return model
+
+
+def _coerce(value: Any, default: Any) -> Any:
+    """Tuple parameters from a list, tuple or comma-separated string ('pixel-knn,boss', '16,32')."""
+    if not isinstance(default, tuple):
+        return value
     if isinstance(value, str):
         kind = type(default[0]) if default else str
         try:
@@ -57,7 +181,17 @@ def _as_tuple(value: Any, default: tuple[Any, ...]) -> tuple[Any, ...]:
             raise OddeyeError(
                 f"expected a comma-separated list of {kind.__name__}, found {value!r}"
             ) from None
-    return tuple(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise OddeyeError(f"expected a list, found {value!r}")
+
+
+def record_of(model: Any) -> Build:
+    """The :class:`Build` of a model made by :meth:`DetectorSpec.build` or ``rebuild``."""
+    if not model.label:
+        raise OddeyeError(f"{type(model).__name__} was not built through the registry: no build record")
+    cap = model.epoch_cap if model.trainable else None
+    return Build(model.label, jsonable(model.resolved_params()), jsonable(model.derived()), cap)
 
 
 _REGISTRY: dict[str, DetectorSpec] = {}

@@ -83,6 +83,9 @@ class DeepSVDD(AnomalyModel):
         if self.score_mode == "knn":
             self.features.build(torch.cat([self.net(x) for x in batches()]))
 
+    def fit_end_work(self) -> str:
+        return "feature bank" if self.score_mode == "knn" else ""
+
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         f = self.net(x).float()
         if self.score_mode == "knn":

@@ -38,13 +38,18 @@ def transform_list(flips: bool, rotations: int, shift: float) -> list[tuple[int,
     return list(itertools.product([0, 1] if flips else [0], range(rotations), shifts, shifts))
 
 
-def apply_transform(x: torch.Tensor, t: tuple[int, int, int, int], shift: float) -> torch.Tensor:
-    """One geometric transformation of a square batch (B, C, S, S); shifts wrap with reflection."""
+def shift_pixels(shift: float, side: int) -> int:
+    """The shift in pixels for a ``shift`` given as a fraction of the (square) image side."""
+    return int(round(shift * side))
+
+
+def apply_transform(x: torch.Tensor, t: tuple[int, int, int, int], s: int) -> torch.Tensor:
+    """One geometric transformation of a square batch (B, C, S, S): shifts of ``s`` pixels per
+    unit of dy and dx, wrapping with reflection."""
     flip, turns, dy, dx = t
     if flip:
         x = x.flip(-1)
     if dy or dx:
-        s = int(round(shift * x.shape[-1]))
         x = F.pad(x, (s, s, s, s), mode="reflect")
         size = x.shape[-1] - 2 * s
         x = x[..., s + dy * s : s + dy * s + size, s + dx * s : s + dx * s + size]
@@ -78,6 +83,11 @@ def small_resnet_trunk(in_ch: int, width: int) -> nn.Sequential:
 
 @register("transform", "self-supervised: recognise which flip/rotation/shift was applied (GEOM-style)")
 class TransformationClassifier(AnomalyModel):
+    """Derived and recorded: ``transforms``, the (flip, quarter turns, dy, dx) list whose order is
+    the head's class order, and ``shift_px``, the shift in pixels."""
+
+    derived_names = ("transforms", "shift_px")
+
     def __init__(
         self,
         shape: tuple[int, int, int],
@@ -88,11 +98,17 @@ class TransformationClassifier(AnomalyModel):
         shift: float = 0.0,
         score: str = "ce",
         k: int = 3,
+        transforms: list[tuple[int, int, int, int]] | None = None,
+        shift_px: int | None = None,
     ) -> None:
         super().__init__(shape)
         check_choice("score", score, ("ce", "knn", "both"))
-        self.shift, self.score_mode = shift, score
-        self.transforms = transform_list(flips, rotations, shift)
+        self.score_mode = score
+        if transforms is None:
+            transforms = transform_list(flips, rotations, shift)
+        self.transforms = [tuple(int(v) for v in t) for t in transforms]
+        side = max(self.shape[:2])  # images are padded to a square first
+        self.shift_px = int(shift_pixels(shift, side) if shift_px is None else shift_px)
         self.trunk = small_resnet_trunk(self.shape[2], width)
         self.head = nn.Linear(4 * width, len(self.transforms))
         self.features = FeatureBank(k)
@@ -101,7 +117,7 @@ class TransformationClassifier(AnomalyModel):
     def _all_transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K*B, C, S, S) transformed copies and their (K*B,) transformation labels."""
         x = pad_to_square(x)
-        views = [apply_transform(x, t, self.shift) for t in self.transforms]
+        views = [apply_transform(x, t, self.shift_px) for t in self.transforms]
         labels = torch.arange(len(views), device=x.device).repeat_interleave(x.shape[0])
         return torch.cat(views), labels
 
@@ -135,6 +151,9 @@ class TransformationClassifier(AnomalyModel):
         self.features.build(torch.cat([self._forward(x)[1] for x in batches()]))
         if self.score_mode == "both":
             self.fusion.fit(collect(self._components, heldout, batches))
+
+    def fit_end_work(self) -> str:
+        return {"ce": "", "knn": "feature bank", "both": "feature bank and score scales"}[self.score_mode]
 
     def infer(self, x: torch.Tensor) -> InferenceBatch:
         if self.score_mode == "ce":

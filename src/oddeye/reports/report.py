@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from oddeye._version import __version__
 from oddeye.data.imageset import ImageSet, shape_text
 from oddeye.errors import OddeyeError
 from oddeye.io import atomic_dir, atomic_path
+from oddeye.progress import track
 from oddeye.reports import plots
+from oddeye.runs import all_histories, metadata
 from oddeye.thresholds import Threshold
 
 if TYPE_CHECKING:
@@ -74,7 +76,7 @@ def write_report(
         lambda: _latent_section(inputs, embed_max, tsne_max, seed, progress),
     ]
     sections: list[Section] = []
-    for step in tqdm(steps, desc="report", unit="section", disable=None if progress else True):
+    for step in track(steps, "report", len(steps), "sections", progress):
         made = step()
         sections += made if isinstance(made, list) else [made] if made is not None else []
     figures_dir = out.with_name(f"{out.stem}_figures")
@@ -103,9 +105,7 @@ def _training_section(inputs: ReportInputs) -> Section | None:
     det = inputs.det
     if det is None:
         return None
-    from oddeye.runs import all_histories
-
-    fig = plots.training_curve_figure(all_histories(det), f"{det.detector} training")
+    fig = plots.training_curve_figure(all_histories(det.record_), f"{det.detector} training")
     caption = (
         "Training loss and the loss on held-out normal training images, per epoch; the dashed line "
         "marks the epoch whose weights were kept."
@@ -268,14 +268,12 @@ def _epochs_text(det: Detector, training: dict[str, Any]) -> str:
 
 
 def _training_rows(det: Detector) -> list[tuple[str, str]]:
-    from oddeye.runs import metadata
-
-    meta = getattr(det, "metadata_", None) or metadata(det)
+    meta = metadata(det.record_)
     tr = meta.get("training", {})
     shape = shape_text(tuple(meta["input_shape"]))
     how = f"{tr.get('seconds', 0):.1f} s on {tr.get('device', '?')} ({tr.get('precision', '?')})"
     rows = [
-        ("detector", f"{det.detector} {det.params or ''}".strip()),
+        ("detector", det.build_.describe()),
         ("parameters", f"{meta.get('n_parameters', 0):,}"),
         ("training images", f"{tr.get('n_images', '?')} of {shape} (HxWxC)"),
         ("training", f"{how}, {_epochs_text(det, tr)}"),
@@ -324,8 +322,6 @@ def summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
 
 def render_html(inputs: ReportInputs, sections: list[Section]) -> str:
     """The report page; every figure is an embedded data: URI, so nothing is fetched."""
-    from oddeye import __version__
-
     esc = html.escape
     table = "\n".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in summary_rows(inputs))
     body = [f"<h1>{esc(inputs.title)}</h1>", "<p>Higher score = more anomalous.</p>"]

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.detectors.base import AnomalyModel
+from oddeye.progress import EpochProgress, Task, clock, say
 from oddeye.training.checkpoint import Checkpoint, ScopeState
 from oddeye.training.device import autocast, choose_precision
 from oddeye.training.distributed import all_sum, shard, world, wrap
@@ -71,32 +71,42 @@ def fit_model(
     precision: str,
     ckpt: Checkpoint | None = None,
     scope: str = "",
+    name: str = "",
 ) -> TrainResult:
-    """Train ``model`` in place on ``data``; returns the per-epoch history and the held-out split.
+    """Train ``model`` in place on ``data`` for at most ``model.epoch_cap`` epochs; returns the
+    per-epoch history and the held-out split. ``name`` labels its progress (default its label).
 
     With ``ckpt``, the state is saved after every epoch and, where the checkpoint already holds
     this ``scope``, training continues from it exactly (same weights as an uninterrupted run).
     """
+    name = name or model.label or type(model).__name__
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
     optimizer = prepare(model, device, config.lr)
 
-    def batches_of(indices: np.ndarray) -> Callable[[], Iterator[torch.Tensor]]:
+    shown = config.progress and world().main  # under torchrun, rank 0 alone shows progress
+
+    def batches_of(indices: np.ndarray, which: str) -> Callable[[], Iterator[torch.Tensor]]:
         def gen() -> Iterator[torch.Tensor]:
             model.eval()
-            for i in range(0, len(indices), config.score_batch_size):
-                yield feed(indices[i : i + config.score_batch_size])  # fp32, one pass
+            desc = f"{name}: pass over the {which} images"
+            with Task(desc, len(indices), "images", shown, leave=False, final_line=False) as bar:
+                for i in range(0, len(indices), config.score_batch_size):
+                    idx = indices[i : i + config.score_batch_size]
+                    yield feed(idx)  # fp32, one pass
+                    bar.update(len(idx))
 
         return gen
 
-    train_batches, heldout_batches = batches_of(train_idx), batches_of(val_idx)
-    main = world().main  # under torchrun, rank 0 alone shows progress
+    train_batches, heldout_batches = batches_of(train_idx, "training"), batches_of(val_idx, "held-out")
     result = TrainResult(val_indices=val_idx)
-    for i, member in enumerate(model.members()):  # ensembles: each member through this loop, same split
+    members = model.members()
+    for i, member in enumerate(members):  # ensembles: each member through this loop, same split
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
+        member_name = f"{member.label} (member {i + 1}/{len(members)})"
         member_result = fit_model(
-            member, data, config, device, member_precision, ckpt, f"{scope}members.{i}."
+            member, data, config, device, member_precision, ckpt, f"{scope}members.{i}.", member_name
         )
         result.members.append((member.label, member_result))
     feed = Feed(data, device, model.channels_last)  # after the members: one resident copy at a time
@@ -106,7 +116,7 @@ def fit_model(
         _restore_result(result, state)
         model.eval()
         return result
-    max_epochs = (config.epochs or model.default_epochs) if model.trainable else 0
+    max_epochs = model.epoch_cap if model.trainable else 0
     best_loss, best_state, waited, first = float("inf"), None, 0, 1
     if state is None:
         with torch.no_grad():
@@ -117,20 +127,14 @@ def fit_model(
         _restore_result(result, state)
         if state.stopped_early:
             first = max_epochs + 1
-    epochs = tqdm(
-        range(first, max_epochs + 1),
-        initial=first - 1,
-        total=max_epochs,
-        desc="training",
-        unit="epoch",
-        disable=None if config.progress and model.trainable and main else True,
-    )
+    bar = EpochProgress(name, first, max_epochs, shown) if model.trainable and first <= max_epochs else None
     engine = wrap(model, device) if model.trainable else None  # DDP under torchrun
     if engine is not None and config.compile:
         engine = torch.compile(engine)
-    for epoch in epochs:
+    for epoch in range(first, max_epochs + 1):
         start = time.perf_counter()
-        train_loss = _train_epoch(engine, feed, train_idx, optimizer, config, device, precision, rng)
+        desc = f"{name} epoch {epoch}/{max_epochs}"
+        train_loss = _train_epoch(engine, feed, train_idx, optimizer, config, device, precision, rng, desc)
         seconds = time.perf_counter() - start
         val_loss = (
             evaluate_loss(model, feed, val_idx, config, device, precision) if len(val_idx) else train_loss
@@ -144,23 +148,33 @@ def fit_model(
         result.history.append(
             EpochRecord(epoch, train_loss, val_loss, seconds, len(train_idx) / seconds, improved)
         )
-        epochs.set_postfix(train=f"{train_loss:.4g}", heldout=f"{val_loss:.4g}", best=result.best_epoch)
+        if bar is not None:
+            bar.epoch(epoch, train_loss, val_loss, len(train_idx) / seconds, result.best_epoch)
         result.stopped_early = waited >= config.patience
         if ckpt is not None:
             loop = _scope_state(result, epoch, False, best_loss, waited, rng)
             ckpt.save(scope, loop, model, best_state, optimizer)
         if result.stopped_early:
             break
-    epochs.close()
+    if bar is not None:
+        bar.close(_summary(result))
     if best_state is not None:
         model.load_state_dict(best_state)
+    started = time.perf_counter()
     with torch.no_grad():
         model.fit_end(train_batches, heldout_batches)
+    if model.fit_end_work():
+        say(f"{name}: {model.fit_end_work()} built in {clock(time.perf_counter() - started)}", shown)
     model.eval()
     if ckpt is not None and model.trainable:
         epoch = result.history[-1].epoch if result.history else 0
         ckpt.save(scope, _scope_state(result, epoch, True, best_loss, waited, rng), model, None, None)
     return result
+
+
+def _summary(result: TrainResult) -> str:
+    stop = "converged (early stop)" if result.stopped_early else "reached the epoch cap"
+    return f"{len(result.history)} epochs, {stop}, kept epoch {result.best_epoch}"
 
 
 def _scope_state(
@@ -192,6 +206,7 @@ def _train_epoch(
     device: torch.device,
     precision: str,
     rng: np.random.Generator,
+    desc: str = "batches",
 ) -> float:
     engine.train()
     w = world()
@@ -199,19 +214,14 @@ def _train_epoch(
     batches = epoch_batches(train_idx, config.batch_size, rng, min_size=max(2, w.size))
     shards = [shard(idx, w) for idx in batches]  # the whole batches without torchrun
     weights = [len(part) * w.size / len(idx) for part, idx in zip(shards, batches, strict=True)]
-    bar = tqdm(
-        zip(feed.stream(shards), weights, strict=True),
-        total=len(batches),
-        desc="  batches",
-        unit="batch",
-        leave=False,
-        disable=None if config.progress and w.main else True,
-    )
-    for (mine, x), weight in bar:
-        loss = train_step(engine, x, optimizer, device, precision, weight)
-        total += loss * len(mine)
-        count += len(mine)
-        bar.set_postfix(loss=f"{loss:.4g}")
+    shown = config.progress and w.main
+    with Task(desc, len(train_idx), "images", shown, leave=False, final_line=False) as bar:
+        for (mine, x), weight, idx in zip(feed.stream(shards), weights, batches, strict=True):
+            loss = train_step(engine, x, optimizer, device, precision, weight)
+            total += loss * len(mine)
+            count += len(mine)
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{loss:.4g}")
     total, count = all_sum([total, count], device)
     return total / count
 

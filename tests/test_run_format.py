@@ -1,0 +1,226 @@
+"""A run folder means the same thing for good: every registered detector saves its fully resolved
+build, reloads to identical scores, and keeps doing so when the code's defaults change; runs of
+format 1 load and score as format-1 code scored them."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import oddeye
+from helpers import FAST, blobs
+from oddeye.detectors import available, get_spec, memory, transforms
+from oddeye.errors import OddeyeError
+from oddeye.migrate import V1_DEFAULTS, upgrade_v1
+
+SHAPE = (12, 12, 3)
+FORMAT1 = Path(__file__).parent / "data" / "format1-digits-default"
+# Another valid value for every string parameter (other types are changed by rule, see other_value).
+OTHER_CHOICE = {
+    ("boss", "score"): "classifier",
+    ("transform", "score"): "both",
+    ("deep-svdd", "score"): "knn",
+}
+_cache: dict[str, tuple[Path, np.ndarray]] = {}
+
+
+def trained(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A run of ``name`` trained on tiny data, and its scores on test images (made once)."""
+    if name not in _cache:
+        run = tmp_path_factory.mktemp(name) / "run"
+        det = oddeye.train(blobs(48, SHAPE), name, run, **FAST)
+        _cache[name] = run, det.score(TEST)
+    return _cache[name]
+
+
+TEST = np.concatenate([blobs(6, SHAPE, seed=3), blobs(6, SHAPE, seed=4, anomalous=True)])
+
+
+def other_value(name: str, key: str, value: object) -> object:
+    """A different valid value for parameter ``key`` of ``name``: what a change of default is."""
+    if (name, key) in OTHER_CHOICE:
+        return OTHER_CHOICE[name, key]
+    if key == "members":
+        return ("cnn",)
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 0.5 + 0.05
+    if isinstance(value, tuple) and len(value) > 1:
+        return value[:-1]
+    raise AssertionError(f"no other value for {name}.{key}={value!r}: add one to OTHER_CHOICE")
+
+
+def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a later version might do: every parameter default, epoch cap and derivation differs."""
+    for name in available():
+        cls = get_spec(name).model_cls
+        init = cls.__init__
+        defaults = dict(init.__kwdefaults__ or {})
+        for key, value in get_spec(name).arch_defaults().items():
+            if key in inspect.signature(init).parameters and key in defaults:
+                defaults[key] = other_value(name, key, value)
+        monkeypatch.setattr(init, "__kwdefaults__", defaults)
+        monkeypatch.setattr(cls, "default_epochs", cls.default_epochs + 7)
+    monkeypatch.setattr(memory, "blur_sigma", lambda blur, shape: 3.0 * blur * max(shape[:2]))
+    monkeypatch.setattr(transforms, "shift_pixels", lambda shift, side: 1 + int(shift * side))
+    monkeypatch.setattr(
+        transforms, "transform_list", lambda flips, rotations, shift: [(1, 1, 0, 0), (0, 0, 0, 0)]
+    )
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_detector_records_its_resolved_build(name: str, tmp_path_factory) -> None:
+    run, _ = trained(name, tmp_path_factory)
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["format"] == "oddeye-run/2"
+    spec = get_spec(name)
+    assert set(meta["params"]) == set(spec.arch_defaults())  # every parameter, not just the typed ones
+    assert set(meta["derived"]) == set(spec.model_cls.derived_names)
+    assert (meta["epoch_cap"] is None) == (not spec.model_cls.trainable)
+    for member in meta["params"].get("members", []):
+        member_spec = get_spec(member["detector"])
+        assert set(member["params"]) == set(member_spec.arch_defaults())
+        assert set(member["derived"]) == set(member_spec.model_cls.derived_names)
+        assert (member["epoch_cap"] is None) == (not member_spec.model_cls.trainable)
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_detector_reloads_to_identical_scores(name: str, tmp_path_factory) -> None:
+    run, scores = trained(name, tmp_path_factory)
+    det = oddeye.load(run, progress=False)
+    np.testing.assert_array_equal(det.score(TEST), scores)
+    again = det.save(run.parent / "saved-again")  # a loaded run saves the same record
+    assert json.loads((again / "model.json").read_text()) == json.loads((run / "model.json").read_text())
+
+
+@pytest.mark.parametrize("name", available())
+def test_changed_code_defaults_leave_saved_runs_alone(name: str, tmp_path_factory, monkeypatch) -> None:
+    run, scores = trained(name, tmp_path_factory)
+    saved = oddeye.load(run, progress=False).build_
+    change_every_default(monkeypatch)
+    fresh = oddeye.create(name).build(SHAPE)
+    from oddeye.detectors.registry import record_of
+
+    assert record_of(fresh) != saved  # the patch bites: a new model would be built differently
+    det = oddeye.load(run, progress=False)
+    assert det.build_ == saved
+    np.testing.assert_array_equal(det.score(TEST), scores)
+
+
+def test_the_default_runs_params_name_every_member_in_full(tmp_path_factory) -> None:
+    run, _ = trained("default", tmp_path_factory)
+    members = json.loads((run / "model.json").read_text())["params"]["members"]
+    assert [m["detector"] for m in members] == ["pixel-knn", "boss", "transform"]
+    assert members[1]["epoch_cap"] == FAST["epochs"]  # the config's epochs override each member's cap
+    assert members[0]["derived"]["sigma"] == pytest.approx(SHAPE[0] / 28)
+
+
+def test_a_refit_of_a_loaded_run_trains_the_same_recipe(tmp_path_factory) -> None:
+    run, _ = trained("default", tmp_path_factory)
+    det = oddeye.load(run, progress=False)
+    refit = oddeye.Detector(det.detector, det.config, det.params).fit(blobs(48, (16, 16, 1)))
+    members = refit.build_.params["members"]
+    assert members[0]["derived"]["sigma"] == pytest.approx(16 / 28)  # derived anew for the new shape
+    assert [m["params"] for m in members] == [m["params"] for m in det.build_.params["members"]]
+
+
+# -- format 1 -----------------------------------------------------------------------------------
+@pytest.fixture
+def format1_run(tmp_path: Path) -> Path:
+    """The checked-in format-1 run (written by the last format-1 code), copied so tests may write."""
+    return Path(shutil.copytree(FORMAT1 / "run", tmp_path / "run"))
+
+
+def assert_format1_scores(run: Path) -> None:
+    scores = oddeye.load(run, progress=False).score(FORMAT1 / "test_images.npy")
+    expected = np.load(FORMAT1 / "expected_scores.npy")
+    # bit-identical on the machine that wrote it; other CPUs may round the float32 sums differently
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_checked_in_format1_run_still_loads_and_scores_as_written(format1_run: Path) -> None:
+    assert json.loads((format1_run / "model.json").read_text())["format"] == "oddeye-run/1"
+    assert_format1_scores(format1_run)
+
+
+def test_format1_runs_ignore_todays_defaults(format1_run: Path, monkeypatch) -> None:
+    change_every_default(monkeypatch)
+    assert_format1_scores(format1_run)
+    build = oddeye.load(format1_run, progress=False).build_
+    assert [m["detector"] for m in build.params["members"]] == ["pixel-knn", "boss", "transform"]
+
+
+def test_saving_a_threshold_into_a_format1_run_keeps_its_scores(format1_run: Path, cli, tmp_path) -> None:
+    r = cli(
+        "score",
+        format1_run,
+        FORMAT1 / "test_images.npy",
+        "--out",
+        tmp_path / "p.csv",
+        "--threshold",
+        "fpr:0.5",
+    )
+    assert r.code == 0, r.err
+    meta = json.loads((format1_run / "model.json").read_text())
+    assert meta["format"] == "oddeye-run/2" and meta["upgraded_from"] == "oddeye-run/1"
+    assert meta["threshold"]["rule"] == "fpr:0.5"
+    assert_format1_scores(format1_run)
+
+
+def test_format1_params_resolve_against_format1_defaults() -> None:
+    meta = {
+        "format": "oddeye-run/1",
+        "detector": "ensemble",
+        "params": {"members": "pixel-knn:k=5,boss:width=8;epochs=4,cnn"},
+        "config": {"epochs": None},
+        "input_shape": [28, 28, 1],
+    }
+    up = upgrade_v1(meta)
+    knn, boss, cnn = up["params"]["members"]
+    assert knn["params"] == {**V1_DEFAULTS["pixel-knn"], "k": 5} and knn["derived"] == {"sigma": 1.0}
+    assert boss["params"]["width"] == 8 and boss["params"]["score"] == "both" and boss["epoch_cap"] == 4
+    assert cnn["params"] == {"channels": [12, 24, 48]} and cnn["epoch_cap"] == 50
+    capped = upgrade_v1({**meta, "config": {"epochs": 2}})
+    assert [m["epoch_cap"] for m in capped["params"]["members"]] == [None, 2, 2]
+    assert up["config"]["threshold"] == "fpr:0.01"  # keys format-1 code added later, filled as then
+
+
+def test_format1_transform_derivations_are_frozen() -> None:
+    meta = {"detector": "transform", "params": {"shift": 0.25}, "config": {}, "input_shape": [8, 12, 3]}
+    derived = upgrade_v1(meta)["derived"]
+    assert len(derived["transforms"]) == 72 and derived["transforms"][0] == [0, 0, -1, -1]
+    assert derived["shift_px"] == 3  # a quarter of the padded square's side, 12
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["params"].pop("channels"), "no value for parameter 'channels'"),
+        (lambda m: m["params"].update(widht=3), "unknown parameter 'widht'"),
+        (lambda m: m.pop("epoch_cap"), "no 'epoch_cap'"),
+        (lambda m: m["config"].pop("lr"), "no 'lr'"),
+    ],
+)
+def test_an_incomplete_record_is_one_clear_line(change, message, tmp_path_factory, tmp_path) -> None:
+    run, _ = trained("cnn", tmp_path_factory)
+    broken = Path(shutil.copytree(run, tmp_path / "broken"))
+    meta = json.loads((broken / "model.json").read_text())
+    change(meta)
+    (broken / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(OddeyeError, match=message) as info:
+        oddeye.load(broken)
+    assert "model.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_detector_format1_did_not_know_is_refused() -> None:
+    meta = {"detector": "fancy-new", "params": {}, "config": {}, "input_shape": [8, 8, 1]}
+    with pytest.raises(ValueError, match="did not exist in format 1"):
+        upgrade_v1(meta)
