@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # install it into .venv first (or pass TORCH_SPEC=torch), and nothing here replaces it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test bench fmnist-data lint format clean
+.PHONY: install demo test bench bench-data bench-emoji fmnist-data lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,27 @@ fmnist-data:
 		echo "  $(BIN)/oddeye bench fmnist --data-dir FOLDER"; \
 		exit 2; \
 	fi
+
+# The colour benchmark's data: two npm packages (Apache-2.0 / CC-BY-4.0 artwork), 64x64 PNGs only.
+EMOJI_DIR ?= benchmarks/data/emoji
+EMOJI_VERSION ?= 16.0.0
+bench-data:
+	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to fetch the emoji packages; or unpack"; \
+		echo "  emoji-datasource-google and -twitter@$(EMOJI_VERSION) yourself and pass --data-dir"; exit 2; }
+	@mkdir -p $(EMOJI_DIR)
+	@for v in google twitter; do \
+		d=$(EMOJI_DIR)/emoji-datasource-$$v; \
+		if [ -f $$d/emoji.json ] && [ -d $$d/img/$$v/64 ]; then echo "$$d: present"; continue; fi; \
+		(cd $(EMOJI_DIR) && npm pack -q emoji-datasource-$$v@$(EMOJI_VERSION) >/dev/null) || exit 2; \
+		rm -rf $$d.tmp && mkdir -p $$d.tmp && \
+		tar xzf $(EMOJI_DIR)/emoji-datasource-$$v-$(EMOJI_VERSION).tgz -C $$d.tmp --strip-components 1 \
+			package/emoji.json package/LICENSE package/img/$$v/64 && \
+		rm -rf $$d && mv $$d.tmp $$d && rm -f $(EMOJI_DIR)/emoji-datasource-$$v-$(EMOJI_VERSION).tgz && \
+		echo "$$d: $$(ls $$d/img/$$v/64 | wc -l) images"; \
+	done
+
+bench-emoji: install bench-data
+	$(BIN)/oddeye bench emoji --data-dir $(EMOJI_DIR)
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -117,7 +117,7 @@ def test_ensemble_trains_every_member_through_the_loop_on_the_same_split() -> No
     train = blobs(40, (12, 12, 1))
     det = oddeye.create("ensemble", members=["pixel-knn", "dae"], **FAST, val_fraction=0.25).fit(train)
     knn, dae = det.model_.detectors
-    assert knn.bank.shape[0] == 30  # 40 images, 10 held out: the members never saw the held-out ones
+    assert knn.memory.bank.shape[0] == 30  # 40 images, 10 held out: the members never saw the held-out ones
     x = torch.from_numpy(train[:6]).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         parts = torch.stack([knn.infer(x).score, dae.infer(x).score], 1)
@@ -138,12 +138,12 @@ def test_unset_epochs_take_the_detectors_own_cap(monkeypatch) -> None:
 def test_default_runs_unchanged_on_homework_shaped_colour_images(tmp_path) -> None:
     train, test = blobs(24, (64, 64, 3)), blobs(4, (64, 64, 3), seed=9, anomalous=True)
     det = oddeye.create("default", epochs=1, batch_size=8, progress=False, val_fraction=0.25).fit(train)
-    assert [type(m).__name__ for m in det.model_.members()] == [
-        "PixelKNN",
-        "AutoencoderClassifier",
-        "TransformationClassifier",
-    ]
-    assert det.model_.detectors[0].bank.shape == (18, 64 * 64 * 3)
+    assert [m.label for m in det.model_.members()] == ["pixel-knn", "hog-knn", "color-knn"]
+    pixels, edges, colours = (m.memory.bank for m in det.model_.members())
+    assert pixels.shape == (18, 32 * 32 * 3)  # blurred, then halved
+    assert edges.shape == (18, 16 * 16 * 8) and colours.shape == (18, 8**3)
+    gray = oddeye.create("default", progress=False).fit(blobs(24, (28, 28, 1)))
+    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn"]  # no colours to count
     scores = det.score(test)
     det.save(tmp_path / "run")
     np.testing.assert_allclose(oddeye.load(tmp_path / "run").score(test), scores, rtol=1e-5, atol=1e-5)

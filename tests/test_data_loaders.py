@@ -358,3 +358,22 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(InputError, match="a writable folder, found .*No space left on device"):
         write_homework_digits(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_transparent_pixels_are_composited_on_white(tmp_path: Path) -> None:
+    (tmp_path / "colour").mkdir()
+    (tmp_path / "gray").mkdir()
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200  # red everywhere, opaque only in the top row, half transparent in the next
+    rgba[0, :, 3], rgba[1, :, 3] = 255, 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "colour" / "a.png")
+    la = np.zeros((4, 4, 2), np.uint8)
+    la[0, :, 1] = 255  # black, opaque only in the top row
+    Image.fromarray(la, "LA").save(tmp_path / "gray" / "b.png")
+    colour = load_images(tmp_path / "colour", progress=False)
+    first = colour.array[0]
+    assert colour.shape == (4, 4, 3)
+    assert first[0, 0].tolist() == [200, 0, 0] and first[3, 3].tolist() == [255, 255, 255]
+    assert 120 < first[1, 0, 1] < 135  # half way between the red's 0 and white
+    gray = load_images(tmp_path / "gray", progress=False)
+    assert gray.shape == (4, 4, 1) and gray.array[0, 0, 0, 0] == 0 and gray.array[0, 3, 3, 0] == 255

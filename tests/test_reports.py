@@ -91,7 +91,7 @@ def test_memory_bank_detector_has_no_reconstructions_or_training_loop(tmp_path: 
     images, labels = scored_set()
     html = oddeye.report(det, images, tmp_path / "r.html", labels=labels, progress=False).html.read_text()
     assert 'id="reconstructions"' not in html and 'id="latent_map"' in html
-    assert "the blurred pixels it compares" in html
+    assert "the blurred (and reduced) pixels it compares" in html
 
 
 def test_ensemble_report_shows_each_member_training(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ OTHER_CHOICE = {
     ("boss", "score"): "classifier",
     ("transform", "score"): "both",
     ("deep-svdd", "score"): "knn",
+    ("ensemble", "references"): "heldout",
+    ("default", "references"): "heldout",
 }
 _cache: dict[str, tuple[Path, np.ndarray]] = {}
 
@@ -47,6 +49,8 @@ def other_value(name: str, key: str, value: object) -> object:
         return OTHER_CHOICE[name, key]
     if key == "members":
         return ("cnn",)
+    if key == "colour_members":
+        return ("pixel-knn:k=1",)
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -118,9 +122,12 @@ def test_changed_code_defaults_leave_saved_runs_alone(name: str, tmp_path_factor
 def test_the_default_runs_params_name_every_member_in_full(tmp_path_factory) -> None:
     run, _ = trained("default", tmp_path_factory)
     members = json.loads((run / "model.json").read_text())["params"]["members"]
-    assert [m["detector"] for m in members] == ["pixel-knn", "boss", "transform"]
-    assert members[1]["epoch_cap"] == FAST["epochs"]  # the config's epochs override each member's cap
-    assert members[0]["derived"]["sigma"] == pytest.approx(SHAPE[0] / 28)
+    assert [m["detector"] for m in members] == ["pixel-knn", "hog-knn", "color-knn"]  # colour images
+    assert members[0]["derived"] == {
+        "sigma": pytest.approx(SHAPE[0] / 28),
+        "blur_hw": [12, 12],
+        "bank_hw": [12, 12],
+    }
 
 
 def test_a_refit_of_a_loaded_run_trains_the_same_recipe(tmp_path_factory) -> None:
@@ -185,7 +192,8 @@ def test_format1_params_resolve_against_format1_defaults() -> None:
     }
     up = upgrade_v1(meta)
     knn, boss, cnn = up["params"]["members"]
-    assert knn["params"] == {**V1_DEFAULTS["pixel-knn"], "k": 5} and knn["derived"] == {"sigma": 1.0}
+    assert knn["params"] == {**V1_DEFAULTS["pixel-knn"], "k": 5, "max_side": 0}  # 0: as format 1 did
+    assert knn["derived"] == {"sigma": 1.0, "blur_hw": [28, 28], "bank_hw": [28, 28]}
     assert boss["params"]["width"] == 8 and boss["params"]["score"] == "both" and boss["epoch_cap"] == 4
     assert cnn["params"] == {"channels": [12, 24, 48]} and cnn["epoch_cap"] == 50
     capped = upgrade_v1({**meta, "config": {"epochs": 2}})

@@ -9,6 +9,7 @@ import torch
 import oddeye
 from helpers import FAST, blobs
 from oddeye.config import TrainConfig
+from oddeye.detectors import get_spec
 from oddeye.errors import OddeyeError
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.loop import split_indices
@@ -69,7 +70,8 @@ def test_same_seed_same_data_same_scores(name: str) -> None:
     b = oddeye.create(name, **FAST, seed=3).fit(train).score(test)
     c = oddeye.create(name, **FAST, seed=4).fit(train).score(test)
     np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
+    if get_spec(name).model_cls.trainable:  # a memory bank's scores may not move with the split
+        assert not np.array_equal(a, c)
 
 
 def test_training_never_converts_the_whole_set(monkeypatch: pytest.MonkeyPatch) -> None:

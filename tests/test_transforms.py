@@ -67,7 +67,7 @@ def test_fit_hooks_see_every_training_image_once(monkeypatch: pytest.MonkeyPatch
 def test_pixel_knn_is_a_memory_bank_that_survives_save_and_load(tmp_path) -> None:
     train, test = blobs(30, (10, 10, 1)), blobs(6, (10, 10, 1), seed=7, anomalous=True)
     det = oddeye.create("pixel-knn", progress=False, val_fraction=0.2).fit(train)
-    assert det.history_ == [] and det.model_.bank.shape == (24, 100)
+    assert det.history_ == [] and det.model_.memory.bank.shape == (24, 100)
     assert np.allclose(det.score(train[:3]), det.score(train[:3]))
     det.save(tmp_path / "run")
     np.testing.assert_array_equal(oddeye.load(tmp_path / "run").score(test), det.score(test))

@@ -175,10 +175,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from oddeye.bench import large, oneclass, report, speed
+    from oddeye.bench import emoji, homework, large, oneclass, report, speed
 
     if args.bench in ("fmnist", "digits"):
         return oneclass.run(args, args.bench)
+    if args.bench == "emoji":
+        return emoji.run(args)
+    if args.bench == "homework":
+        return homework.run(args)
     if args.bench == "report":
         print(f"wrote {report.write_markdown(Path(args.results_dir), Path(args.markdown))}")
         return 0

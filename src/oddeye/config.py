@@ -45,6 +45,15 @@ class TrainConfig:
     )
     score_batch_size: int = field(default=1024, metadata=_flag("batch size when scoring", "N"))
     compile: bool = field(default=False, metadata=_flag("torch.compile the training step (GPUs, long runs)"))
+    budget: float | None = field(
+        default=None,
+        metadata=_flag(
+            "time budget for the whole training, e.g. 20m, 1h30m or 900 (seconds); the parts that "
+            "train share it, each pacing itself to its share (default: epoch caps only)",
+            "TIME",
+            parse=True,
+        ),
+    )
     progress: bool = field(default=True, metadata={"flag": False})  # the CLI's --quiet
     threshold: str = field(
         default="fpr:0.01",
@@ -61,6 +70,7 @@ class TrainConfig:
             "min_delta": 0.0 <= self.min_delta < 1.0,
             "precision": self.precision in ("auto", "fp32", "bf16"),
             "score_batch_size": self.score_batch_size >= 1,
+            "budget": self.budget is None or self.budget > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -82,6 +92,11 @@ class TrainConfig:
         """int, float, str or bool: the type a setting's values are coerced to."""
         annotation = {f.name: f.type for f in dataclasses.fields(cls)}[name]
         return {"int": int, "float": float, "str": str, "bool": bool}[str(annotation).removesuffix(" | None")]
+
+    @classmethod
+    def parses(cls, name: str) -> bool:
+        """Whether ``name`` takes a text form parsed to a number (budget: '20m')."""
+        return bool({f.name: f.metadata for f in dataclasses.fields(cls)}[name].get("parse"))
 
     @classmethod
     def optional(cls, name: str) -> bool:
@@ -110,9 +125,30 @@ class TrainConfig:
         return cls().replace(**data)
 
 
+def parse_duration(text: str) -> float:
+    """Seconds from '900', '90s', '20m', '1.5h' or '1h30m'; ValueError otherwise."""
+    rest, total, matched = text.strip().lower(), 0.0, False
+    for unit, scale in (("h", 3600.0), ("m", 60.0), ("s", 1.0)):
+        number, sep, tail = rest.partition(unit)
+        if sep:
+            total, rest, matched = total + float(number) * scale, tail, True
+    if rest.strip():
+        if matched:
+            raise ValueError(text)
+        total = float(rest)
+    return total
+
+
 def coerce(key: str, value: Any) -> Any:
-    """``value`` as the type of setting ``key`` ('0.2' -> 0.2 for lr); a clear error otherwise."""
+    """``value`` as the type of setting ``key`` ('0.2' -> 0.2 for lr, '20m' -> 1200.0 for budget);
+    a clear error otherwise."""
     kind = TrainConfig.field_type(key)
+    if isinstance(value, str) and TrainConfig.parses(key):
+        try:
+            value = parse_duration(value)
+        except ValueError:
+            expected = "a time like 20m, 1h30m or 900 (seconds)"
+            raise OddeyeError(f"training setting {key} expects {expected}, found {value!r}") from None
     if value is None:
         if TrainConfig.optional(key):
             return None
@@ -138,6 +174,17 @@ def parse_setting(text: str) -> tuple[str, Any]:
         return key, json.loads(raw)
     except json.JSONDecodeError:
         return key, raw
+
+
+def parse_dims(text: str, n: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
+    """'64x64x3' -> (64, 64, 3); '64x64' -> (64, 64)."""
+    try:
+        dims = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) not in n or min(dims, default=0) < 1:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64x64 or 64x64x3, found {text!r}")
+    return dims
 
 
 def setting_arg(text: str) -> tuple[str, Any]:

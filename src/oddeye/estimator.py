@@ -19,12 +19,16 @@ from oddeye.detectors.base import AnomalyModel
 from oddeye.detectors.registry import Build, record_of
 from oddeye.errors import InputError, OddeyeError, TrainingInterrupted
 from oddeye.evaluation import score_stats
+from oddeye.progress import line as progress_line
+from oddeye.progress import mode as progress_mode
 from oddeye.runs import HELDOUT, RunRecord, TrainingInfo, read_run, versions, write_run
 from oddeye.scoring import InferenceResult, infer, iter_scores
 from oddeye.thresholds import Threshold, calibrate, choose_threshold
+from oddeye.training.budget import Budget
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
 from oddeye.training.device import choose_device, choose_precision
-from oddeye.training.loop import EpochRecord, fit_model
+from oddeye.training.distributed import world
+from oddeye.training.loop import EpochRecord, fit_model, trained_parts
 
 ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
@@ -84,9 +88,10 @@ class Detector:
         ckpt = None
         if checkpoint is not None:
             ckpt = Checkpoint(checkpoint, self._fingerprint(build, data), resume=resume)
+        budget = self._budget(model)
         start = time.perf_counter()
         try:
-            result = fit_model(model, data, self.config, device, precision, ckpt)
+            result = fit_model(model, data, self.config, device, precision, ckpt, budget=budget)
         except KeyboardInterrupt:
             if ckpt is None or not ckpt.meta:
                 raise TrainingInterrupted(
@@ -115,6 +120,7 @@ class Detector:
                 epochs_run=len(result.history),
                 best_epoch=result.best_epoch,
                 stopped_early=result.stopped_early,
+                plan=budget.to_dict() if budget is not None else None,
             ),
             history=result.history,
             member_histories=result.member_histories(),
@@ -127,6 +133,15 @@ class Detector:
         self._set_fitted(record, model, device)
         self.fit_seconds_ = seconds
         return self
+
+    def _budget(self, model: AnomalyModel) -> Budget | None:
+        """The time budget's plan for training ``model`` (None without a budget), printed."""
+        if self.config.budget is None:
+            return None
+        budget = Budget.plan(self.config.budget, [(name, 1.0) for name in trained_parts(model)])
+        if self.config.progress and world().main and progress_mode(True) != "off":
+            progress_line(budget.describe())
+        return budget
 
     def _set_fitted(self, record: RunRecord, model: AnomalyModel, device: torch.device) -> None:
         """The one place fitted state is set, from a run record and its built model: by ``fit``

@@ -48,6 +48,14 @@ V1_DEFAULTS: dict[str, dict[str, Any]] = {
     "deep-svdd": {"width": 16, "dim": 32, "score": "center", "k": 3},
     "transform": {"width": 32, "flips": True, "rotations": 4, "shift": 0.0, "score": "ce", "k": 3},
 }
+# Parameters added after format 1, with the value that does what format-1 code did.
+V1_LATER: dict[str, dict[str, Any]] = {
+    "pixel-knn": {"max_side": 0},
+    "boss": {"max_side": 0},
+    "transform": {"max_side": 0},
+    "ensemble": {"references": "heldout"},
+    "default": {"references": "heldout", "colour_members": []},
+}
 V1_EPOCH_CAP = 50  # every family's cap in format 1, unless the config or a member text set one
 V1_UNTRAINED = ("pixel-knn", "ensemble", "default")
 V1_ENSEMBLES = ("ensemble", "default")
@@ -68,16 +76,23 @@ V1_CONFIG: dict[str, Any] = {
 }
 
 
+# Training settings added after format 1, with the value that does what format-1 code did.
+V1_CONFIG_LATER: dict[str, Any] = {"budget": None}
+
+
 def _v1_derived(name: str, params: dict[str, Any], shape: tuple[int, int, int]) -> dict[str, Any]:
     """What format-1 code derived at build time (and at run time, for the transform's shift)."""
     h, w = shape[:2]
     if name == "pixel-knn":
-        return {"sigma": params["blur"] * min(h, w)}
+        return {"sigma": params["blur"] * min(h, w), "blur_hw": [h, w], "bank_hw": [h, w]}
     if name == "transform":
         shifts = [-1, 0, 1] if params["shift"] > 0 else [0]
         flips = [0, 1] if params["flips"] else [0]
         transforms = [list(t) for t in itertools.product(flips, range(params["rotations"]), shifts, shifts)]
-        return {"transforms": transforms, "shift_px": int(round(params["shift"] * max(h, w)))}
+        shift_px = int(round(params["shift"] * max(h, w)))
+        return {"transforms": transforms, "shift_px": shift_px, "work_hw": [h, w]}
+    if name == "boss":
+        return {"work_hw": [h, w]}
     return {}
 
 
@@ -108,6 +123,7 @@ def v1_build(
     full = {k: _v1_list(v, defaults[k]) if isinstance(defaults[k], list) else v for k, v in full.items()}
     if name in V1_ENSEMBLES:
         full["members"] = [_v1_member(text, shape, epochs) for text in full["members"]]
+    full.update(V1_LATER.get(name, {}))
     cap = None if name in V1_UNTRAINED else (epochs or own_cap or V1_EPOCH_CAP)
     return {"detector": name, "params": full, "derived": _v1_derived(name, full, shape), "epoch_cap": cap}
 
@@ -129,7 +145,7 @@ def upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"format 1 metadata has no {key!r}")
     if not isinstance(meta["params"], dict) or not isinstance(meta["config"], dict):
         raise ValueError("format 1 metadata needs params and config objects")
-    config = {**V1_CONFIG, **meta["config"]}
+    config = {**V1_CONFIG, **meta["config"], **V1_CONFIG_LATER}
     shape = tuple(int(s) for s in meta["input_shape"])
     build = v1_build(str(meta["detector"]), meta["params"], shape, config["epochs"])  # type: ignore[arg-type]
     upgraded = {k: v for k, v in meta.items() if k not in ("params",)}

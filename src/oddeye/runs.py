@@ -61,6 +61,7 @@ class TrainingInfo:
     epochs_run: int
     best_epoch: int
     stopped_early: bool
+    plan: dict[str, Any] | None = None  # the time budget's plan and what each part made of it
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from oddeye.data.imageset import ImageSet
+from oddeye.data.imageset import ImageSet, batch_images
 from oddeye.detectors.base import AnomalyModel
 from oddeye.progress import Task
 from oddeye.training.distributed import gather_arrays, shard, world
@@ -41,6 +41,7 @@ def iter_batches(
     """``fn`` (``model.infer``, ``model.embed``) over ``data`` (or ``indices`` of it), in order."""
     model.eval()
     n = len(data) if indices is None else len(indices)
+    batch_size = batch_images(batch_size, data.shape)
     starts = range(0, n, batch_size)
     sels = (slice(i, i + batch_size) if indices is None else indices[i : i + batch_size] for i in starts)
     feed = Feed(data, device, model.channels_last, resident=False)  # one pass: stream, one batch ahead

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
 import oddeye
 from oddeye.bench.provenance import provenance
 from oddeye.bench.speed import generate_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
+from oddeye.progress import track
 
 FOLDER_NOTE = "; read as PNG files from a folder"
 
@@ -76,7 +76,7 @@ def png_folder(data: Path, folder: Path) -> Path:
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    for i in tqdm(range(len(images)), desc="writing PNG files", unit="img", disable=None):
+    for i in track(range(len(images)), "writing PNG files", len(images), "images"):
         sub = folder / f"{i // 10000:03d}"  # 10,000 files per subfolder
         if i % 10000 == 0:
             sub.mkdir(exist_ok=True)
@@ -87,15 +87,20 @@ def png_folder(data: Path, folder: Path) -> Path:
 
 def score_in_subprocess(run_dir: Path, data: Path, out: Path, device: str) -> dict[str, Any]:
     """Wall time and peak RSS of ``oddeye score RUN DATA --out OUT`` in a fresh process."""
-    cmd = [sys.executable, "-m", "oddeye", "score", str(run_dir), str(data), "--out", str(out)]
-    cmd += ["--device", device]
+    return measured_oddeye(["score", str(run_dir), str(data), "--out", str(out), "--device", device])
+
+
+def measured_oddeye(args: list[str]) -> dict[str, Any]:
+    """Run ``oddeye ARGS`` in a fresh process (its progress lines pass through to stderr): wall
+    time, peak RSS (from ``wait4``, that process alone) and what it printed on stdout."""
+    cmd = [sys.executable, "-m", "oddeye", *args]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
+    stdout = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    stdout = proc.stdout.read() if proc.stdout else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise OddeyeError(f"oddeye score failed: {stdout.strip()}")
+        raise OddeyeError(f"oddeye {args[0]} failed: {stdout.strip()}")
     return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024, "stdout": stdout.strip()}
 
 

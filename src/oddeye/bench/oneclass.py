@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
 import oddeye
 from oddeye.bench.classical import CLASSICAL
@@ -27,6 +26,7 @@ from oddeye.config import TrainConfig, setting_arg
 from oddeye.data import digits_classes, read_idx
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
+from oddeye.progress import Task
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = (
@@ -108,40 +108,64 @@ def make_method(name: str, seed: int, settings: dict[str, Any]) -> Estimator:
     return oddeye.create(name, **{"progress": False, **settings, "seed": seed})
 
 
-def run_one(data: MultiClass, name: str, c: int, seed: int, settings: dict[str, Any]) -> tuple[float, float]:
-    """(AUROC, seconds) for class ``c`` normal: fit on its training images, score the test set."""
+@dataclass
+class Case:
+    """One train/test task of a benchmark: normal training images, and test images marked."""
+
+    key: str  # the results key ("6", "Smileys & Emotion")
+    title: str  # what progress shows ("Shirt")
+    train: np.ndarray
+    test: np.ndarray
+    anomalous: np.ndarray  # (n_test,) bool: True = anomaly
+
+
+def oneclass_cases(data: MultiClass, classes: list[int]) -> list[Case]:
+    """Class ``c`` normal, for each ``c``: its training images; the whole test set, others anomalous."""
+    return [
+        Case(
+            str(c),
+            data.class_names[c],
+            data.train[data.train_classes == c],
+            data.test,
+            data.test_classes != c,
+        )
+        for c in classes
+    ]
+
+
+def run_case(case: Case, name: str, seed: int, settings: dict[str, Any]) -> tuple[float, float, Estimator]:
+    """(AUROC, seconds, the fitted method): fit on the case's training images, score its test set."""
     start = time.perf_counter()
     method = make_method(name, seed, settings)
-    method.fit(data.train[data.train_classes == c])
-    scores = method.score(data.test)
+    method.fit(case.train)
+    scores = method.score(case.test)
     seconds = time.perf_counter() - start
-    return float(roc_auc_score(data.test_classes != c, scores)), seconds
+    return float(roc_auc_score(case.anomalous, scores)), seconds, method
 
 
-def run_method(
-    data: MultiClass, name: str, classes: list[int], seeds: list[int], settings: dict[str, Any]
+def run_cases(
+    cases: list[Case], name: str, seeds: list[int], settings: dict[str, Any], desc: str
 ) -> dict[str, Any]:
-    """Every (seed, class) for one method; the results record with its provenance."""
-    auroc: dict[str, list[float]] = {str(c): [] for c in classes}
-    seconds: dict[str, list[float]] = {str(c): [] for c in classes}
+    """Every (seed, case) for one method: AUROC and seconds per case, means per seed, provenance."""
+    auroc: dict[str, list[float]] = {c.key: [] for c in cases}
+    seconds: dict[str, list[float]] = {c.key: [] for c in cases}
     context = provenance(oddeye.training.device.choose_device(settings.get("device", "auto")))  # at start
-    jobs = [(seed, c) for seed in seeds for c in classes]
-    bar = tqdm(jobs, desc=f"{data.name} {name}", unit="class", disable=None)
-    for seed, c in bar:
-        a, s = run_one(data, name, c, seed, settings)
-        auroc[str(c)].append(a)
-        seconds[str(c)].append(s)
-        bar.set_postfix(last=f"{data.class_names[c]} {a:.3f}")
-    per_seed = [float(np.mean([auroc[str(c)][i] for c in classes])) for i in range(len(seeds))]
+    build = None
+    jobs = [(seed, case) for seed in seeds for case in cases]
+    with Task(f"{desc} {name}", len(jobs), "cases") as task:
+        for seed, case in jobs:
+            a, s, method = run_case(case, name, seed, settings)
+            auroc[case.key].append(a)
+            seconds[case.key].append(s)
+            build = build or getattr(method, "build_", None)
+            task.update()
+            task.set_postfix(last=f"{case.title} {a:.3f}")
+    per_seed = [float(np.mean([auroc[c.key][i] for c in cases])) for i in range(len(seeds))]
     return {
-        "benchmark": "oneclass",
-        "dataset": data.name,
         "detector": name,
         "kind": "classical" if name in CLASSICAL else "oddeye",
-        "settings": _settings_record(name, settings),
+        "settings": _settings_record(name, settings, build),
         "seeds": seeds,
-        "classes": classes,
-        "class_names": [data.class_names[c] for c in classes],
         "auroc": auroc,
         "seconds": seconds,
         "mean_auroc": float(np.mean(per_seed)),
@@ -151,11 +175,27 @@ def run_method(
     }
 
 
-def _settings_record(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+def run_method(
+    data: MultiClass, name: str, classes: list[int], seeds: list[int], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """Every (seed, class) for one method; the results record with its provenance."""
+    record = run_cases(oneclass_cases(data, classes), name, seeds, settings, data.name)
+    return {
+        "benchmark": "oneclass",
+        "dataset": data.name,
+        **record,
+        "classes": classes,
+        "class_names": [data.class_names[c] for c in classes],
+    }
+
+
+def _settings_record(name: str, settings: dict[str, Any], build: Any = None) -> dict[str, Any]:
+    """What was asked for, and (for detectors) the build the first case resolved it to."""
     if name in CLASSICAL:
         return CLASSICAL[name]().get_params()
     det = oddeye.create(name, **{"progress": False, **settings})
-    return {"config": det.config.to_dict(), "params": det.params}
+    record = {"config": det.config.to_dict(), "params": det.params}
+    return {**record, "build": build.to_dict()} if build is not None else record
 
 
 def method_label(name: str, settings: dict[str, Any]) -> str:
@@ -179,13 +219,13 @@ def results_name(dataset: str, name: str, classes: list[int], seeds: list[int]) 
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> None:
+    """The options every accuracy benchmark shares: what to run, seeds, settings, where it goes."""
     parser.add_argument(
         "--detectors",
-        default=DEFAULT_METHODS,
-        help=f"comma list of detectors and references (pca, knn); default {DEFAULT_METHODS}",
+        default=default_methods,
+        help=f"comma list of detectors and references (pca, knn); default {default_methods}",
     )
-    parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
     parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
     parser.add_argument(
         "--set",
@@ -204,6 +244,11 @@ def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
     parser.add_argument("--results-dir", default="benchmarks/results", help="where JSON results go")
     parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
     parser.add_argument("--no-save", action="store_true", help="print only; write no files")
+
+
+def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
+    add_run_arguments(parser, DEFAULT_METHODS)
+    parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
     if dataset == "fmnist":
         parser.add_argument(
             "--data-dir",

@@ -61,24 +61,90 @@ def oneclass_table(results: Sequence[dict[str, Any]], published: Sequence[Publis
     return "\n".join(lines)
 
 
+REFERENCES = ("pca", "knn", "pixel-knn", "cnn-bn")  # the bars the emoji benchmark's default must clear
+EMOJI_TITLES = {
+    "emoji-style": "Emoji, style: held-out Google people and smileys vs the same emoji drawn by Twitter",
+    "emoji-category": "Emoji, category: one-class per category (Google's drawings), CIFAR-style",
+    "emoji-style-validation": "Emoji, style, validation protocol (training split only)",
+    "emoji-category-validation": "Emoji, category, validation protocol (training split only)",
+}
+
+
+def _case_means(r: dict[str, Any]) -> list[float]:
+    return [float(np.mean(r["auroc"][c])) for c in r["cases"]]
+
+
+def _seconds(r: dict[str, Any]) -> float:
+    return float(np.mean([np.mean(v) for v in r["seconds"].values()]))
+
+
+def emoji_table(results: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table of one emoji protocol: a row per method, a column per case."""
+    if not results:
+        return "(no results)"
+    cases = results[0]["cases"]
+    short = [c.split(" ")[0][:9] for c in cases]
+    head = f"{'method':<24}{'mean AUROC':>18}" + "".join(f"{c:>10}" for c in short) + f"{'s/case':>9}"
+    lines = [f"{results[0]['dataset']}", head, "-" * len(head)]
+    for r in sorted(results, key=lambda r: -r["mean_auroc"]):
+        cells = "".join(f"{a:10.3f}" for a in _case_means(r))
+        lines.append(f"{r.get('label', r['detector']):<24}{_mean_cell(r):>18}{cells}{_seconds(r):9.1f}")
+    return "\n".join(lines)
+
+
+def _auroc_table(results: list[dict[str, Any]], heads: list[str], means: Any, unit: str) -> list[str]:
+    """Markdown rows: one per method, best mean first, a column per class or case."""
+    lines = [
+        "| method | kind | mean AUROC | " + " | ".join(heads) + f" | s/{unit} | seeds |",
+        "|---" * (len(heads) + 5) + "|",
+    ]
+    for r in sorted(results, key=lambda r: -r["mean_auroc"]):
+        cells = " | ".join(f"{a:.3f}" for a in means(r))
+        seeds = ",".join(map(str, r["seeds"]))
+        label = r.get("label", r["detector"])
+        lines.append(
+            f"| {label} | {r['kind']} | **{_mean_cell(r)}** | {cells} | {_seconds(r):.1f} | {seeds} |"
+        )
+    return lines
+
+
+def _emoji_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return []
+    cases = results[0]["cases"]
+    sizes = results[0].get("case_sizes", {})
+    lines = [
+        f"## {EMOJI_TITLES.get(dataset, dataset)}",
+        "",
+        *_auroc_table(results, cases, _case_means, "case"),
+    ]
+    refs = [r for r in results if r.get("label", r["detector"]) in REFERENCES]
+    default = next((r for r in results if r.get("label") == "default"), None)
+    if refs and default is not None:
+        best = max(refs, key=lambda r: r["mean_auroc"])
+        margin = default["mean_auroc"] - best["mean_auroc"]
+        lines += [
+            "",
+            f"`default` minus the best reference ({best.get('label')}): **{margin:+.4f}** mean AUROC.",
+        ]
+    if sizes:
+        counts = "; ".join(
+            f"{c}: {n[0]} train, {n[1]} normal / {n[2]} anomalous test" for c, n in sizes.items()
+        )
+        lines += ["", f"Images: {counts}."]
+    machine = "; ".join(sorted({_machine(r) for r in results}))
+    commits = ", ".join(sorted({_short_commit(r.get("git_commit")) for r in results}))
+    commands = "; ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in results}))
+    return [*lines, "", f"Machine: {machine}. Commits: {commits}.", "", f"Produced by: {commands}", ""]
+
+
 def _oneclass_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]:
     full = [r for r in results if r["classes"] == list(range(10))]
     if not full:
         return []
     names = full[0]["class_names"]
     heads = [n if n == str(i) else f"{i} {n}" for i, n in enumerate(names)]
-    lines = [
-        f"## {DATASET_TITLES[dataset]}",
-        "",
-        "| method | kind | mean AUROC | " + " | ".join(heads) + " | s/class | seeds |",
-        "|---" * (len(names) + 5) + "|",
-    ]
-    for r in sorted(full, key=lambda r: -r["mean_auroc"]):
-        secs = np.mean([np.mean(v) for v in r["seconds"].values()])
-        cells = " | ".join(f"{a:.3f}" for a in _class_means(r))
-        seeds = ",".join(map(str, r["seeds"]))
-        label = r.get("label", r["detector"])
-        lines.append(f"| {label} | {r['kind']} | **{_mean_cell(r)}** | {cells} | {secs:.1f} | {seeds} |")
+    lines = [f"## {DATASET_TITLES[dataset]}", "", *_auroc_table(full, heads, _class_means, "class")]
     for p in PUBLISHED[dataset]:
         cells = " | ".join(f"{a:.3f}" for a in p.per_class) if p.per_class else " | ".join([""] * 10)
         kind = "published, pretrained" if p.pretrained else "published"
@@ -106,6 +172,32 @@ def _short_commit(commit: str | None) -> str:
 def _machine(r: dict[str, Any]) -> str:
     m = r["machine"]
     return f"{m['cpu']}, {m['torch_threads']} threads, {m.get('gpu') or m['device']}"
+
+
+def _homework_markdown(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## The homework end to end at its size (`oddeye bench homework`)",
+        "",
+        "Generated uint8 sets of the homework's shape; `oddeye train`, then `oddeye score`, each in a "
+        "fresh process; peak RSS from `wait4` (that process alone, memory-mapped pages included).",
+        "",
+        "| detector | train images | test images | train | score | end to end (goal) | peak RSS "
+        "| x uint8 size (budget 2x) | machine | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(results, key=lambda r: (r["shape"], r["detector"])):
+        gb = r["train_uint8_bytes"] / 1e9
+        rss = r["peak_rss_bytes"] / 1e9
+        shape = "x".join(map(str, r["shape"]))
+        label = r["detector"] + (f", --budget {r['budget']}" if r.get("budget") else "")
+        lines.append(
+            f"| {label} | {r['n_train']:,} x {shape} ({gb:.2f} GB) | {r['n_test']:,} | "
+            f"{r['train']['seconds'] / 60:.1f} min | {r['score']['seconds'] / 60:.1f} min | "
+            f"**{r['total_s'] / 60:.1f} min** ({r['goal_s'] / 60:.0f}) | {rss:.2f} GB | "
+            f"**{rss / gb:.2f}x** | {_machine(r)} | {_short_commit(r.get('git_commit'))} |"
+        )
+    commands = sorted({c for r in results for c in r.get("commands", [])[:1]})
+    return [*lines, "", "Commands: " + "; ".join(f"`{c}`" for c in commands), ""]
 
 
 def _speed_markdown(r: dict[str, Any]) -> list[str]:
@@ -147,6 +239,11 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     ]
     for dataset in DATASET_TITLES:
         lines += _oneclass_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
+    for dataset in EMOJI_TITLES:
+        lines += _emoji_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
+    homework = [r for r in results if r.get("benchmark") == "homework"]
+    if homework:
+        lines += _homework_markdown(homework)
     speed = [r for r in results if "ratios" in r or r["_file"].startswith("speed")]
     speed.sort(key=lambda r: not r.get("ratios"))  # the ours-vs-course comparisons first
     if speed:

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import oddeye
 from oddeye.bench.provenance import provenance
@@ -36,6 +35,7 @@ from oddeye.data import ImageSet, load_images
 from oddeye.detectors import get_spec
 from oddeye.errors import OddeyeError
 from oddeye.io import atomic_path, write_text
+from oddeye.progress import Task
 from oddeye.scoring import infer
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.distributed import LossOf
@@ -117,18 +117,20 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------- data
-def generate_images(path: str | Path, n: int, seed: int = SEED) -> Path:
-    """A seeded (n, 64, 64, 3) uint8 .npy of smooth blobs, gradients and noise; reused if present."""
+def generate_images(path: str | Path, n: int, seed: int = SEED, shape: tuple[int, int, int] = SHAPE) -> Path:
+    """A seeded (n, H, W, C) uint8 .npy of smooth blobs, gradients and noise (64x64x3 unless
+    ``shape`` says otherwise), written chunk by chunk; reused if present."""
     path = Path(path)
-    if _has_images(path, (n, *SHAPE)):
+    if _has_images(path, (n, *shape)):
         return path
     rng = np.random.default_rng(seed)
+    chunk = max(1, CHUNK * SHAPE[0] * SHAPE[1] // (shape[0] * shape[1]))  # about the same bytes
     with atomic_path(path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *SHAPE))
-        with tqdm(total=n, desc="generating images", unit="img", disable=None) as bar:
-            for start in range(0, n, CHUNK):
-                out[start : start + CHUNK] = image_chunk(rng, min(CHUNK, n - start))
-                bar.update(min(CHUNK, n - start))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        with Task("generating images", n, "images") as bar:
+            for start in range(0, n, chunk):
+                out[start : start + chunk] = image_chunk(rng, min(chunk, n - start), shape)
+                bar.update(min(chunk, n - start))
         out.flush()
         del out
         tmp.chmod(0o644)  # mkstemp makes it private
@@ -143,9 +145,9 @@ def _has_images(path: Path, shape: tuple[int, ...]) -> bool:
     return array.shape == shape and array.dtype == np.uint8
 
 
-def image_chunk(rng: np.random.Generator, k: int) -> np.ndarray:
-    """``k`` images (k, 64, 64, 3) uint8: bilinear blobs from a 6x6 grid, a colour ramp, 4-bit noise."""
-    h, w, c = SHAPE
+def image_chunk(rng: np.random.Generator, k: int, shape: tuple[int, int, int] = SHAPE) -> np.ndarray:
+    """``k`` images (k, H, W, C) uint8: bilinear blobs from a 6x6 grid, a colour ramp, 4-bit noise."""
+    h, w, c = shape
     ramp = np.linspace(-1.0, 1.0, GRID, dtype=np.float32)
     lum = rng.random((k, GRID, GRID, 1), dtype=np.float32) * 130.0  # channels correlate, as in photos
     low = lum + rng.random((k, GRID, GRID, c), dtype=np.float32) * 50.0 + 30.0  # in [30, 210]

@@ -73,9 +73,10 @@ class ImageSet:
         return t.permute(0, 3, 1, 2) if self.layout == "NHWC" else t  # (B, C, H, W)
 
     def release(self, indices: np.ndarray | slice) -> None:
-        """Unmap the pages holding the images at ``indices`` (a contiguous run, already used) when
-        the array is a memory-mapped file; the page cache keeps them. A pass over a file far larger
-        than memory then holds a bounded resident set. No-op for other arrays and index sets."""
+        """Unmap the pages holding the images at ``indices`` (sorted, already used) when the array
+        is a memory-mapped file; the page cache keeps them, so a later read costs only a page
+        fault. A pass over a file far larger than memory then holds a bounded resident set. No-op
+        for other arrays and unsorted index sets."""
         release_pages(self.array, indices)
 
 
@@ -87,10 +88,10 @@ def release_pages(array: np.ndarray, indices: np.ndarray | slice) -> None:
         return
     if isinstance(indices, slice):
         lo, hi, step = indices.indices(len(array))
-    else:
+    else:  # sorted indices: the pages from the first to the last (a pass in order rereads others)
         idx = np.asarray(indices)
         lo, hi, step = (int(idx[0]), int(idx[-1]) + 1, 1) if len(idx) else (0, 0, 1)
-        if hi - lo != len(idx):
+        if len(idx) > 1 and not (np.diff(idx) > 0).all():
             return
     if step != 1 or hi <= lo:
         return
@@ -101,6 +102,16 @@ def release_pages(array: np.ndarray, indices: np.ndarray | slice) -> None:
     if last > first:
         with contextlib.suppress(OSError, ValueError):  # advice only: never fail a read for it
             mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+BATCH_BYTES = 64 * 2**20  # at most this much float32 per inference batch, whatever the image size
+
+
+def batch_images(requested: int, shape: tuple[int, int, int], max_bytes: int = BATCH_BYTES) -> int:
+    """Images per inference batch: ``requested``, fewer when images are so large that a batch would
+    pass ``max_bytes`` of float32 (1024 images of 64x64x3 are 48 MiB; of 256x256x3, 768 MiB)."""
+    per_image = 4 * shape[0] * shape[1] * shape[2]
+    return max(1, min(requested, max_bytes // per_image))
 
 
 def shape_text(shape: tuple[int, ...]) -> str:

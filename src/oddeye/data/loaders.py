@@ -31,7 +31,8 @@ from oddeye.progress import track
 
 PathArg = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-GRAY_MODES = ("1", "L", "I", "F")  # plus every "I;16..." mode
+GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16..." mode
+BACKGROUND = 255  # transparent pixels are composited on white (as a viewer shows them)
 IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 EAGER_SHARE = 0.25  # a folder is decoded whole when it takes at most this share of free memory
 EAGER_MAX = 4_000_000_000  # and at most this many bytes (the homework set is 1.7 GB)
@@ -356,6 +357,11 @@ def _decoder_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="oddeye-decode")
 
 
+def image_files(folder: PathArg) -> list[Path]:
+    """The image files a folder is read from, in the order of the images (sorted by path)."""
+    return _image_files(Path(folder))
+
+
 def _image_files(folder: Path) -> list[Path]:
     found = [f for f in folder.rglob("*") if _suffix(f) in IMAGE_SUFFIXES and f.is_file()]
     return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
@@ -381,12 +387,22 @@ def _warnings_as_errors() -> Iterator[None]:
 def _decode(f: Path, mode: str, wh: tuple[int, int]) -> np.ndarray:
     try:
         with _warnings_as_errors(), Image.open(f) as im:
-            im = im.convert(mode)
+            im = _on_white(im).convert(mode)
             if im.size != wh:
                 im = im.resize(wh, Image.Resampling.BILINEAR)
             return np.asarray(im)
     except Exception as e:  # noqa: BLE001 - as in _peek; a truncated file fails only here
         raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    """``im`` with any transparency composited on a white background (RGBA, LA, P with a
+    transparent colour); images without transparency are returned as they are."""
+    if im.mode not in ("RGBA", "LA", "La", "RGBa", "PA") and "transparency" not in im.info:
+        return im
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (BACKGROUND,) * 3 + (255,))
+    return Image.alpha_composite(background, rgba)
 
 
 def _common_size(folder: Path, files: list[Path], sizes: list[tuple[int, int]]) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from oddeye.detectors import (  # noqa: F401  (registers the families)
     boss,
     denoising,
+    descriptors,
     ensemble,
     ladder,
     memory,

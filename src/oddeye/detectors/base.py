@@ -16,6 +16,20 @@ from torch import nn
 from oddeye.errors import OddeyeError
 
 
+class Batches:
+    """A set of normalised images as batches, one pass per call (``for x in batches()``); ``len``
+    is the number of images, so a bank can choose its rows before the pass."""
+
+    def __init__(self, make: Callable[[], Iterator[torch.Tensor]], n: int) -> None:
+        self.make, self.n = make, n
+
+    def __call__(self) -> Iterator[torch.Tensor]:
+        return self.make()
+
+    def __len__(self) -> int:
+        return self.n
+
+
 @dataclass
 class InferenceBatch:
     """Per-image anomaly scores (higher = more anomalous) and, where the family has one, a map."""
@@ -76,6 +90,11 @@ class AnomalyModel(nn.Module):
     def fit_end_work(self) -> str:
         """What :meth:`fit_end` builds, in words, for progress lines ('' when it does nothing)."""
         return ""
+
+    def reference_scores(self) -> torch.Tensor | None:
+        """Scores of normal images the fitted model gives without held-out images (a memory
+        bank's leave-one-out scores), or None: more data to put scores on one scale."""
+        return None
 
     def members(self) -> list[AnomalyModel]:
         """Sub-detectors the training loop fits first, each on its own (ensembles)."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice, pad_to_multiple
 from oddeye.detectors.fusion import ScoreFusion, collect
+from oddeye.detectors.memory import grow, reduced_size, shrink
 from oddeye.detectors.registry import register
 from oddeye.detectors.synthetic import KINDS, corrupt, repeatable
 from oddeye.errors import OddeyeError
@@ -65,7 +66,12 @@ class AutoencoderClassifier(AnomalyModel):
     Loss: ``recon_weight`` * MSE(normal) + binary cross-entropy(normal -> 0, corrupted -> 1).
     Score (``score``): the classifier's logit, the reconstruction error (sqrt of the summed squared
     error, as the ladder), or ``both`` fused as z-scores on held-out training images.
+    ``max_side`` > 0: images are area-averaged down to at most that many pixels a side first (4x
+    fewer operations per halving; maps and reconstructions are scaled back up). Derived and
+    recorded: ``work_hw``, the resolution it works at.
     """
+
+    derived_names = ("work_hw",)
 
     def __init__(
         self,
@@ -75,8 +81,11 @@ class AutoencoderClassifier(AnomalyModel):
         recon_weight: float = 1.0,
         kinds: tuple[str, ...] = KINDS,
         score: str = "both",
+        max_side: int = 0,
+        work_hw: list[int] | None = None,
     ) -> None:
         super().__init__(shape)
+        self.work_hw = [int(v) for v in (reduced_size(self.shape, max_side) if work_hw is None else work_hw)]
         check_choice("score", score, SCORES)
         for kind in kinds:
             check_choice("kinds", kind, KINDS)
@@ -98,9 +107,11 @@ class AutoencoderClassifier(AnomalyModel):
     latent = "the encoder's output, averaged over positions (the classifier's input)"
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = shrink(x, self.work_hw)
         return self.head[:2](self.encoder(pad_to_multiple(x, 4))).float()  # (B, 4 * width)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
+        x = shrink(x, self.work_hw)
         if self.training:
             bad = corrupt(x, self.kinds)
         else:  # held-out loss: the same corruptions every epoch, so epochs compare
@@ -117,11 +128,14 @@ class AutoencoderClassifier(AnomalyModel):
     def _components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(B, 2) [logit, error] scores (error 0 without a decoder), the (B, H, W) error map and
         the reconstruction."""
+        size = x.shape[-2:]
+        x = shrink(x, self.work_hw)
         logits, recon = self._forward(x, decode=True)
         if recon is None:
             return torch.stack([logits, torch.zeros_like(logits)], 1), None, None
         err = (recon.float() - x.float()).pow(2)
-        return torch.stack([logits, err.flatten(1).sum(1).sqrt()], 1), err.sum(1), recon.float()
+        scores = torch.stack([logits, err.flatten(1).sum(1).sqrt()], 1)
+        return scores, grow(err.sum(1, keepdim=True), size)[:, 0], grow(recon.float(), size)
 
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]

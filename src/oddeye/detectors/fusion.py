@@ -21,11 +21,16 @@ class ScoreFusion(nn.Module):
         self.register_buffer("scale", torch.ones(n))
 
     @torch.no_grad()
-    def fit(self, components: torch.Tensor) -> None:
-        """Fit on (N, n) component scores of normal images."""
-        components = components.float()
-        self.loc = components.mean(0)
-        spread = components.std(0) if len(components) > 1 else torch.ones_like(self.loc)
+    def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
+        """Fit on (N, n) component scores of normal images; ``extra[i]``: more normal scores of
+        component ``i`` alone (a memory bank's leave-one-out scores), or None."""
+        columns = [components[:, i].float() for i in range(components.shape[1])]
+        if extra is not None:
+            columns = [
+                c if e is None else torch.cat([c, e.float()]) for c, e in zip(columns, extra, strict=True)
+            ]
+        self.loc = torch.stack([c.mean() if len(c) else c.new_zeros(()) for c in columns])
+        spread = torch.stack([c.std() if len(c) > 1 else c.new_ones(()) for c in columns])
         self.scale = torch.nan_to_num(spread, nan=1.0).clamp_min(1e-6)
 
     def forward(self, components: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,6 +36,37 @@ def blur_sigma(blur: float, shape: tuple[int, int, int]) -> float:
     return blur * min(shape[:2])
 
 
+def reduced_size(shape: tuple[int, int, int], max_side: int) -> tuple[int, int]:
+    """(H, W) scaled down so that the longer side is at most ``max_side`` (0: unchanged)."""
+    h, w = shape[:2]
+    if max_side <= 0 or max(h, w) <= max_side:
+        return h, w
+    scale = max_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def shrink(x: torch.Tensor, hw: tuple[int, int] | list[int]) -> torch.Tensor:
+    """(B, C, H, W) area-averaged down to ``hw`` (unchanged when it is already that size)."""
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    return F.interpolate(x, size=tuple(hw), mode="area")
+
+
+def grow(x: torch.Tensor, hw: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """(B, C, h, w) scaled up to ``hw`` bilinearly (unchanged when it is already that size)."""
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    return F.interpolate(x, size=tuple(hw), mode="bilinear", align_corners=False)
+
+
+def count_of(batches: Callable[[], Iterator[torch.Tensor]]) -> int | None:
+    """How many images ``batches()`` yields, when it says (the training loop's passes do)."""
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def resize_bank_on_load(
     self: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
 ) -> None:
@@ -45,18 +77,139 @@ def resize_bank_on_load(
     nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
 
 
+def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) mean Euclidean distance from each query row to its ``k`` nearest bank rows, in float32,
+    the bank taken in chunks so the (B, chunk) block stays small whatever the bank's size.
+
+    torch.cdist computes these as one matrix product of padded rows, [-2q, |q|^2, 1] . [b, 1,
+    |b|^2] (its path for more than 25 rows); saved runs score with exactly these numbers.
+    """
+    q = queries.float()
+    k = max(1, min(k, bank.shape[0]))
+    best = None
+    for start in range(0, bank.shape[0], BANK_CHUNK):
+        d = torch.cdist(q, bank[start : start + BANK_CHUNK].float())  # (B, chunk)
+        block = d.topk(min(k, d.shape[1]), dim=1, largest=False).values
+        best = block if best is None else torch.cat([best, block], 1).topk(k, dim=1, largest=False).values
+    return best.mean(1)
+
+
+BANK_CHUNK = 8192  # bank rows per distance block
+
+
+class KNNBank(nn.Module):
+    """A memory bank of feature rows; score = mean distance to the ``k`` nearest.
+
+    Built streaming from the training batches: only the rows of an evenly spaced subset of at
+    most ``max_bank`` images are kept, so memory is bounded by ``max_bank`` x the feature size
+    whatever the number or size of the images. ``normalize``: rows scaled to unit length (learned
+    features). The bank's length is known only once it is built or loaded.
+    """
+
+    def __init__(self, k: int = 3, max_bank: int = 20000, normalize: bool = False) -> None:
+        super().__init__()
+        self.k, self.max_bank, self.normalize = k, max_bank, normalize
+        self.register_buffer("bank", torch.zeros(0, 0))
+
+    def _prepare(self, f: torch.Tensor) -> torch.Tensor:
+        f = f.float().flatten(1)
+        return F.normalize(f, dim=1) if self.normalize else f
+
+    @torch.no_grad()
+    def build(
+        self, batches: Callable[[], Iterator[torch.Tensor]], features: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
+        """One pass over ``batches()``; ``features`` of the kept images become the bank."""
+        n = count_of(batches)
+        keep = (
+            None
+            if n is None or n <= self.max_bank
+            else np.unique(np.linspace(0, n - 1, self.max_bank).astype(np.int64))
+        )
+        rows, seen = [], 0
+        for x in batches():
+            if keep is None:
+                rows.append(self._prepare(features(x)))
+            else:
+                lo, hi = np.searchsorted(keep, [seen, seen + len(x)])
+                if hi > lo:
+                    rows.append(self._prepare(features(x[torch.from_numpy(keep[lo:hi] - seen)])))
+            seen += len(x)
+        bank = torch.cat(rows) if rows else torch.zeros(0, 0)
+        if keep is None and len(bank) > self.max_bank:  # a pass of unknown length: subsample after
+            bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
+        self.bank = bank.contiguous()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return knn_distance(self._prepare(features), self.bank, self.k)
+
+    @torch.no_grad()
+    def leave_one_out(self, max_rows: int = 2000) -> torch.Tensor | None:
+        """Scores of up to ``max_rows`` bank rows (evenly spaced) against the rest of the bank:
+        normal scores without held-out images (None for a bank of one row)."""
+        n = self.bank.shape[0]
+        if n < 2:
+            return None
+        rows = torch.linspace(0, n - 1, min(n, max_rows)).long().unique()
+        out = []
+        for start in range(0, len(rows), 512):
+            idx = rows[start : start + 512]
+            d = torch.cdist(self.bank[idx].float(), self.bank.float())  # (b, n)
+            d[torch.arange(len(idx)), idx] = float("inf")  # not itself
+            out.append(d.topk(min(self.k, n - 1), dim=1, largest=False).values.mean(1))
+        return torch.cat(out)
+
+    _load_from_state_dict = resize_bank_on_load  # type: ignore[assignment]
+
+
+class BankDetector(AnomalyModel):
+    """A memory-bank detector: mean distance to the ``k`` nearest training images in the space of
+    its ``features`` (subclasses say which); a bank of at most ``max_bank`` images, no training."""
+
+    trainable = False
+
+    def __init__(self, shape: tuple[int, int, int], *, k: int, max_bank: int) -> None:
+        super().__init__(shape)
+        self.k, self.max_bank = k, max_bank
+        self.memory = KNNBank(k, max_bank)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def fit_end(
+        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    ) -> None:
+        self.memory.build(batches, self.features)
+
+    def fit_end_work(self) -> str:
+        return "memory bank"
+
+    def reference_scores(self) -> torch.Tensor | None:
+        return self.memory.leave_one_out()
+
+    def infer(self, x: torch.Tensor) -> InferenceBatch:
+        return InferenceBatch(self.memory(self.features(x)))
+
+
 @register("pixel-knn", "distance to the k nearest training images after a light blur (no training)")
-class PixelKNN(AnomalyModel):
+class PixelKNN(BankDetector):
     """Mean Euclidean distance to the ``k`` nearest training images, both lightly blurred.
 
     ``blur`` is the Gaussian's sigma as a fraction of the image side (1/28: one pixel on 28x28
     Fashion-MNIST, 2.3 on 64x64 faces), fixed in advance so one setting serves every resolution.
-    The bank holds at most ``max_bank`` training images (an evenly spaced subset beyond that).
-    Derived and recorded: ``sigma``, the blur in pixels (:func:`blur_sigma`).
+    After the blur, images are area-averaged down to at most ``max_side`` pixels a side (the blur
+    has already removed what that drops), so the bank costs the same at 64x64 as at 256x256; images
+    larger than twice that are first averaged down to ``2 * max_side`` and blurred there (with the
+    blur scaled alike), which costs far less than blurring at full size and changes nothing the
+    bank keeps. The bank holds at most ``max_bank`` training images (an evenly spaced subset beyond
+    that). Derived and recorded: ``sigma``, the blur in pixels of the input (:func:`blur_sigma`),
+    ``blur_hw``, the resolution the blur is applied at, and ``bank_hw``, the bank's resolution.
     """
 
-    trainable = False
-    derived_names = ("sigma",)
+    derived_names = ("sigma", "blur_hw", "bank_hw")
 
     def __init__(
         self,
@@ -65,60 +218,36 @@ class PixelKNN(AnomalyModel):
         k: int = 3,
         blur: float = 1 / 28,
         max_bank: int = 20000,
+        max_side: int = 32,
         sigma: float | None = None,
+        blur_hw: list[int] | None = None,
+        bank_hw: list[int] | None = None,
     ) -> None:
-        super().__init__(shape)
-        self.k, self.max_bank = k, max_bank
+        super().__init__(shape, k=k, max_bank=max_bank)
         self.sigma = float(blur_sigma(blur, self.shape) if sigma is None else sigma)  # in pixels
-        self.register_buffer("bank", torch.zeros(0, math.prod(self.shape)))
+        if blur_hw is None:
+            blur_hw = list(reduced_size(self.shape, 2 * max_side)) if max_side > 0 else list(self.shape[:2])
+        self.blur_hw = [int(v) for v in blur_hw]
+        self.bank_hw = [int(v) for v in (reduced_size(self.shape, max_side) if bank_hw is None else bank_hw)]
 
-    latent = "the blurred pixels it compares"
+    latent = "the blurred (and reduced) pixels it compares"
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return gaussian_blur(x.float(), self.sigma).flatten(1)  # (B, C*H*W)
+        small = shrink(x.float(), self.blur_hw)
+        sigma = self.sigma * self.blur_hw[0] / x.shape[-2]  # the same blur, in the smaller pixels
+        return shrink(gaussian_blur(small, sigma), self.bank_hw).flatten(1)  # (B, C*h*w)
 
-    embed = features
-
-    def fit_end(
-        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
-        bank = torch.cat([self.features(x) for x in batches()])
-        if len(bank) > self.max_bank:
-            bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
-        self.bank = bank
-
-    def fit_end_work(self) -> str:
-        return "memory bank"
-
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
-        d = torch.cdist(self.features(x), self.bank)  # (B, N)
-        k = min(self.k, self.bank.shape[0])
-        return InferenceBatch(d.topk(k, dim=1, largest=False).values.mean(1))
-
-    _load_from_state_dict = resize_bank_on_load
+        if prefix + "bank" in state_dict:  # format 1 kept the bank on the model itself
+            state_dict[prefix + "memory.bank"] = state_dict.pop(prefix + "bank")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-class FeatureBank(nn.Module):
-    """A bank of L2-normalised feature vectors; score = mean distance to the ``k`` nearest.
-
-    Used by learned-feature detectors (distance to training features in the space a network
-    learned). Like :class:`PixelKNN`, the bank's length is known only once it is built or loaded.
-    """
+class FeatureBank(KNNBank):
+    """A :class:`KNNBank` of L2-normalised learned features (distance to training features in the
+    space a network learned)."""
 
     def __init__(self, k: int = 3, max_bank: int = 20000) -> None:
-        super().__init__()
-        self.k, self.max_bank = k, max_bank
-        self.register_buffer("bank", torch.zeros(0, 0))
-
-    @torch.no_grad()
-    def build(self, features: torch.Tensor) -> None:
-        bank = F.normalize(features.float(), dim=1)
-        if len(bank) > self.max_bank:
-            bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
-        self.bank = bank
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        d = torch.cdist(F.normalize(features.float(), dim=1), self.bank)
-        return d.topk(min(self.k, self.bank.shape[0]), dim=1, largest=False).values.mean(1)
-
-    _load_from_state_dict = resize_bank_on_load
+        super().__init__(k, max_bank, normalize=True)

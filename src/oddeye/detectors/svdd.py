@@ -63,7 +63,11 @@ class DeepSVDD(AnomalyModel):
 
     def fit_start(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
         self.eval()
-        c = torch.cat([self.net(x).float() for x in batches()]).mean(0)
+        total, count = 0.0, 0
+        for x in batches():  # a streamed mean: no (N, dim) matrix
+            total = total + self.net(x).float().sum(0)
+            count += len(x)
+        c = total / max(count, 1)
         eps = 0.1
         c[(c.abs() < eps) & (c < 0)] = -eps
         c[(c.abs() < eps) & (c >= 0)] = eps
@@ -81,7 +85,7 @@ class DeepSVDD(AnomalyModel):
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:
         if self.score_mode == "knn":
-            self.features.build(torch.cat([self.net(x) for x in batches()]))
+            self.features.build(batches, self.net)
 
     def fit_end_work(self) -> str:
         return "feature bank" if self.score_mode == "knn" else ""

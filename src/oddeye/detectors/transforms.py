@@ -18,7 +18,7 @@ from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
 from oddeye.detectors.fusion import ScoreFusion, collect
-from oddeye.detectors.memory import FeatureBank
+from oddeye.detectors.memory import FeatureBank, reduced_size, shrink
 from oddeye.detectors.registry import register
 
 
@@ -84,9 +84,10 @@ def small_resnet_trunk(in_ch: int, width: int) -> nn.Sequential:
 @register("transform", "self-supervised: recognise which flip/rotation/shift was applied (GEOM-style)")
 class TransformationClassifier(AnomalyModel):
     """Derived and recorded: ``transforms``, the (flip, quarter turns, dy, dx) list whose order is
-    the head's class order, and ``shift_px``, the shift in pixels."""
+    the head's class order, ``shift_px``, the shift in pixels, and ``work_hw``, the resolution it
+    works at (``max_side`` > 0: images area-averaged down to at most that many pixels a side)."""
 
-    derived_names = ("transforms", "shift_px")
+    derived_names = ("transforms", "shift_px", "work_hw")
 
     def __init__(
         self,
@@ -98,16 +99,19 @@ class TransformationClassifier(AnomalyModel):
         shift: float = 0.0,
         score: str = "ce",
         k: int = 3,
+        max_side: int = 0,
         transforms: list[tuple[int, int, int, int]] | None = None,
         shift_px: int | None = None,
+        work_hw: list[int] | None = None,
     ) -> None:
         super().__init__(shape)
+        self.work_hw = [int(v) for v in (reduced_size(self.shape, max_side) if work_hw is None else work_hw)]
         check_choice("score", score, ("ce", "knn", "both"))
         self.score_mode = score
         if transforms is None:
             transforms = transform_list(flips, rotations, shift)
         self.transforms = [tuple(int(v) for v in t) for t in transforms]
-        side = max(self.shape[:2])  # images are padded to a square first
+        side = max(self.work_hw)  # images are reduced, then padded to a square
         self.shift_px = int(shift_pixels(shift, side) if shift_px is None else shift_px)
         self.trunk = small_resnet_trunk(self.shape[2], width)
         self.head = nn.Linear(4 * width, len(self.transforms))
@@ -116,7 +120,7 @@ class TransformationClassifier(AnomalyModel):
 
     def _all_transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K*B, C, S, S) transformed copies and their (K*B,) transformation labels."""
-        x = pad_to_square(x)
+        x = pad_to_square(shrink(x, self.work_hw))
         views = [apply_transform(x, t, self.shift_px) for t in self.transforms]
         labels = torch.arange(len(views), device=x.device).repeat_interleave(x.shape[0])
         return torch.cat(views), labels
@@ -148,7 +152,7 @@ class TransformationClassifier(AnomalyModel):
     ) -> None:
         if self.score_mode == "ce":
             return
-        self.features.build(torch.cat([self._forward(x)[1] for x in batches()]))
+        self.features.build(batches, lambda x: self._forward(x)[1])
         if self.score_mode == "both":
             self.fusion.fit(collect(self._components, heldout, batches))
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from oddeye.config import TrainConfig
-from oddeye.data.imageset import ImageSet
-from oddeye.detectors.base import AnomalyModel
+from oddeye.data.imageset import ImageSet, batch_images
+from oddeye.detectors.base import AnomalyModel, Batches
 from oddeye.progress import EpochProgress, Task, clock, say
+from oddeye.training.budget import Budget, Pacer
 from oddeye.training.checkpoint import Checkpoint, ScopeState
 from oddeye.training.device import autocast, choose_precision
 from oddeye.training.distributed import all_sum, shard, world, wrap
@@ -44,6 +45,7 @@ class TrainResult:
     stopped_early: bool = False
     val_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     members: list[tuple[str, TrainResult]] = field(default_factory=list)
+    budget_reached: bool = False
 
     def member_histories(self) -> dict[str, list[EpochRecord]]:
         """Per-epoch histories of the members that trained (ensembles), by member label."""
@@ -53,6 +55,19 @@ class TrainResult:
             if res.history:
                 out[key] = res.history
         return out
+
+
+def part_name(model: AnomalyModel, index: int | None = None, of: int = 0) -> str:
+    """How progress lines and a budget's plan name a model (an ensemble member with its place)."""
+    label = model.label or type(model).__name__
+    return label if index is None else f"{label} (member {index + 1}/{of})"
+
+
+def trained_parts(model: AnomalyModel) -> list[str]:
+    """The names of the parts that train, in training order (members first, as the loop goes)."""
+    members = model.members()
+    names = [part_name(m, i, len(members)) for i, m in enumerate(members) if m.trainable]
+    return names + ([part_name(model)] if model.trainable else [])
 
 
 def split_indices(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -72,41 +87,45 @@ def fit_model(
     ckpt: Checkpoint | None = None,
     scope: str = "",
     name: str = "",
+    budget: Budget | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for at most ``model.epoch_cap`` epochs; returns the
     per-epoch history and the held-out split. ``name`` labels its progress (default its label).
+    ``budget``: the fit's time budget; a trained part paces itself to its share of it.
 
     With ``ckpt``, the state is saved after every epoch and, where the checkpoint already holds
     this ``scope``, training continues from it exactly (same weights as an uninterrupted run).
     """
-    name = name or model.label or type(model).__name__
+    name = name or part_name(model)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
     train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
     optimizer = prepare(model, device, config.lr)
 
     shown = config.progress and world().main  # under torchrun, rank 0 alone shows progress
+    step = batch_images(config.score_batch_size, data.shape)
 
-    def batches_of(indices: np.ndarray, which: str) -> Callable[[], Iterator[torch.Tensor]]:
+    def batches_of(indices: np.ndarray, which: str) -> Batches:
         def gen() -> Iterator[torch.Tensor]:
             model.eval()
             desc = f"{name}: pass over the {which} images"
             with Task(desc, len(indices), "images", shown, leave=False, final_line=False) as bar:
-                for i in range(0, len(indices), config.score_batch_size):
-                    idx = indices[i : i + config.score_batch_size]
+                for i in range(0, len(indices), step):
+                    idx = indices[i : i + step]
                     yield feed(idx)  # fp32, one pass
+                    data.release(idx)  # in order: a bounded resident set
                     bar.update(len(idx))
 
-        return gen
+        return Batches(gen, len(indices))
 
     train_batches, heldout_batches = batches_of(train_idx, "training"), batches_of(val_idx, "held-out")
     result = TrainResult(val_indices=val_idx)
     members = model.members()
     for i, member in enumerate(members):  # ensembles: each member through this loop, same split
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
-        member_name = f"{member.label} (member {i + 1}/{len(members)})"
+        member_name = part_name(member, i, len(members))
         member_result = fit_model(
-            member, data, config, device, member_precision, ckpt, f"{scope}members.{i}.", member_name
+            member, data, config, device, member_precision, ckpt, f"{scope}members.{i}.", member_name, budget
         )
         result.members.append((member.label, member_result))
     feed = Feed(data, device, model.channels_last)  # after the members: one resident copy at a time
@@ -128,13 +147,16 @@ def fit_model(
         if state.stopped_early:
             first = max_epochs + 1
     bar = EpochProgress(name, first, max_epochs, shown) if model.trainable and first <= max_epochs else None
+    pacer = budget.pacer(name, config.batch_size) if budget is not None and bar is not None else None
     engine = wrap(model, device) if model.trainable else None  # DDP under torchrun
     if engine is not None and config.compile:
         engine = torch.compile(engine)
     for epoch in range(first, max_epochs + 1):
         start = time.perf_counter()
         desc = f"{name} epoch {epoch}/{max_epochs}"
-        train_loss = _train_epoch(engine, feed, train_idx, optimizer, config, device, precision, rng, desc)
+        train_loss, trained = _train_epoch(
+            engine, feed, train_idx, optimizer, config, device, precision, rng, desc, pacer
+        )
         seconds = time.perf_counter() - start
         val_loss = (
             evaluate_loss(model, feed, val_idx, config, device, precision) if len(val_idx) else train_loss
@@ -145,17 +167,21 @@ def fit_model(
             result.best_epoch = epoch
         else:
             waited += 1
-        result.history.append(
-            EpochRecord(epoch, train_loss, val_loss, seconds, len(train_idx) / seconds, improved)
-        )
+        result.history.append(EpochRecord(epoch, train_loss, val_loss, seconds, trained / seconds, improved))
         if bar is not None:
-            bar.epoch(epoch, train_loss, val_loss, len(train_idx) / seconds, result.best_epoch)
+            bar.epoch(epoch, train_loss, val_loss, trained / seconds, result.best_epoch)
         result.stopped_early = waited >= config.patience
+        if pacer is not None:
+            pacer.epoch_end(time.perf_counter() - start - seconds)
+            result.budget_reached = pacer.done and not result.stopped_early
         if ckpt is not None:
             loop = _scope_state(result, epoch, False, best_loss, waited, rng)
             ckpt.save(scope, loop, model, best_state, optimizer)
-        if result.stopped_early:
+        if result.stopped_early or result.budget_reached:
             break
+    if pacer is not None:
+        pacer.finish()
+        say(f"{name}: {pacer.describe()}", shown)
     if bar is not None:
         bar.close(_summary(result))
     if best_state is not None:
@@ -174,6 +200,7 @@ def fit_model(
 
 def _summary(result: TrainResult) -> str:
     stop = "converged (early stop)" if result.stopped_early else "reached the epoch cap"
+    stop = "used its share of the budget" if result.budget_reached else stop
     return f"{len(result.history)} epochs, {stop}, kept epoch {result.best_epoch}"
 
 
@@ -207,10 +234,13 @@ def _train_epoch(
     precision: str,
     rng: np.random.Generator,
     desc: str = "batches",
-) -> float:
+    pacer: Pacer | None = None,
+) -> tuple[float, int]:
+    """One epoch (or its part, when ``pacer`` says the budget's share is used): the mean training
+    loss and the number of images trained on."""
     engine.train()
     w = world()
-    total, count = 0.0, 0
+    total, count, trained = 0.0, 0, 0
     batches = epoch_batches(train_idx, config.batch_size, rng, min_size=max(2, w.size))
     shards = [shard(idx, w) for idx in batches]  # the whole batches without torchrun
     weights = [len(part) * w.size / len(idx) for part, idx in zip(shards, batches, strict=True)]
@@ -222,8 +252,13 @@ def _train_epoch(
             count += len(mine)
             bar.update(len(idx))
             bar.set_postfix(loss=f"{loss:.4g}")
+            trained += len(idx)
+            if pacer is not None:
+                pacer.step(len(idx))
+                if pacer.done:
+                    break
     total, count = all_sum([total, count], device)
-    return total / count
+    return total / count, trained
 
 
 def epoch_batches(
@@ -287,8 +322,9 @@ def evaluate_loss(
     model.eval()
     mine = shard(indices)
     total = 0.0
-    for i in range(0, len(mine), config.score_batch_size):
-        idx = mine[i : i + config.score_batch_size]
+    step = batch_images(config.score_batch_size, feed.data.shape)
+    for i in range(0, len(mine), step):
+        idx = mine[i : i + step]
         x = feed(idx)
         with autocast(device, precision):
             total += model.loss(x).item() * len(idx)

@@ -1,0 +1,115 @@
+"""The homework's job end to end at its real size: ``oddeye train`` then ``oddeye score``.
+
+``run`` generates seeded uint8 sets of the homework's shape (140,001 training and 19,999 test
+images of 64x64x3 unless told otherwise; the same generator as ``oddeye bench speed``), runs the
+two commands exactly as a student would, each in a fresh process, and records each one's wall
+time and peak RSS (``wait4``: that process alone, memory-mapped pages included) against the
+budgets: the time goal, and 2x the training set's uint8 size for memory. Figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from oddeye.bench.large import measured_oddeye
+from oddeye.bench.provenance import provenance
+from oddeye.bench.speed import generate_images
+from oddeye.config import parse_dims
+from oddeye.errors import OddeyeError
+from oddeye.io import write_text
+from oddeye.progress import clock
+from oddeye.training.device import choose_device
+
+MEMORY_BUDGET = 2.0  # x the training set's uint8 size
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--n", type=int, default=140_001, help="training images (default 140,001)")
+    parser.add_argument("--test", type=int, default=19_999, help="test images (default 19,999)")
+    parser.add_argument("--shape", type=parse_dims, default=(64, 64, 3), metavar="HxWxC", help="image shape")
+    parser.add_argument("--detector", default="default", help="registry name (default: default)")
+    parser.add_argument("--budget", help="passed to oddeye train (e.g. 20m); default: none")
+    parser.add_argument("--goal", default="30m", help="the time goal for train + score (default 30m)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated sets go")
+    parser.add_argument("--results-dir", default="benchmarks/results", help="where the JSON record goes")
+    parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
+    parser.add_argument("--no-save", action="store_true", help="print only; write no files")
+
+
+def run(args: argparse.Namespace) -> int:
+    from oddeye.bench.report import write_markdown
+    from oddeye.config import parse_duration
+
+    shape = tuple(args.shape) if len(args.shape) == 3 else (*args.shape, 1)
+    if args.n < 2 or args.test < 1:
+        raise OddeyeError(f"--n {args.n} / --test {args.test}: expected at least 2 training and 1 test image")
+    try:
+        goal = parse_duration(args.goal)
+    except ValueError:
+        raise OddeyeError(f"--goal: expected a time like 30m, found {args.goal!r}") from None
+    folder = Path(args.data_dir)
+    tag = f"{'x'.join(map(str, shape))}"
+    train = generate_images(folder / f"homework-train-{args.n}-{tag}.npy", args.n, seed=1, shape=shape)
+    test = generate_images(folder / f"homework-test-{args.test}-{tag}.npy", args.test, seed=2, shape=shape)
+    run_dir, csv = (
+        folder / f"homework-run-{args.detector}-{tag}",
+        folder / f"homework-{args.detector}-{tag}.csv",
+    )
+    train_cmd = ["train", str(train), "--detector", args.detector, "--out", str(run_dir), "--force"]
+    train_cmd += ["--device", args.device] + (["--budget", args.budget] if args.budget else [])
+    context = provenance(choose_device(args.device))
+    trained = measured_oddeye(train_cmd)
+    scored = measured_oddeye(["score", str(run_dir), str(test), "--out", str(csv), "--device", args.device])
+    nbytes = args.n * math.prod(shape)
+    record: dict[str, Any] = {
+        "benchmark": "homework",
+        "detector": args.detector,
+        "budget": args.budget,
+        "shape": list(shape),
+        "n_train": args.n,
+        "n_test": args.test,
+        "train_uint8_bytes": nbytes,
+        "goal_s": goal,
+        "train": trained,
+        "score": scored,
+        "total_s": trained["seconds"] + scored["seconds"],
+        "peak_rss_bytes": max(trained["peak_rss_bytes"], scored["peak_rss_bytes"]),
+        "memory_budget_bytes": MEMORY_BUDGET * nbytes,
+        "plan": json.loads((run_dir / "model.json").read_text())["training"].get("plan"),
+        "commands": [f"oddeye {' '.join(train_cmd)}", f"oddeye score {run_dir} {test} --out {csv}"],
+        **context,
+    }
+    print(format_result(record))
+    if not args.no_save:
+        name = (
+            f"homework-{args.detector}-{args.n}x{tag}{'-budget-' + args.budget if args.budget else ''}.json"
+        )
+        write_text(Path(args.results_dir) / name, json.dumps(record, indent=2) + "\n")
+        write_markdown(Path(args.results_dir), Path(args.markdown))
+    return 0
+
+
+def format_result(r: dict[str, Any]) -> str:
+    gb = r["train_uint8_bytes"] / 1e9
+    rss = r["peak_rss_bytes"] / 1e9
+    m = r["machine"]
+    shape = "x".join(map(str, r["shape"]))
+    budget = f", --budget {r['budget']}" if r.get("budget") else ""
+    within = "within" if r["total_s"] <= r["goal_s"] else "OVER"
+    return "\n".join(
+        [
+            f"{r['detector']}{budget}: train on {r['n_train']:,} x {shape} uint8 ({gb:.2f} GB), "
+            f"score {r['n_test']:,} images",
+            f"  machine: {m.get('gpu') or m['cpu']}, device {m['device']}, {m['torch_threads']} threads",
+            f"  train {clock(r['train']['seconds'])} (peak RSS {r['train']['peak_rss_bytes'] / 1e9:.2f} GB), "
+            f"score {clock(r['score']['seconds'])} (peak RSS {r['score']['peak_rss_bytes'] / 1e9:.2f} GB)",
+            f"  end to end {clock(r['total_s'])}: {within} the {clock(r['goal_s'])} goal",
+            f"  peak RSS {rss:.2f} GB = {rss / gb:.2f}x the training set's uint8 size "
+            f"(budget {MEMORY_BUDGET:g}x)",
+        ]
+    )

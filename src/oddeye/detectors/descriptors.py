@@ -1,0 +1,109 @@
+"""Hand-crafted image descriptors compared by k-NN: no training, each a different view of "unlike
+the training images" from the pixels' own.
+
+- ``color-knn``: the image's colour distribution (a joint histogram of its colours), which moves
+  when the same content is drawn, lit or printed differently;
+- ``hog-knn``: the image's local edge directions (gradient-orientation histograms on a grid of
+  small cells, in the spirit of HOG), which moves with shape and line work, not with colour.
+
+Both keep a bounded bank (:class:`~oddeye.detectors.memory.KNNBank`) built in one streamed pass.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from oddeye.detectors.memory import BankDetector, reduced_size, shrink
+from oddeye.detectors.registry import register
+
+
+def color_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] -> (B, bins^C) square roots of the joint colour histogram (each
+    image's fractions of pixels per colour cell; the square root makes Euclidean distance the
+    Hellinger distance between the distributions)."""
+    b, c, h, w = x.shape
+    step = max(1, HIST_PIXELS // (h * w))  # images per chunk: bounded temporaries at any size
+    return torch.cat([_histogram(x[i : i + step], bins) for i in range(0, b, step)])
+
+
+HIST_PIXELS = 1 << 21  # pixels per chunk of a colour histogram's work
+
+
+def _histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
+    b, c = x.shape[:2]
+    q = ((x.float() + 1) * (bins / 2)).floor_().clamp_(0, bins - 1).to(torch.int32)  # (B, C, H, W)
+    cell = q[:, 0]
+    for ch in range(1, c):
+        cell = cell * bins + q[:, ch]
+    flat = cell.flatten(1).long()  # (B, H*W)
+    counts = torch.zeros(b, bins**c, device=x.device).scatter_add_(
+        1, flat, torch.ones_like(flat, dtype=torch.float)
+    )
+    return (counts / flat.shape[1]).sqrt()
+
+
+def orientation_histograms(x: torch.Tensor, bins: int, cell: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, bins * cells) unit-length histograms of unsigned gradient directions,
+    weighted by gradient strength, pooled over ``cell`` x ``cell`` pixel cells (of the gray image)."""
+    gray = x.float().mean(1, keepdim=True)  # (B, 1, H, W)
+    gx = F.pad(gray, (1, 1, 0, 0), mode="replicate")
+    gy = F.pad(gray, (0, 0, 1, 1), mode="replicate")
+    gx = gx[..., :, 2:] - gx[..., :, :-2]
+    gy = gy[..., 2:, :] - gy[..., :-2, :]
+    strength = (gx.pow(2) + gy.pow(2)).sqrt()
+    angle = torch.atan2(gy, gx) % math.pi  # unsigned: [0, pi)
+    which = (angle * (bins / math.pi)).long().clamp(max=bins - 1)  # (B, 1, H, W)
+    per_bin = F.one_hot(which[:, 0], bins).permute(0, 3, 1, 2).float() * strength  # (B, bins, H, W)
+    h, w = x.shape[-2:]
+    grid = (max(1, round(h / cell)), max(1, round(w / cell)))
+    pooled = F.adaptive_avg_pool2d(per_bin, grid).flatten(1)
+    return F.normalize(pooled, dim=1)
+
+
+@register("color-knn", "distance to the k nearest training images' colour distributions (no training)")
+class ColorKNN(BankDetector):
+    """The joint colour histogram, ``bins`` levels per channel (``bins`` cubed cells for colour
+    images), compared by the Hellinger distance. Gray images get a histogram of ``bins`` x 4
+    gray levels instead."""
+
+    latent = "the square roots of its colour histogram"
+
+    def __init__(
+        self, shape: tuple[int, int, int], *, bins: int = 8, k: int = 1, max_bank: int = 20000
+    ) -> None:
+        super().__init__(shape, k=k, max_bank=max_bank)
+        self.bins = bins if self.shape[2] > 1 else 4 * bins
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return color_histogram(x, self.bins)
+
+
+@register("hog-knn", "distance to the k nearest training images' edge-direction histograms (no training)")
+class OrientationKNN(BankDetector):
+    """Gradient-direction histograms (``bins`` unsigned directions) on cells of ``cell`` pixels,
+    after reducing images to at most ``max_side`` pixels a side; the whole descriptor scaled to
+    unit length. Derived and recorded: ``work_hw``, the resolution it is computed at."""
+
+    latent = "its gradient-direction histograms"
+    derived_names = ("work_hw",)
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        bins: int = 8,
+        cell: int = 4,
+        max_side: int = 64,
+        k: int = 1,
+        max_bank: int = 20000,
+        work_hw: list[int] | None = None,
+    ) -> None:
+        super().__init__(shape, k=k, max_bank=max_bank)
+        self.bins, self.cell = bins, cell
+        self.work_hw = [int(v) for v in (reduced_size(self.shape, max_side) if work_hw is None else work_hw)]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return orientation_histograms(shrink(x.float(), self.work_hw), self.bins, self.cell)

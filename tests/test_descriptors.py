@@ -1,0 +1,75 @@
+"""Hand-crafted descriptors (colour and edge-direction histograms) and the bounded, streamed bank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import oddeye
+from helpers import blobs
+from oddeye.detectors.base import Batches
+from oddeye.detectors.descriptors import color_histogram, orientation_histograms
+from oddeye.detectors.memory import KNNBank, knn_distance
+
+
+def test_color_histogram_is_a_unit_vector_of_square_root_fractions() -> None:
+    x = torch.full((2, 3, 4, 4), -1.0)
+    x[0, 0] = 1.0  # image 0 pure red, image 1 black
+    x[1, :, :2] = 1.0  # image 1: top half white
+    h = color_histogram(x, 4)
+    assert h.shape == (2, 64)
+    np.testing.assert_allclose(h.pow(2).sum(1).numpy(), [1.0, 1.0], rtol=1e-6)
+    assert h[0, 3 * 16].item() == pytest.approx(1.0)  # all pixels in the (red=3, g=0, b=0) cell
+    assert h[1, 0].item() == pytest.approx(0.5**0.5) and h[1, 63].item() == pytest.approx(0.5**0.5)
+
+
+def test_orientation_histograms_see_edge_directions() -> None:
+    x = torch.zeros(2, 1, 8, 8)
+    x[0, :, :, 4:] = 1.0  # a vertical edge: the gradient points along x (direction 0)
+    x[1, :, 4:, :] = 1.0  # a horizontal edge: gradient along y (direction pi/2)
+    h = orientation_histograms(x, bins=4, cell=8).view(2, 4)  # one cell
+    assert h[0].argmax().item() == 0 and h[1].argmax().item() == 2
+    np.testing.assert_allclose(h.norm(dim=1).numpy(), [1.0, 1.0], rtol=1e-6)
+
+
+def test_color_knn_flags_recoloured_images() -> None:
+    train = blobs(60, (16, 16, 3))
+    odd = blobs(20, (16, 16, 3), seed=5)
+    odd[..., 0] //= 3  # the same blobs, tinted: less red
+    det = oddeye.create("color-knn", progress=False).fit(train)
+    assert np.median(det.score(odd)) > np.median(det.score(blobs(20, (16, 16, 3), seed=6)))
+
+
+def test_the_bank_keeps_an_evenly_spaced_subset_and_computes_only_its_features() -> None:
+    images = torch.arange(50, dtype=torch.float32).view(50, 1).repeat(1, 3)  # row i holds i
+    seen: list[int] = []
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        seen.append(len(x))
+        return x
+
+    batches = Batches(lambda: iter(images.split(8)), len(images))
+    bank = KNNBank(k=1, max_bank=10)
+    bank.build(batches, features)
+    expected = np.unique(np.linspace(0, 49, 10).astype(int))
+    np.testing.assert_array_equal(bank.bank[:, 0].numpy(), expected)
+    assert sum(seen) == 10  # features of the kept rows only: memory and time bounded by max_bank
+
+
+def test_leave_one_out_scores_never_count_the_image_itself() -> None:
+    bank = KNNBank(k=1)
+    bank.bank = torch.tensor([[0.0], [1.0], [3.0]])
+    np.testing.assert_allclose(bank.leave_one_out().numpy(), [1.0, 1.0, 2.0])
+    np.testing.assert_allclose(knn_distance(torch.tensor([[2.9]]), bank.bank, 2).numpy(), [1.0], rtol=1e-6)
+
+
+def test_ensemble_scales_count_the_banks_leave_one_out_scores() -> None:
+    det = oddeye.create("ensemble", members="pixel-knn,cnn", epochs=1, progress=False).fit(blobs(60))
+    knn, cnn = det.model_.members()
+    loo = knn.reference_scores()
+    assert loo is not None and len(loo) == len(knn.memory.bank) and cnn.reference_scores() is None
+    heldout = det.model_.fusion.loc  # a held-out image's pixel-knn score and the LOO ones, pooled
+    assert heldout.shape == (2,)
+    plain = oddeye.create("ensemble", members="pixel-knn,cnn", epochs=1, references="heldout", progress=False)
+    assert plain.fit(blobs(60)).model_.fusion.scale[0] != det.model_.fusion.scale[0]
