@@ -14,16 +14,19 @@ import torch
 
 from oddeye._version import __version__
 
+CODE_PATHS = ("src", "pyproject.toml", "Makefile")  # what a figure depends on; results are not code
+
 
 def git_commit(repo: Path | None = None) -> str | None:
-    """HEAD's hash, with ``-dirty`` when the work tree has changes; None outside a git checkout."""
+    """HEAD's hash, with ``-dirty`` when the code differs from it (``CODE_PATHS``; results and
+    BENCHMARKS.md written by earlier runs do not count); None outside a git checkout."""
     cwd = repo or Path.cwd()
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS],
             cwd=cwd,
             capture_output=True,
             text=True,
