@@ -7,12 +7,13 @@ import json
 
 import numpy as np
 
+from oddeye.bench import args as bench_args
 from oddeye.bench import speed
 
 
 def test_speed_benchmark_measures_both_loops(tmp_path, capsys):
     parser = argparse.ArgumentParser()
-    speed.add_arguments(parser)
+    bench_args.speed(parser)
     out = tmp_path / "speed.json"
     args = parser.parse_args(
         [

@@ -90,7 +90,7 @@ def test_boss_score_modes_share_one_training_and_both_is_fused_on_heldout_images
         torch.testing.assert_close(model.infer(x).score, parts[:, 0])
         model.score_mode = "reconstruction"
         torch.testing.assert_close(model.infer(x).score, parts[:, 1])
-        out = model.infer(x)
+        out = model.infer(x, maps=True)
     assert out.anomaly_map.shape == (5, 16, 16) and out.reconstruction.shape == x.shape
 
 

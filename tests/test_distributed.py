@@ -20,7 +20,14 @@ pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_avai
 
 TRAIN = ["--detector", "cnn", "--epochs", "3", "--batch-size", "24", "--device", "cpu", "--precision", "fp32"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on a 2-core machine; the same for one process
-RUN_FILES = ["heldout_scores.npy", "history.csv", "model.json", "model.safetensors", "training_curve.png"]
+RUN_FILES = [
+    "heldout_sample.npy",
+    "heldout_scores.npy",
+    "history.csv",
+    "model.json",
+    "model.safetensors",
+    "training_curve.png",
+]
 
 
 def oddeye(*args: object, ranks: int = 1) -> subprocess.CompletedProcess[str]:

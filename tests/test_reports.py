@@ -21,7 +21,7 @@ ALL_SECTIONS = [
     "roc_pr",
     "most_anomalous",
     "most_normal",
-    "reconstructions",
+    "anomaly_maps",
     "latent_map",
 ]
 
@@ -86,11 +86,13 @@ def test_report_with_classes_colours_each_class(fitted, tmp_path: Path) -> None:
     assert "one colour per class" in files.html.read_text()
 
 
-def test_memory_bank_detector_has_no_reconstructions_or_training_loop(tmp_path: Path) -> None:
+def test_memory_bank_detector_has_maps_but_no_reconstructions_or_training_loop(tmp_path: Path) -> None:
     det = oddeye.create("pixel-knn", progress=False).fit(blobs(40))
     images, labels = scored_set()
     html = oddeye.report(det, images, tmp_path / "r.html", labels=labels, progress=False).html.read_text()
-    assert 'id="reconstructions"' not in html and 'id="latent_map"' in html
+    assert 'id="anomaly_maps"' in html and "input / anomaly map" not in html  # the title is in the PNG
+    assert "the squared difference to the nearest training image per pixel" in html
+    assert 'id="training_curve"' not in html and 'id="latent_map"' in html
     assert "the blurred (and reduced) pixels it compares" in html
 
 

@@ -22,6 +22,7 @@ def fitted():
 def test_run_folder_contents_and_metadata(fitted, tmp_path: Path) -> None:
     run = fitted.save(tmp_path / "run")
     assert sorted(p.name for p in run.iterdir()) == [
+        "heldout_sample.npy",
         "heldout_scores.npy",
         "history.csv",
         "model.json",
@@ -37,6 +38,8 @@ def test_run_folder_contents_and_metadata(fitted, tmp_path: Path) -> None:
     assert meta["threshold"]["rule"] == "fpr:0.01" and meta["threshold"]["value"] == fitted.threshold_.value
     assert (run / "history.csv").read_text().count("\n") == 1 + len(fitted.history_)
     assert (run / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+    sample = np.load(run / "heldout_sample.npy")  # held-out images kept for export checks, NHWC
+    assert sample.shape == (len(np.load(run / "heldout_scores.npy")), 16, 16, 3) and sample.dtype == np.uint8
 
 
 def test_outputs_get_the_usual_permissions(fitted, tmp_path: Path) -> None:

@@ -50,6 +50,11 @@ def test_fpr_threshold_flags_at_most_that_share_of_heldout_normals(fpr: float) -
     assert f"false-positive rate {flagged:.4f}" in t.basis
 
 
+def test_fpr_threshold_lies_between_heldout_scores() -> None:
+    t = choose_threshold("fpr:0.25", heldout=np.array([1.0, 2.0, 3.0, 4.0]))
+    assert t.value == 3.5  # one of four may be flagged: halfway between the 3rd and the 4th
+
+
 def test_fpr_threshold_with_ties_never_exceeds_the_target() -> None:
     heldout = np.array([1.0] * 50 + [2.0] * 50)
     t = choose_threshold("fpr:0.3", heldout=heldout)
@@ -100,7 +105,8 @@ def fitted():
 def test_a_fitted_detector_has_the_default_threshold_and_predicts(fitted) -> None:
     t = fitted.threshold_
     assert t.rule == "fpr:0.01" and "20 held-out normal training images" in t.basis
-    assert t.value == np.max(fitted.heldout_scores_)  # 1% of 20 images: none may be flagged
+    top, second = np.sort(fitted.heldout_scores_)[-1:-3:-1]
+    assert t.value == top + (top - second) / 2  # 1% of 20 images: none flagged; no score on the line
     test = np.concatenate([blobs(10, seed=5), blobs(10, seed=6, anomalous=True)])
     np.testing.assert_array_equal(fitted.predict(test), t.flag(fitted.score(test)))
     assert fitted.calibrate(fitted.heldout_scores_).max() < 1.0

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from oddeye._version import __version__
-from oddeye.config import TrainConfig, parse_dims, setting_arg
+from oddeye.config import TrainConfig, add_set_option, parse_dims
 from oddeye.errors import OddeyeError, TrainingInterrupted
 
 EXAMPLES = {
@@ -25,6 +25,10 @@ EXAMPLES = {
     "  oddeye evaluate prediction.csv --labels labels.npy --threshold f1 --report report.html",
     "report": "example:\n  oddeye report runs/cnn-bn testingset.npy --labels labels.npy --out report.html",
     "detectors": "example:\n  oddeye detectors --shape 64x64x3",
+    "serve": "examples:\n  oddeye serve model.onnx --port 8000\n  oddeye serve runs/default --workers 2\n"
+    "  curl -F files=@face.png http://127.0.0.1:8000/score",
+    "export": "examples:\n  oddeye export runs/default --format onnx --out model.onnx\n"
+    "  oddeye export runs/default --format triton --out model_repository --name faces",
     "demo": "example:\n  oddeye demo --out demo-output",
     "bench": "examples:\n  oddeye bench fmnist --detectors cnn-bn,pca,knn --classes 0,6 --seeds 0,1,2\n"
     "  oddeye bench digits\n  oddeye bench emoji --protocols style --detectors default,knn\n"
@@ -105,14 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=None, help="registry name (see 'oddeye detectors')")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to create")
     p.add_argument("--config", metavar="JSON", help="settings file: training keys, detector, params")
-    p.add_argument(
-        "--set",
-        dest="sets",
-        type=setting_arg,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a training setting or detector parameter, e.g. channels=[16,32,64] or lr=0.002",
+    add_set_option(
+        p, "sets", "a training setting or detector parameter, e.g. channels=[16,32,64] or lr=0.002"
     )
     add_setting_flags(p)
     p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
@@ -163,6 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
 
+    p = _command(sub, "export", "export a run for serving: one ONNX graph (checked) or a Triton repository")
+    p.add_argument("run", metavar="RUN")
+    p.add_argument("--format", choices=["onnx", "triton"], default="onnx", help="onnx (default) or triton")
+    p.add_argument("--out", required=True, metavar="PATH", help="model.onnx, or the Triton repository folder")
+    p.add_argument(
+        "--images",
+        metavar="IMAGES",
+        help="images to check the export on (default: the run's held-out images)",
+    )
+    p.add_argument("--name", help="the Triton model's name (default: the run folder's name)")
+    p.add_argument("--max-batch", type=int, default=64, help="Triton's max_batch_size (default 64)")
+
+    p = _command(sub, "serve", "serve a run or an exported .onnx over HTTP (KServe v2 protocol and /score)")
+    from oddeye.serving.server import add_arguments as serve_arguments
+
+    serve_arguments(p)
+
     p = _command(sub, "detectors", "list the registered detectors")
     p.add_argument(
         "--shape",
@@ -181,21 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "bench", "benchmarks that print figures (no pass/fail on time)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    from oddeye.bench import emoji, homework, large, oneclass, speed
+    from oddeye.bench import args as bench_args
 
     for name, what in [
         ("fmnist", "one-class Fashion-MNIST: AUROC per class, mean, time per class"),
         ("digits", "one-class digits (scikit-learn): the same protocol, in minutes"),
     ]:
-        oneclass.add_arguments(bench.add_parser(name, help=what, description=what), name)
+        bench_args.oneclass(bench.add_parser(name, help=what, description=what), name)
     what = "colour 64x64 emoji, Google vs Twitter drawings (style) and one-class per category"
-    emoji.add_arguments(bench.add_parser("emoji", help=what, description=what))
+    bench_args.emoji(bench.add_parser("emoji", help=what, description=what))
     what = "the homework end to end at its size (train 140,001, score 19,999): wall time, peak RSS"
-    homework.add_arguments(bench.add_parser("homework", help=what, description=what))
+    bench_args.homework(bench.add_parser("homework", help=what, description=what))
+    what = "load test of oddeye serve on loopback: requests/s, p50/p99 latency, errors, RSS"
+    bench_args.serve(bench.add_parser("serve", help=what, description=what))
+    what = "pixel AUROC of every detector's anomaly map on pasted patches (Fashion-MNIST)"
+    bench_args.maps(bench.add_parser("maps", help=what, description=what))
     what = "train/score images/s at the homework scale: ours vs a course-style loop"
-    speed.add_arguments(bench.add_parser("speed", help=what, description=what))
+    bench_args.speed(bench.add_parser("speed", help=what, description=what))
     what = "score a generated set larger than memory (1M images): peak RSS and images/s"
-    large.add_arguments(bench.add_parser("large", help=what, description=what))
+    bench_args.large(bench.add_parser("large", help=what, description=what))
     what = "regenerate BENCHMARKS.md from benchmarks/results/*.json"
     p = bench.add_parser("report", help=what, description=what)
     p.add_argument("--results-dir", default="benchmarks/results")
@@ -205,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":  # no PyTorch for a server running an exported model
+        return _serve(args)
     from oddeye.training import distributed
 
     rank = int(os.environ.get("RANK", "0"))
@@ -230,6 +251,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """``oddeye serve``, with the same one-line errors, and without importing PyTorch."""
+    from oddeye.serving.server import cmd_serve
+
+    try:
+        return cmd_serve(args)
+    except OddeyeError as e:
+        print(f"oddeye: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _run(args: argparse.Namespace, many: bool) -> int:

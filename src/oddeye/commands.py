@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from dataclasses import asdict
@@ -151,6 +152,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from oddeye.export import export_onnx, export_triton
+
+    if args.format == "triton":
+        folder = export_triton(args.run, args.out, name=args.name, max_batch=args.max_batch)
+        parity = json.loads((folder / "oddeye.json").read_text())["parity"]
+        print(f"wrote {folder}/config.pbtxt and {folder}/1/model.onnx (Triton, ONNX Runtime backend)")
+    else:
+        done = export_onnx(args.run, args.out, images=args.images)
+        parity = asdict(done.parity)
+        print(f"wrote {done.onnx} and {done.json} (threshold and calibration; not in the graph)")
+    flags = {None: "no saved threshold", True: "identical", False: "different"}[parity["flags_identical"]]
+    print(
+        f"checked with onnxruntime on {parity['images']} images: largest relative score difference "
+        f"{parity['max_relative_score_difference']:.2e} (allowed 1e-4), flags at the saved threshold "
+        f"{flags}, largest map difference {parity['max_map_difference']:.2e} of the map's range"
+    )
+    return 0
+
+
 def cmd_detectors(args: argparse.Namespace) -> int:
     shape = args.shape if len(args.shape) == 3 else (*args.shape, 1)
     print(f"{'name':<10}{'parameters':>12}  description   (parameters at {'x'.join(map(str, shape))})")
@@ -183,6 +204,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return emoji.run(args)
     if args.bench == "homework":
         return homework.run(args)
+    if args.bench in ("serve", "maps"):
+        return importlib.import_module(f"oddeye.bench.{args.bench}").run(args)
     if args.bench == "report":
         print(f"wrote {report.write_markdown(Path(args.results_dir), Path(args.markdown))}")
         return 0

@@ -195,6 +195,13 @@ def setting_arg(text: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_set_option(parser: argparse.ArgumentParser, dest: str, help_text: str) -> None:
+    """The repeatable ``--set KEY=VALUE`` option (settings and detector parameters)."""
+    parser.add_argument(
+        "--set", dest=dest, type=setting_arg, action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A JSON object of settings: training keys, plus optional ``detector`` and ``params``."""
     try:

@@ -34,6 +34,19 @@ ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
 
 
+SAMPLE_IMAGES, SAMPLE_BYTES = 64, 16 * 2**20  # held-out images kept in a run, for export checks
+
+
+def heldout_sample(data: ImageSet, heldout: np.ndarray | None) -> np.ndarray | None:
+    """Up to ``SAMPLE_IMAGES`` held-out images (at most ``SAMPLE_BYTES``), as stored, NHWC: what
+    ``oddeye export`` checks an exported model against."""
+    if heldout is None:
+        return None
+    per_image = max(1, int(np.prod(data.shape)) * data.array.dtype.itemsize)
+    n = max(1, min(SAMPLE_IMAGES, len(heldout), SAMPLE_BYTES // per_image))
+    return data.batch(np.asarray(heldout[:n])).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 class Detector:
     """An anomaly detector: ``fit`` on normal images, ``score`` new ones (higher = more anomalous).
 
@@ -125,6 +138,7 @@ class Detector:
             history=result.history,
             member_histories=result.member_histories(),
             heldout_scores=scores,
+            heldout_sample=heldout_sample(data, heldout),
             heldout_stats=score_stats(scores),
             heldout_basis=basis,
             threshold=choose_threshold(self.config.threshold, heldout=scores, heldout_basis=basis),

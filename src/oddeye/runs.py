@@ -46,6 +46,7 @@ from oddeye.training.loop import EpochRecord
 FORMAT = "oddeye-run/2"
 WEIGHTS, META, HISTORY, CURVE = "model.safetensors", "model.json", "history.csv", "training_curve.png"
 HELDOUT_SCORES = "heldout_scores.npy"
+HELDOUT_SAMPLE = "heldout_sample.npy"
 HISTORY_COLUMNS = ["model", "epoch", "train_loss", "val_loss", "seconds", "images_per_s", "improved"]
 HELDOUT = "held-out normal training images"
 
@@ -77,6 +78,7 @@ class RunRecord:
     history: list[EpochRecord]  # the detector's own loop (empty for ensembles and memory banks)
     member_histories: dict[str, list[EpochRecord]]  # by member label (ensembles)
     heldout_scores: np.ndarray | None
+    heldout_sample: np.ndarray | None  # a few held-out images, NHWC as stored (export checks)
     heldout_stats: dict[str, Any]
     heldout_basis: str
     threshold: Threshold | None
@@ -172,6 +174,8 @@ def write_run(
         (tmp / HISTORY).write_text(history_csv(record))
         if record.heldout_scores is not None:
             np.save(tmp / HELDOUT_SCORES, np.asarray(record.heldout_scores, dtype=np.float64))
+        if record.heldout_sample is not None:
+            np.save(tmp / HELDOUT_SAMPLE, np.ascontiguousarray(record.heldout_sample))
         plot_training_curve(all_histories(record), tmp / CURVE, title=f"{record.detector} training")
     return Path(run_dir)
 
@@ -243,6 +247,7 @@ def read_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -
         history=histories.pop(build.detector, []),
         member_histories=histories,
         heldout_scores=read_heldout_scores(run_dir),
+        heldout_sample=read_heldout_sample(run_dir, shape),
         heldout_stats=held,
         heldout_basis=basis,
         threshold=threshold,
@@ -265,6 +270,22 @@ def read_heldout_scores(run_dir: str | Path) -> np.ndarray | None:
         found = f"{scores.dtype} {scores.shape}"
         raise OddeyeError(f"{path}: expected a 1-D array of finite scores, found {found}")
     return scores.astype(np.float64)
+
+
+def read_heldout_sample(run_dir: str | Path, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The saved held-out images (None for runs made before they were kept); never unpickles."""
+    path = Path(run_dir) / HELDOUT_SAMPLE
+    if not path.exists():
+        return None
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise OddeyeError(f"{path}: expected a .npy array of images, found unreadable data ({e})") from None
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape) or images.dtype.kind not in "uif":
+        raise OddeyeError(
+            f"{path}: expected images of shape (N, {', '.join(map(str, shape))}), found {images.shape}"
+        )
+    return images
 
 
 def prepare_run_dir(run_dir: str | Path, force: bool = False, resume: bool = False) -> Path:

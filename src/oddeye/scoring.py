@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -109,7 +110,8 @@ def infer(
         chunks = iter_scores(model, data, device, batch_size, indices, progress, distributed, desc)
         return InferenceResult(np.concatenate(list(chunks)))
     scores, amaps, recons = [], [], []
-    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress, desc):
+    with_maps = functools.partial(model.infer, maps=True)
+    for out in iter_batches(with_maps, model, data, device, batch_size, indices, progress, desc):
         scores.append(out.score.double().cpu().numpy())
         if maps and out.anomaly_map is not None:
             amaps.append(out.anomaly_map.float().cpu().numpy())

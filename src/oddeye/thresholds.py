@@ -117,10 +117,19 @@ def choose_threshold(
 
 
 def fpr_threshold(heldout: np.ndarray, fpr: float) -> float:
-    """The smallest held-out score with at most ``fpr`` of the held-out scores strictly above it."""
+    """A threshold with at most ``fpr`` of the held-out scores strictly above it, flagging as many
+    as that allows: halfway between the highest score that stays unflagged and the next one up
+    (above the highest by half the gap below it when none may be flagged), so that no held-out
+    score sits on the line, where a rounding difference (another engine) could flip its flag."""
     h = np.sort(heldout)
     allowed = int(np.floor(fpr * len(h) + 1e-9))  # held-out images that may be flagged
-    return float(h[len(h) - 1 - min(allowed, len(h) - 1)])
+    value = float(h[len(h) - 1 - min(allowed, len(h) - 1)])
+    above, below = h[h > value], h[h < value]
+    if above.size:
+        return float((value + above.min()) / 2)
+    if below.size:
+        return float(value + (value - below.max()) / 2)
+    return value
 
 
 def top_threshold(scores: np.ndarray, fraction: float) -> float:

@@ -31,19 +31,17 @@ from typing import Any
 import numpy as np
 
 import oddeye
+from oddeye.bench.args import MIN_CATEGORY
 from oddeye.bench.classical import CLASSICAL
-from oddeye.bench.oneclass import Case, add_run_arguments, int_list, method_label, run_cases
+from oddeye.bench.oneclass import Case, int_list, method_label, run_cases
 from oddeye.data.loaders import image_files, load_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
 VENDORS = ("google", "twitter")
 VERSION = "16.0.0"
-DATA_DIR = Path("benchmarks/data/emoji")
 STYLE_CATEGORIES = ("Smileys & Emotion", "People & Body")
-MIN_CATEGORY = 80  # images (variants included) for a category to be a one-class case
 TRAIN_SHARE, VALIDATION_SHARE = 0.7, 0.8
-DEFAULT_METHODS = "default,pca,knn,pixel-knn,cnn-bn"
 PROTOCOLS = ("style", "category")
 
 
@@ -162,23 +160,6 @@ def results_name(protocol: str, label: str, seeds: list[int], validation: bool) 
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_run_arguments(parser, DEFAULT_METHODS)
-    parser.add_argument(
-        "--data-dir", type=Path, default=DATA_DIR, help=f"unpacked packages (default {DATA_DIR})"
-    )
-    parser.add_argument("--protocols", default="style,category", help="style, category or both")
-    parser.add_argument(
-        "--min-category",
-        type=int,
-        default=MIN_CATEGORY,
-        help=f"images a category needs (default {MIN_CATEGORY})",
-    )
-    parser.add_argument(
-        "--validation", action="store_true", help="the validation protocol: training split only (choose here)"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     """``oddeye bench emoji``: run, print the tables, save JSON, regenerate the markdown."""
     from oddeye.bench.report import emoji_table, write_markdown

@@ -18,27 +18,12 @@ from typing import Any
 from oddeye.bench.large import measured_oddeye
 from oddeye.bench.provenance import provenance
 from oddeye.bench.speed import generate_images
-from oddeye.config import parse_dims
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 from oddeye.progress import clock
 from oddeye.training.device import choose_device
 
 MEMORY_BUDGET = 2.0  # x the training set's uint8 size
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=140_001, help="training images (default 140,001)")
-    parser.add_argument("--test", type=int, default=19_999, help="test images (default 19,999)")
-    parser.add_argument("--shape", type=parse_dims, default=(64, 64, 3), metavar="HxWxC", help="image shape")
-    parser.add_argument("--detector", default="default", help="registry name (default: default)")
-    parser.add_argument("--budget", help="passed to oddeye train (e.g. 20m); default: none")
-    parser.add_argument("--goal", default="30m", help="the time goal for train + score (default 30m)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated sets go")
-    parser.add_argument("--results-dir", default="benchmarks/results", help="where the JSON record goes")
-    parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
-    parser.add_argument("--no-save", action="store_true", help="print only; write no files")
 
 
 def run(args: argparse.Namespace) -> int:

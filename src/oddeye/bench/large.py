@@ -30,19 +30,6 @@ from oddeye.progress import track
 FOLDER_NOTE = "; read as PNG files from a folder"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``oddeye bench large``."""
-    parser.add_argument("--n", type=int, default=1_000_000, help="images in the generated set")
-    parser.add_argument("--detector", default="cnn", help="registry name")
-    parser.add_argument("--train-images", type=int, default=5000, help="first images trained on (1 epoch)")
-    parser.add_argument(
-        "--format", default="npy", choices=["npy", "folder"], help="score the .npy, or a folder of PNG files"
-    )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
-    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.n < args.train_images or args.train_images < 10:
         raise OddeyeError(f"--n {args.n} / --train-images {args.train_images}: expected 10 <= train <= n")

@@ -19,16 +19,16 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 import oddeye
+from oddeye.bench.args import FMNIST_DIR
 from oddeye.bench.classical import CLASSICAL
 from oddeye.bench.provenance import provenance
 from oddeye.bench.published import PUBLISHED
-from oddeye.config import TrainConfig, setting_arg
+from oddeye.config import TrainConfig
 from oddeye.data import digits_classes, read_idx
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 from oddeye.progress import Task
 
-FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = (
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",
@@ -47,7 +47,6 @@ FMNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
 
 
 @dataclass
@@ -219,45 +218,6 @@ def results_name(dataset: str, name: str, classes: list[int], seeds: list[int]) 
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> None:
-    """The options every accuracy benchmark shares: what to run, seeds, settings, where it goes."""
-    parser.add_argument(
-        "--detectors",
-        default=default_methods,
-        help=f"comma list of detectors and references (pca, knn); default {default_methods}",
-    )
-    parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
-    parser.add_argument(
-        "--set",
-        dest="settings",
-        type=setting_arg,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="training setting or detector parameter for all",
-    )
-    parser.add_argument(
-        "--label",
-        help="name for the results (one detector only); default: the detector's name, plus its "
-        "parameters when --set gives any (e.g. transform-score-both)",
-    )
-    parser.add_argument("--results-dir", default="benchmarks/results", help="where JSON results go")
-    parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
-    parser.add_argument("--no-save", action="store_true", help="print only; write no files")
-
-
-def add_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
-    add_run_arguments(parser, DEFAULT_METHODS)
-    parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
-    if dataset == "fmnist":
-        parser.add_argument(
-            "--data-dir",
-            type=Path,
-            default=FMNIST_DIR,
-            help=f"folder with the four idx files (default {FMNIST_DIR})",
-        )
-
-
 def int_list(text: str, what: str, lo: int = 0, hi: int | None = None) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]

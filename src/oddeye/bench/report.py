@@ -174,6 +174,70 @@ def _machine(r: dict[str, Any]) -> str:
     return f"{m['cpu']}, {m['torch_threads']} threads, {m.get('gpu') or m['device']}"
 
 
+def _maps_markdown(r: dict[str, Any]) -> list[str]:
+    names = r["class_names"]
+    lines = [
+        "## Anomaly maps: pixel AUROC on pasted patches (`oddeye bench maps`), and export parity",
+        "",
+        "Fashion-MNIST, trained on one class (trained detectors capped at "
+        f"{r['epochs']} epochs); its 1,000 normal test images, each with a rectangle (a quarter to a "
+        "half of the side) pasted in from the same place of another class's test image. Pixel AUROC of "
+        "each detector's map over all those pixels (the rectangles are the truth), beside "
+        "|x - the mean training image|. Then `oddeye export`'s check of each detector (trained on "
+        f"{names[0]}): onnxruntime against `oddeye score` on the run's held-out images.",
+        "",
+        "| map | mean pixel AUROC | " + " | ".join(names) + " | export: largest relative score difference "
+        "| flags at the threshold | map difference |",
+        "|---" * (len(names) + 5) + "|",
+    ]
+    for name in sorted(r["pixel_auroc"], key=lambda k: -r["mean_pixel_auroc"][k]):
+        cells = " | ".join(f"{r['pixel_auroc'][name][str(c)]:.3f}" for c in r["classes"])
+        p = r.get("export_parity", {}).get(name)
+        if p is None:
+            tail = " | |"
+        elif "error" in p:
+            tail = f" failed: {p['error']} | |"
+        else:
+            flags = {None: "no threshold", True: "identical", False: "different"}[p["flags_identical"]]
+            tail = f" {p['max_relative_score_difference']:.1e} | {flags} | {p['max_map_difference']:.1e}"
+        lines.append(f"| {name} | **{r['mean_pixel_auroc'][name]:.3f}** | {cells} |{tail} |")
+    return [*lines, "", f"Machine: {_machine(r)}. Commit: {_short_commit(r.get('git_commit'))}. "
+            f"Produced by: `{r.get('command', 'oddeye bench maps')}`", ""]  # fmt: skip
+
+
+def _serve_markdown(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Serving: a load test on loopback (`oddeye bench serve`)",
+        "",
+        "`oddeye serve` in its own process; N client threads posting PNG images to `/score` for a fixed "
+        "time; then the same with a share of malformed uploads (garbage bytes, truncated PNGs, wrong "
+        "sizes), each of which must get a 4xx. RSS of the server process from /proc.",
+        "",
+        "| model | backend | phase | clients | requests/s | images/s | p50 ms | p99 ms | errors | "
+        "malformed refused (4xx) | RSS before / after, MiB | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        shape = "x".join(map(str, r["shape"]))
+        for backend, x in r["backends"].items():
+            rss = x["rss_bytes"]
+            for phase in ("clean", "malformed"):
+                p = x[phase]
+                memory = (
+                    f"{rss['before'] / 2**20:.0f} / {rss['after'] / 2**20:.0f}"
+                    if phase == "malformed"
+                    else ""
+                )
+                lines.append(
+                    f"| {r['detector']} {shape} | {backend} | {phase} | {p['clients']} | "
+                    f"{p['requests_per_s']:.1f} | "
+                    f"{p['images_per_s']:.0f} | {p['p50_ms']:.0f} | {p['p99_ms']:.0f} | {p['errors']} | "
+                    f"{p['malformed_refused_4xx']} | {memory} | {_short_commit(r.get('git_commit'))} |"
+                )
+    machine = "; ".join(sorted({_machine(r) for r in results}))
+    return [*lines, "", f"Machine: {machine}; {results[0]['images_per_request']} images per request.", ""]
+
+
 def _homework_markdown(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## The homework end to end at its size (`oddeye bench homework`)",
@@ -242,6 +306,12 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
         lines += _oneclass_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
     for dataset in EMOJI_TITLES:
         lines += _emoji_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
+    for r in results:
+        if r.get("benchmark") == "maps":
+            lines += _maps_markdown(r)
+    serving = [r for r in results if r.get("benchmark") == "serve"]
+    if serving:
+        lines += _serve_markdown(serving)
     homework = [r for r in results if r.get("benchmark") == "homework"]
     if homework:
         lines += _homework_markdown(homework)

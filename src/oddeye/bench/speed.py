@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import oddeye
+from oddeye.bench.args import LOOPS
 from oddeye.bench.provenance import provenance
 from oddeye.config import TrainConfig
 from oddeye.data import ImageSet, load_images
@@ -46,7 +47,6 @@ SHAPE = (64, 64, 3)  # the homework's images
 SEED = 0
 CHUNK = 1024  # images generated per chunk (about 50 MB of float32 at a time)
 GRID = 6  # low-resolution grid the smooth blobs are interpolated from
-LOOPS = ("ours", "course")
 OURS_WARMUP = 2  # batches
 COURSE_WARMUP = 1
 COURSE_BATCH = 2000
@@ -54,33 +54,6 @@ COURSE_LR = 1e-3
 
 
 # ------------------------------------------------------------------------------------- arguments
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``oddeye bench speed``."""
-    parser.add_argument("--n", type=int, default=140001, help="images in the generated set")
-    parser.add_argument("--detectors", default="fcn,cnn,cnn-bn,vae", help="comma-separated names")
-    parser.add_argument(
-        "--max-images",
-        type=int,
-        default=20000,
-        help="training images timed per loop after warm-up (0 = a full epoch)",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=TrainConfig.batch_size,
-        help="oddeye's batch size (the course loop always uses 2000)",
-    )
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
-    parser.add_argument(
-        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="oddeye's training precision"
-    )
-    parser.add_argument(
-        "--loops", default=",".join(LOOPS), help="which loops to measure: ours, course or both"
-    )
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
-    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
-
-
 def run(args: argparse.Namespace) -> int:
     """Generate the data if needed, measure every detector in both loops, print the figures."""
     names = _detector_names(args.detectors)

@@ -1,23 +1,42 @@
-"""Loading images and labels: validated :class:`ImageSet` objects and 0/1 label arrays."""
+"""Loading images and labels: validated :class:`ImageSet` objects and 0/1 label arrays.
 
-from oddeye.data.imageset import ImageSet, Normalisation, as_imageset
-from oddeye.data.loaders import (
-    digits_classes,
-    digits_one_class,
-    load_images,
-    load_labels,
-    read_idx,
-    write_homework_digits,
-)
+Loaded on first use, so that :mod:`oddeye.data.decode` (Pillow and NumPy only) can be imported
+without PyTorch.
+"""
 
-__all__ = [
-    "ImageSet",
-    "Normalisation",
-    "as_imageset",
-    "digits_classes",
-    "digits_one_class",
-    "load_images",
-    "load_labels",
-    "read_idx",
-    "write_homework_digits",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "ImageSet": "oddeye.data.imageset",
+    "Normalisation": "oddeye.data.imageset",
+    "as_imageset": "oddeye.data.imageset",
+    "digits_classes": "oddeye.data.loaders",
+    "digits_one_class": "oddeye.data.loaders",
+    "load_images": "oddeye.data.loaders",
+    "load_labels": "oddeye.data.loaders",
+    "read_idx": "oddeye.data.loaders",
+    "write_homework_digits": "oddeye.data.loaders",
+}
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from oddeye.data.imageset import ImageSet, Normalisation, as_imageset  # noqa: F401
+    from oddeye.data.loaders import (  # noqa: F401
+        digits_classes,
+        digits_one_class,
+        load_images,
+        load_labels,
+        read_idx,
+        write_homework_digits,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'oddeye.data' has no attribute {name!r}")

@@ -13,26 +13,23 @@ import math
 import os
 import struct
 import tempfile
-import warnings
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from oddeye.data.decode import decode, is_gray, reason, warnings_as_errors
 from oddeye.data.imageset import ImageSet, Normalisation, as_imageset
 from oddeye.errors import InputError
 from oddeye.progress import track
 
 PathArg = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16..." mode
-BACKGROUND = 255  # transparent pixels are composited on white (as a viewer shows them)
 IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 EAGER_SHARE = 0.25  # a folder is decoded whole when it takes at most this share of free memory
 EAGER_MAX = 4_000_000_000  # and at most this many bytes (the homework set is 1.7 GB)
@@ -107,13 +104,7 @@ def _is_idx(p: Path) -> bool:
     return "idx" in name and p.is_file()
 
 
-def _reason(e: BaseException) -> str:
-    """A short, one-line reason taken from an exception."""
-    if isinstance(e, UnidentifiedImageError):
-        return "not an image format Pillow recognises"
-    text = (getattr(e, "strerror", None) or str(e)).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
-    return line if len(line) <= 100 else line[:97] + "..."
+_reason = reason
 
 
 # ------------------------------------------------------------------------------------ npy / npz
@@ -306,7 +297,7 @@ def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> 
         expected = f"at least one image file ({', '.join(IMAGE_SUFFIXES)})"
         raise InputError(folder, expected, "none")
     infos = [_peek(f) for f in files]  # pass 1: sizes and modes, no pixels decoded
-    gray = all(mode in GRAY_MODES or mode.startswith("I;16") for _, mode in infos)
+    gray = all(is_gray(mode) for _, mode in infos)
     mode = "L" if gray else "RGB"
     if size is None:
         w, h = _common_size(folder, files, [s for s, _ in infos])
@@ -370,39 +361,17 @@ def _image_files(folder: Path) -> list[Path]:
 def _peek(f: Path) -> tuple[tuple[int, int], str]:
     """(width, height) and Pillow mode of an image file, read from its header only."""
     try:
-        with _warnings_as_errors(), Image.open(f) as im:
+        with warnings_as_errors(), Image.open(f) as im:
             return im.size, im.mode
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds on malformed files
         raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
 
 
-@contextlib.contextmanager
-def _warnings_as_errors() -> Iterator[None]:
-    """Pillow warns (not raises) on damaged files and decompression bombs: make those errors."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield
-
-
 def _decode(f: Path, mode: str, wh: tuple[int, int]) -> np.ndarray:
     try:
-        with _warnings_as_errors(), Image.open(f) as im:
-            im = _on_white(im).convert(mode)
-            if im.size != wh:
-                im = im.resize(wh, Image.Resampling.BILINEAR)
-            return np.asarray(im)
+        return decode(f, mode, wh)
     except Exception as e:  # noqa: BLE001 - as in _peek; a truncated file fails only here
         raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
-
-
-def _on_white(im: Image.Image) -> Image.Image:
-    """``im`` with any transparency composited on a white background (RGBA, LA, P with a
-    transparent colour); images without transparency are returned as they are."""
-    if im.mode not in ("RGBA", "LA", "La", "RGBa", "PA") and "transparency" not in im.info:
-        return im
-    rgba = im.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (BACKGROUND,) * 3 + (255,))
-    return Image.alpha_composite(background, rgba)
 
 
 def _common_size(folder: Path, files: list[Path], sizes: list[tuple[int, int]]) -> tuple[int, int]:

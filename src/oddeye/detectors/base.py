@@ -52,6 +52,7 @@ class AnomalyModel(nn.Module):
     default_epochs: int = 50  # the family's epoch cap; ``epoch_cap`` is this model's own
     label: str = ""  # the registry name, set by ``DetectorSpec.build`` (names ensemble members)
     latent: str = "the input pixels"  # what ``embed`` returns, in words (the report's latent map)
+    map_meaning: str = "where the image is anomalous"  # what ``infer(maps=True)`` shows, in words
     # Values the constructor derives from its parameters and the shape, which the weights depend
     # on. Each is also an optional keyword argument (None: derive it) so that a saved run rebuilds
     # with the values it was trained with, not with what today's code would derive.
@@ -100,8 +101,9 @@ class AnomalyModel(nn.Module):
         """Sub-detectors the training loop fits first, each on its own (ensembles)."""
         return []
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
-        """Scores (and maps) for a normalised batch; called in eval mode without gradients."""
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Scores for a normalised batch, and with ``maps`` the (B, H, W) anomaly map at the
+        input's resolution (each family says what its map means); eval mode, no gradients."""
         raise NotImplementedError
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,13 +117,17 @@ class ReconstructionModel(AnomalyModel):
     The score is the course notebook's: ``sqrt(sum over pixels and channels of (x - x_hat)^2)``.
     """
 
+    map_meaning = "the squared reconstruction error per pixel, summed over channels"
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(self.reconstruct(x).float(), x.float())
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Map: the squared reconstruction error per pixel, summed over channels (its sum is the
+        score squared); always given, it costs nothing more."""
         recon = self.reconstruct(x).float()
         err = (recon - x.float()).pow(2)  # (B, C, H, W)
         return InferenceBatch(err.flatten(1).sum(1).sqrt(), err.sum(1), recon)

@@ -106,6 +106,14 @@ class AutoencoderClassifier(AnomalyModel):
 
     latent = "the encoder's output, averaged over positions (the classifier's input)"
 
+    @property
+    def map_meaning(self) -> str:  # type: ignore[override]
+        return {
+            "classifier": "the classifier's logit (anomalous vs normal) at each position, before pooling",
+            "reconstruction": "the squared reconstruction error per pixel, summed over channels",
+            "both": "the classifier's logit map and the squared error, each on its fusion scale, averaged",
+        }[self.score_mode]
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         x = shrink(x, self.work_hw)
         return self.head[:2](self.encoder(pad_to_multiple(x, 4))).float()  # (B, 4 * width)
@@ -125,17 +133,26 @@ class AutoencoderClassifier(AnomalyModel):
             loss = loss + self.recon_weight * F.mse_loss(recon[:n].float(), x.float())
         return loss
 
-    def _components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(B, 2) [logit, error] scores (error 0 without a decoder), the (B, H, W) error map and
-        the reconstruction."""
+    def _components(self, x: torch.Tensor, maps: bool = False) -> tuple[torch.Tensor, ...]:
+        """(B, 2) [logit, error] scores (error 0 without a decoder), and with ``maps`` the
+        (B, H, W) classifier and error maps and the reconstruction (None where there is none)."""
         size = x.shape[-2:]
         x = shrink(x, self.work_hw)
-        logits, recon = self._forward(x, decode=True)
-        if recon is None:
-            return torch.stack([logits, torch.zeros_like(logits)], 1), None, None
-        err = (recon.float() - x.float()).pow(2)
-        scores = torch.stack([logits, err.flatten(1).sum(1).sqrt()], 1)
-        return scores, grow(err.sum(1, keepdim=True), size)[:, 0], grow(recon.float(), size)
+        h, w = x.shape[-2:]
+        z = self.encoder(pad_to_multiple(x, 4))  # (B, 4w, H'/4, W'/4)
+        logits = self.head(z).squeeze(1).float()
+        recon = self.decoder(z)[..., :h, :w].float() if self.decoder is not None else None
+        err = (recon - x.float()).pow(2) if recon is not None else None
+        error = err.flatten(1).sum(1).sqrt() if err is not None else torch.zeros_like(logits)
+        scores = torch.stack([logits, error], 1)
+        if not maps:
+            return (scores,)
+        linear = self.head[2]  # the logit is the mean over positions of this map
+        per_position = torch.einsum("bchw,oc->bohw", z.float(), linear.weight.float()) + linear.bias.float()
+        padded = (4 * z.shape[-2], 4 * z.shape[-1])  # two stride-2 stages over the padded input
+        logit_map = grow(grow(per_position, padded)[..., :h, :w], size)[:, 0]
+        err_map = grow(err.sum(1, keepdim=True), size)[:, 0] if err is not None else None
+        return scores, logit_map, err_map, grow(recon, size) if recon is not None else None
 
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
@@ -146,15 +163,28 @@ class AutoencoderClassifier(AnomalyModel):
     def fit_end_work(self) -> str:
         return "score scales" if self.score_mode == "both" else ""
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
-        parts, err_map, recon = self._components(x)
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Maps: the classifier's logit at each position of the encoder's output (before the
+        pooling that makes the score), the reconstruction's squared error per pixel, or for
+        ``both`` the two, each divided by its score's fusion scale, averaged."""
+        if not maps:
+            (parts,) = self._components(x)
+            return InferenceBatch(self._score(parts))
+        parts, logit_map, err_map, recon = self._components(x, maps=True)
         if self.score_mode == "classifier":
-            score = parts[:, 0]
+            amap = logit_map
         elif self.score_mode == "reconstruction":
-            score = parts[:, 1]
+            amap = err_map
         else:
-            score = self.fusion(parts)
-        return InferenceBatch(score, err_map, recon)
+            amap = (logit_map / self.fusion.scale[0] + err_map / self.fusion.scale[1]) / 2
+        return InferenceBatch(self._score(parts), amap, recon)
+
+    def _score(self, parts: torch.Tensor) -> torch.Tensor:
+        if self.score_mode == "classifier":
+            return parts[:, 0]
+        if self.score_mode == "reconstruction":
+            return parts[:, 1]
+        return self.fusion(parts)
 
 
 def frozen(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
@@ -250,7 +280,7 @@ class OneClassGAN(AnomalyModel):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         h, w = self.shape[:2]
-        grid = self.expand(z).view(len(z), -1, *self.grid)
+        grid = self.expand(z).view(z.shape[0], -1, *self.grid)
         return self.decoder(grid)[..., :h, :w]
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -291,7 +321,8 @@ class OneClassGAN(AnomalyModel):
         )
         return d_loss + g_loss
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Map: the reconstruction's squared error per pixel, summed over channels."""
         recon = self.reconstruct(x).float()
         err = (recon - x.float()).pow(2)
         return InferenceBatch(err.flatten(1).sum(1).sqrt(), err.sum(1), recon)

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from oddeye.detectors.memory import BankDetector, reduced_size, shrink
+from oddeye.detectors.memory import BankDetector, grow, reduced_size, shrink
 from oddeye.detectors.registry import register
 
 
@@ -25,6 +25,8 @@ def color_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
     image's fractions of pixels per colour cell; the square root makes Euclidean distance the
     Hellinger distance between the distributions)."""
     b, c, h, w = x.shape
+    if torch.compiler.is_exporting():  # one graph for any batch size
+        return _histogram(x, bins)
     step = max(1, HIST_PIXELS // (h * w))  # images per chunk: bounded temporaries at any size
     return torch.cat([_histogram(x[i : i + step], bins) for i in range(0, b, step)])
 
@@ -32,13 +34,18 @@ def color_histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
 HIST_PIXELS = 1 << 21  # pixels per chunk of a colour histogram's work
 
 
-def _histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
-    b, c = x.shape[:2]
+def colour_cells(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, H*W) the histogram cell (joint colour level) of every pixel."""
     q = ((x.float() + 1) * (bins / 2)).floor_().clamp_(0, bins - 1).to(torch.int32)  # (B, C, H, W)
     cell = q[:, 0]
-    for ch in range(1, c):
+    for ch in range(1, x.shape[1]):
         cell = cell * bins + q[:, ch]
-    flat = cell.flatten(1).long()  # (B, H*W)
+    return cell.flatten(1).long()
+
+
+def _histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
+    b, c = x.shape[:2]
+    flat = colour_cells(x, bins)  # (B, H*W)
     counts = torch.zeros(b, bins**c, device=x.device).scatter_add_(
         1, flat, torch.ones_like(flat, dtype=torch.float)
     )
@@ -47,16 +54,26 @@ def _histogram(x: torch.Tensor, bins: int) -> torch.Tensor:
 
 def orientation_histograms(x: torch.Tensor, bins: int, cell: int) -> torch.Tensor:
     """(B, C, H, W) -> (B, bins * cells) unit-length histograms of unsigned gradient directions,
-    weighted by gradient strength, pooled over ``cell`` x ``cell`` pixel cells (of the gray image)."""
+    weighted by gradient strength, pooled over ``cell`` x ``cell`` pixel cells (of the gray image).
+
+    Each pixel's strength is shared between the two nearest direction bins in proportion to how
+    near it is (bins centred on k * pi / bins, wrapping around at pi), so the histogram changes
+    smoothly with the direction: no pixel jumps from one bin to another on a rounding difference
+    (an edge along an axis lies exactly on a boundary of hard bins)."""
     gray = x.float().mean(1, keepdim=True)  # (B, 1, H, W)
     gx = F.pad(gray, (1, 1, 0, 0), mode="replicate")
     gy = F.pad(gray, (0, 0, 1, 1), mode="replicate")
     gx = gx[..., :, 2:] - gx[..., :, :-2]
     gy = gy[..., 2:, :] - gy[..., :-2, :]
     strength = (gx.pow(2) + gy.pow(2)).sqrt()
-    angle = torch.atan2(gy, gx) % math.pi  # unsigned: [0, pi)
-    which = (angle * (bins / math.pi)).long().clamp(max=bins - 1)  # (B, 1, H, W)
-    per_bin = F.one_hot(which[:, 0], bins).permute(0, 3, 1, 2).float() * strength  # (B, bins, H, W)
+    angle = torch.atan2(gy, gx)  # (-pi, pi]; unsigned directions are this modulo pi
+    place = angle * (bins / math.pi)  # in bins; bin k's centre at k
+    low = place.floor()
+    upper = place - low  # the share of the bin above
+    low_bin = low.long().remainder(bins)[:, 0]  # (B, H, W)
+    high_bin = (low_bin + 1).remainder(bins)
+    per_bin = F.one_hot(low_bin, bins).permute(0, 3, 1, 2).float() * (strength * (1 - upper))
+    per_bin = per_bin + F.one_hot(high_bin, bins).permute(0, 3, 1, 2).float() * (strength * upper)
     h, w = x.shape[-2:]
     grid = (max(1, round(h / cell)), max(1, round(w / cell)))
     pooled = F.adaptive_avg_pool2d(per_bin, grid).flatten(1)
@@ -70,6 +87,10 @@ class ColorKNN(BankDetector):
     gray levels instead."""
 
     latent = "the square roots of its colour histogram"
+    map_meaning = (
+        "each pixel's share of the colour-distribution distance to the nearest training image "
+        "(bright: colours more frequent here than there)"
+    )
 
     def __init__(
         self, shape: tuple[int, int, int], *, bins: int = 8, k: int = 1, max_bank: int = 20000
@@ -80,6 +101,15 @@ class ColorKNN(BankDetector):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return color_histogram(x, self.bins)
 
+    def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        """Each pixel's share of the squared Hellinger distance: its colour cell's term, split
+        evenly among the pixels in that cell (colours the training image has and this one lacks
+        have no pixel to show them)."""
+        cells = colour_cells(x, self.bins)  # (B, H*W)
+        n = cells.shape[1]
+        term = (f - near).pow(2) / (f.pow(2) * n).clamp_min(1e-12)  # (B, cells): per pixel in it
+        return term.gather(1, cells).view(-1, *x.shape[-2:])
+
 
 @register("hog-knn", "distance to the k nearest training images' edge-direction histograms (no training)")
 class OrientationKNN(BankDetector):
@@ -88,6 +118,7 @@ class OrientationKNN(BankDetector):
     unit length. Derived and recorded: ``work_hw``, the resolution it is computed at."""
 
     latent = "its gradient-direction histograms"
+    map_meaning = "how far each 4x4-pixel cell's edge directions are from the nearest training image's"
     derived_names = ("work_hw",)
 
     def __init__(
@@ -107,3 +138,11 @@ class OrientationKNN(BankDetector):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return orientation_histograms(shrink(x.float(), self.work_hw), self.bins, self.cell)
+
+    def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        """Each cell's squared difference to the nearest training image's descriptor, summed over
+        directions, scaled up from the grid of cells to the input's size."""
+        h, w = self.work_hw
+        grid = (max(1, round(h / self.cell)), max(1, round(w / self.cell)))
+        diff = (f - near).pow(2).view(-1, self.bins, *grid).sum(1, keepdim=True)
+        return grow(diff, x.shape[-2:])[:, 0]

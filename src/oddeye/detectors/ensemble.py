@@ -90,6 +90,7 @@ class Ensemble(AnomalyModel):
         self.fusion = ScoreFusion(len(self.detectors))
 
     latent = "the members' latent codes, each scaled to unit length, side by side"
+    map_meaning = "the members' maps, each divided by its score's fusion scale, averaged"
 
     def members(self) -> list[AnomalyModel]:
         return list(self.detectors)
@@ -114,8 +115,17 @@ class Ensemble(AnomalyModel):
     def fit_end_work(self) -> str:
         return "score fusion scales"
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
-        return InferenceBatch(self.fusion(self._components(x)))
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Map: the members' maps, each divided by the spread its score is divided by when the
+        scores are fused (the same scale), averaged."""
+        if not maps:
+            return InferenceBatch(self.fusion(self._components(x)))
+        outs = [m.infer(x, maps=True) for m in self.detectors]
+        score = self.fusion(torch.stack([o.score.float() for o in outs], 1))
+        amap = torch.stack(
+            [o.anomaly_map.float() / s for o, s in zip(outs, self.fusion.scale, strict=True)]
+        ).mean(0)
+        return InferenceBatch(score, amap)
 
 
 DEFAULT_MEMBERS = ("pixel-knn", "hog-knn")

@@ -71,27 +71,48 @@ def resize_bank_on_load(
     self: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
 ) -> None:
     """``_load_from_state_dict`` for modules with a ``bank`` buffer whose length is only known
-    from the saved weights: resize the buffer first, then load as usual."""
+    from the saved weights: resize the buffers first, then load as usual. Banks saved before the
+    ``offset`` buffer existed (format 1) hold their rows as they were: an empty offset, none."""
     if prefix + "bank" in state_dict:
         self.bank = torch.empty_like(state_dict[prefix + "bank"])
+        if hasattr(self, "offset"):
+            state_dict.setdefault(prefix + "offset", torch.zeros(0))
+            self.offset = torch.empty_like(state_dict[prefix + "offset"])
     nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
 
 
-def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """(B,) mean Euclidean distance from each query row to its ``k`` nearest bank rows, in float32,
-    the bank taken in chunks so the (B, chunk) block stays small whatever the bank's size.
+def euclidean(q: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, N) Euclidean distances between the rows of ``q`` and ``b``, computed as torch.cdist does
+    for more than 25 rows (bit for bit): one product of padded rows, [-2q, |q|^2, 1] . [b, 1, |b|^2].
+    Written out so that an exported graph runs the same operations (cdist exports badly)."""
+    qq = q.pow(2).sum(-1, keepdim=True)
+    bb = b.pow(2).sum(-1, keepdim=True)
+    q_pad = torch.cat([q.mul(-2), qq, torch.ones_like(qq)], -1)
+    b_pad = torch.cat([b, torch.ones_like(bb), bb], -1)
+    return (q_pad @ b_pad.mT).clamp_min(0).sqrt()
 
-    torch.cdist computes these as one matrix product of padded rows, [-2q, |q|^2, 1] . [b, 1,
-    |b|^2] (its path for more than 25 rows); saved runs score with exactly these numbers.
-    """
+
+def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """((B, k) distances, ascending, and (B, k) bank rows) of each query's ``k`` nearest bank rows,
+    in float32, the bank taken in chunks so the (B, chunk) block stays small at any bank size."""
     q = queries.float()
     k = max(1, min(k, bank.shape[0]))
-    best = None
+    best = rows = None
     for start in range(0, bank.shape[0], BANK_CHUNK):
-        d = torch.cdist(q, bank[start : start + BANK_CHUNK].float())  # (B, chunk)
-        block = d.topk(min(k, d.shape[1]), dim=1, largest=False).values
-        best = block if best is None else torch.cat([best, block], 1).topk(k, dim=1, largest=False).values
-    return best.mean(1)
+        d = euclidean(q, bank[start : start + BANK_CHUNK].float())  # (B, chunk)
+        values, index = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+        if best is None:
+            best, rows = values, index
+            continue
+        values, index = torch.cat([best, values], 1), torch.cat([rows, index + start], 1)
+        best, pick = values.topk(k, dim=1, largest=False)
+        rows = index.gather(1, pick)
+    return best, rows
+
+
+def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) mean Euclidean distance from each query row to its ``k`` nearest bank rows."""
+    return nearest(queries, bank, k)[0].mean(1)
 
 
 BANK_CHUNK = 8192  # bank rows per distance block
@@ -104,16 +125,25 @@ class KNNBank(nn.Module):
     most ``max_bank`` images are kept, so memory is bounded by ``max_bank`` x the feature size
     whatever the number or size of the images. ``normalize``: rows scaled to unit length (learned
     features). The bank's length is known only once it is built or loaded.
+
+    The rows are kept less their mean (``offset``, subtracted from queries too): distances do not
+    change, but they are computed from far smaller numbers, so float32 loses less to cancellation
+    and an exported graph (another matrix-product library) gives the same scores to 1e-6.
     """
 
     def __init__(self, k: int = 3, max_bank: int = 20000, normalize: bool = False) -> None:
         super().__init__()
         self.k, self.max_bank, self.normalize = k, max_bank, normalize
         self.register_buffer("bank", torch.zeros(0, 0))
+        self.register_buffer("offset", torch.zeros(0))
 
     def _prepare(self, f: torch.Tensor) -> torch.Tensor:
         f = f.float().flatten(1)
         return F.normalize(f, dim=1) if self.normalize else f
+
+    def _centred(self, f: torch.Tensor) -> torch.Tensor:
+        prepared = self._prepare(f)
+        return prepared - self.offset if self.offset.numel() else prepared
 
     @torch.no_grad()
     def build(
@@ -138,10 +168,18 @@ class KNNBank(nn.Module):
         bank = torch.cat(rows) if rows else torch.zeros(0, 0)
         if keep is None and len(bank) > self.max_bank:  # a pass of unknown length: subsample after
             bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
-        self.bank = bank.contiguous()
+        self.offset = bank.mean(0) if len(bank) else torch.zeros(bank.shape[1])
+        self.bank = (bank - self.offset).contiguous()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return knn_distance(self._prepare(features), self.bank, self.k)
+        return knn_distance(self._centred(features), self.bank, self.k)
+
+    def closest(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, D) the nearest bank row of each (prepared) feature row, as a feature row (what a map
+        compares with)."""
+        rows = nearest(self._centred(features), self.bank, 1)[1][:, 0]
+        near = self.bank[rows].float()
+        return near + self.offset if self.offset.numel() else near
 
     @torch.no_grad()
     def leave_one_out(self, max_rows: int = 2000) -> torch.Tensor | None:
@@ -154,7 +192,7 @@ class KNNBank(nn.Module):
         out = []
         for start in range(0, len(rows), 512):
             idx = rows[start : start + 512]
-            d = torch.cdist(self.bank[idx].float(), self.bank.float())  # (b, n)
+            d = euclidean(self.bank[idx].float(), self.bank.float())  # (b, n)
             d[torch.arange(len(idx)), idx] = float("inf")  # not itself
             out.append(d.topk(min(self.k, n - 1), dim=1, largest=False).values.mean(1))
         return torch.cat(out)
@@ -190,8 +228,14 @@ class BankDetector(AnomalyModel):
     def reference_scores(self) -> torch.Tensor | None:
         return self.memory.leave_one_out()
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
-        return InferenceBatch(self.memory(self.features(x)))
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        f = self.features(x)
+        score = self.memory(f)
+        return InferenceBatch(score, self.explain(x, f, self.memory.closest(f)) if maps else None)
+
+    def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) where the image differs from ``near``, its nearest bank row (subclasses)."""
+        raise NotImplementedError
 
 
 @register("pixel-knn", "distance to the k nearest training images after a light blur (no training)")
@@ -236,6 +280,18 @@ class PixelKNN(BankDetector):
         small = shrink(x.float(), self.blur_hw)
         sigma = self.sigma * self.blur_hw[0] / x.shape[-2]  # the same blur, in the smaller pixels
         return shrink(gaussian_blur(small, sigma), self.bank_hw).flatten(1)  # (B, C*h*w)
+
+    map_meaning = (
+        "the squared difference to the nearest training image per pixel (both blurred, at the "
+        "bank's resolution), summed over channels"
+    )
+
+    def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+        """The squared difference to the nearest bank image, summed over channels, at the bank's
+        resolution and scaled up to the input's (its sum there is the squared distance)."""
+        c = x.shape[1]
+        diff = (f - near).pow(2).view(-1, c, *self.bank_hw).sum(1, keepdim=True)  # (B, 1, h, w)
+        return grow(diff, x.shape[-2:])[:, 0]
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
-from oddeye.detectors.memory import FeatureBank
+from oddeye.detectors.memory import FeatureBank, grow
 from oddeye.detectors.registry import register
 
 
@@ -44,6 +45,10 @@ class DeepSVDD(AnomalyModel):
     """
 
     cpu_bf16 = False  # the distances are small; bf16 rounding swamps them
+    map_meaning = (
+        "each position's share of the squared feature distance (to the centre, or to the nearest "
+        "training feature)"
+    )
 
     def __init__(
         self,
@@ -90,8 +95,47 @@ class DeepSVDD(AnomalyModel):
     def fit_end_work(self) -> str:
         return "feature bank" if self.score_mode == "knn" else ""
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
-        f = self.net(x).float()
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Map: the score split over the positions of the last convolution's output, before the
+        pooling: the feature is a sum of one term per position, so the squared distance to the
+        centre (``center``) or to the nearest bank feature (``knn``, the features scaled to unit
+        length) is too. The terms add up to the score (``center``) or its square (``knn``, for the
+        nearest feature); scaled up to the input's size."""
+        z = self.net[:-3](x).float()  # (B, 4w, h, w): the stages before the 2x2 pooling
+        f = self.net[-3:](z).float()
         if self.score_mode == "knn":
-            return InferenceBatch(self.features(f))
-        return InferenceBatch((f - self.center).pow(2).sum(1))
+            score = self.features(f)
+        else:
+            score = (f - self.center).pow(2).sum(1)
+        if not maps:
+            return InferenceBatch(score)
+        terms = self._position_terms(z)  # (B, dim, h, w), summing over positions to f
+        if self.score_mode == "knn":
+            unit = F.normalize(f, dim=1)
+            near = self.features.closest(f)
+            amap = (
+                2
+                * torch.einsum("bd,bdhw->bhw", unit - near, terms)
+                / f.norm(dim=1).clamp_min(1e-12)[:, None, None]
+            )
+        else:
+            gap = f - self.center
+            n = z.shape[-2] * z.shape[-1]
+            amap = torch.einsum("bd,bdhw->bhw", gap, terms) - (gap @ self.center)[:, None, None] / n
+        return InferenceBatch(score, grow(amap[:, None], x.shape[-2:])[:, 0])
+
+    def _position_terms(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, dim, h, w) one term per position whose sum is the network's output: the final
+        linear map applied to each position's share of each of the 2x2 pooled cells."""
+        weight = self.net[-1].weight.float()  # (dim, C * 2 * 2), flattened as (C, 2, 2)
+        dim, c = weight.shape[0], z.shape[1]
+        weight = weight.view(dim, c, 2, 2)
+        h, w = z.shape[-2:]
+        terms = torch.zeros(z.shape[0], dim, h, w, device=z.device)
+        for i in range(2):
+            for j in range(2):  # adaptive pooling's regions (they overlap on odd sizes)
+                r0, r1 = (i * h) // 2, -((-(i + 1) * h) // 2)
+                c0, c1 = (j * w) // 2, -((-(j + 1) * w) // 2)
+                part = torch.einsum("dc,bchw->bdhw", weight[:, :, i, j], z[:, :, r0:r1, c0:c1])
+                terms[:, :, r0:r1, c0:c1] += part / ((r1 - r0) * (c1 - c0))
+        return terms

@@ -18,7 +18,7 @@ from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
 from oddeye.detectors.fusion import ScoreFusion, collect
-from oddeye.detectors.memory import FeatureBank, reduced_size, shrink
+from oddeye.detectors.memory import FeatureBank, grow, reduced_size, shrink
 from oddeye.detectors.registry import register
 
 
@@ -56,6 +56,24 @@ def apply_transform(x: torch.Tensor, t: tuple[int, int, int, int], s: int) -> to
     if turns:
         x = torch.rot90(x, turns, dims=(-2, -1))
     return x
+
+
+def invert_transform(m: torch.Tensor, t: tuple[int, int, int, int], s: int) -> torch.Tensor:
+    """A (B, S, S) map of a transformed copy moved back to the original's frame (rotation and flip
+    undone exactly; a shift undone with zeros where the shifted copy showed reflected pixels)."""
+    flip, turns, dy, dx = t
+    if turns:
+        m = torch.rot90(m, -turns, dims=(-2, -1))
+    if dy or dx:
+        size = m.shape[-1]
+        m = F.pad(m, (s, s, s, s))[..., s - dy * s : s - dy * s + size, s - dx * s : s - dx * s + size]
+    return m.flip(-1) if flip else m
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """(N,) cross-entropy of each row's label: F.cross_entropy's numbers, in operations that
+    export to ONNX at any batch size."""
+    return -logits.log_softmax(1).gather(1, labels[:, None])[:, 0]
 
 
 def small_resnet_trunk(in_ch: int, width: int) -> nn.Sequential:
@@ -122,19 +140,36 @@ class TransformationClassifier(AnomalyModel):
         """(K*B, C, S, S) transformed copies and their (K*B,) transformation labels."""
         x = pad_to_square(shrink(x, self.work_hw))
         views = [apply_transform(x, t, self.shift_px) for t in self.transforms]
-        labels = torch.arange(len(views), device=x.device).repeat_interleave(x.shape[0])
+        b = x.shape[0]
+        labels = torch.arange(len(views) * b, device=x.device) // b  # 0 for the first b copies, ...; exports
         return torch.cat(views), labels
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, B) cross-entropy of the true transformation for every copy of every image, and the
         (B, D) trunk features averaged over the copies."""
+        ce, feats, _, _ = self._forward_maps(x)
+        return ce, feats
+
+    def _forward_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`_forward`, plus the trunk's (K*B, C, s, s) output before its pooling and the
+        (K*B,) transformation labels."""
         views, labels = self._all_transforms(x)
-        feats = self.trunk(views)
-        ce = F.cross_entropy(self.head(feats).float(), labels, reduction="none")
+        z = self.trunk[:-2](views)  # (K*B, 4w, s, s)
+        feats = self.trunk[-2:](z)  # pooled, (K*B, 4w)
+        ce = _cross_entropy(self.head(feats).float(), labels)
         k = len(self.transforms)
-        return ce.view(k, -1), feats.float().view(k, x.shape[0], -1).mean(0)
+        return ce.view(k, -1), feats.float().view(k, x.shape[0], -1).mean(0), z, labels
 
     latent = "the trunk's features, averaged over the transformed copies"
+
+    @property
+    def map_meaning(self) -> str:  # type: ignore[override]
+        return {
+            "ce": "how badly each position's view tells which transformation was applied, averaged "
+            "over the transformed copies (turned back)",
+            "knn": "each position's share of the squared feature distance to the nearest training image",
+            "both": "the two maps (cross-entropy and feature distance), each on its fusion scale, averaged",
+        }[self.score_mode]
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)[0].mean()
@@ -159,8 +194,52 @@ class TransformationClassifier(AnomalyModel):
     def fit_end_work(self) -> str:
         return {"ce": "", "knn": "feature bank", "both": "feature bank and score scales"}[self.score_mode]
 
-    def infer(self, x: torch.Tensor) -> InferenceBatch:
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        """Maps, from the trunk's output before its pooling, each transformed copy's map turned
+        back to the image's own orientation: ``ce``, the cross-entropy of the true transformation
+        at each position (the head applied there), averaged over the copies; ``knn``, the squared
+        feature distance to the nearest bank feature split over positions and copies (the pooled
+        feature is their sum), added up; ``both``, the two divided by their fusion scales and
+        averaged. Scaled up to the input's size."""
+        ce, feats, z, labels = self._forward_maps(x)
         if self.score_mode == "ce":
-            return InferenceBatch(self._forward(x)[0].mean(0))
-        parts = self._components(x)
-        return InferenceBatch(parts[:, 1] if self.score_mode == "knn" else self.fusion(parts))
+            score = ce.mean(0)
+        else:
+            parts = torch.stack([ce.mean(0), self.features(feats)], 1)
+            score = parts[:, 1] if self.score_mode == "knn" else self.fusion(parts)
+        if not maps:
+            return InferenceBatch(score)
+        k, b = len(self.transforms), x.shape[0]
+        ce_map = knn_map = None
+        if self.score_mode != "knn":
+            logits = torch.einsum("nchw,oc->nohw", z.float(), self.head.weight.float())
+            logits = logits + self.head.bias.float()[None, :, None, None]
+            chosen = F.one_hot(labels, logits.shape[1]).float()[:, :, None, None]  # (K*B, T, 1, 1)
+            picked = (logits.log_softmax(1) * chosen).sum(1)  # the true transformation's log-probability
+            ce_map = self._back(-picked.view(k, b, *z.shape[-2:]), x).mean(0)
+        if self.score_mode != "ce":
+            unit, near = F.normalize(feats, dim=1), self.features.closest(feats)
+            n = z.shape[-2] * z.shape[-1]
+            per = torch.einsum("bd,kbdhw->kbhw", unit - near, z.float().view(k, b, *z.shape[1:]))
+            knn_map = self._back(
+                2 * per / (k * n * feats.norm(dim=1).clamp_min(1e-12)[None, :, None, None]), x
+            ).sum(0)
+        if ce_map is None:
+            amap = knn_map
+        elif knn_map is None:
+            amap = ce_map
+        else:
+            amap = (ce_map / self.fusion.scale[0] + knn_map / self.fusion.scale[1]) / 2
+        return InferenceBatch(score, amap)
+
+    def _back(self, maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, s, s) maps of the transformed copies -> (K, B, H, W) in the image's own frame."""
+        h, w = self.work_hw
+        side = max(h, w)
+        out = []
+        for t, m in zip(self.transforms, maps, strict=True):
+            m = invert_transform(grow(m[:, None], (side, side))[:, 0], t, self.shift_px)
+            d = side - min(h, w)  # pad_to_square's margin, on the shorter side
+            m = m[:, d // 2 : d // 2 + h, :] if h < w else m[:, :, d // 2 : d // 2 + w]
+            out.append(grow(m[:, None], x.shape[-2:])[:, 0])
+        return torch.stack(out)

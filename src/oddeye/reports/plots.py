@@ -186,18 +186,28 @@ def image_grid_figure(
 
 
 def triplets_figure(
-    inputs: np.ndarray, reconstructions: np.ndarray, maps: np.ndarray, captions: Sequence[str], title: str
+    inputs: np.ndarray,
+    reconstructions: np.ndarray | None,
+    maps: np.ndarray,
+    captions: Sequence[str],
+    title: str,
+    map_name: str = "anomaly map",
 ) -> Figure:
-    """Columns of input / reconstruction / error map, one per image (one colour scale for all maps)."""
+    """Columns of input / reconstruction (where there is one) / anomaly map, one per image, one
+    colour scale for all maps (from 0, or from the 0.5th percentile for maps that go below 0)."""
     n = len(inputs)
-    fig, axes = plt.subplots(3, n, figsize=(1.5 * n + 0.8, 5.2), squeeze=False)
+    rows = 3 if reconstructions is not None else 2
+    fig, axes = plt.subplots(rows, n, figsize=(1.5 * n + 0.8, 1.75 * rows), squeeze=False)
     vmax = float(np.percentile(maps, 99.5)) if maps.size else 1.0
+    vmin = min(0.0, float(np.percentile(maps, 0.5))) if maps.size else 0.0
     for i in range(n):
         _show(axes[0, i], inputs[i])
-        _show(axes[1, i], reconstructions[i])
-        _show(axes[2, i], maps[i], cmap="inferno", vmin=0.0, vmax=max(vmax, 1e-12))
+        if reconstructions is not None:
+            _show(axes[1, i], reconstructions[i])
+        _show(axes[-1, i], maps[i], cmap="inferno", vmin=vmin, vmax=max(vmax, vmin + 1e-12))
         axes[0, i].set_title(captions[i], fontsize=7)
-    for ax, name in zip(axes[:, 0], ("input", "reconstruction", "squared error")):
+    names = ("input", "reconstruction", map_name) if reconstructions is not None else ("input", map_name)
+    for ax, name in zip(axes[:, 0], names):
         ax.set_ylabel(name, fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

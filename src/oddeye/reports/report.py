@@ -105,7 +105,10 @@ def _training_section(inputs: ReportInputs) -> Section | None:
     det = inputs.det
     if det is None:
         return None
-    fig = plots.training_curve_figure(all_histories(det.record_), f"{det.detector} training")
+    histories = all_histories(det.record_)
+    if not any(histories.values()):
+        return None  # memory banks alone: no training loop to show
+    fig = plots.training_curve_figure(histories, f"{det.detector} training")
     caption = (
         "Training loss and the loss on held-out normal training images, per epoch; the dashed line "
         "marks the epoch whose weights were kept."
@@ -185,21 +188,26 @@ def _reconstruction_section(inputs: ReportInputs, n_top: int = 5, n_bottom: int 
     order = np.argsort(inputs.scores, kind="stable")
     index = np.concatenate([order[::-1][:n_top], order[:n_bottom]])
     result = det.infer(data, maps=True, indices=index)
-    if result.reconstructions is None or result.anomaly_maps is None:
+    if result.anomaly_maps is None:
         return None
-    recon = data.normalisation.apply(_as_tensor(result.reconstructions))  # (B, H, W, C) in [-1, 1]
+    shown = None
+    if result.reconstructions is not None:
+        recon = data.normalisation.apply(_as_tensor(result.reconstructions))  # (B, H, W, C) in [-1, 1]
+        shown = ((recon.numpy() + 1) / 2).clip(0, 1)
     kinds = ["most anomalous"] * min(n_top, len(index)) + ["most normal"] * (
         len(index) - min(n_top, len(index))
     )
     captions = [f"{k}\n#{i}  {inputs.scores[i]:.4g}" for i, k in zip(index, kinds)]
-    shown = ((recon.numpy() + 1) / 2).clip(0, 1)
-    title = "input / reconstruction / error map"
-    fig = plots.triplets_figure(display_images(data, index), shown, result.anomaly_maps, captions, title)
+    title = "input / reconstruction / anomaly map" if shown is not None else "input / anomaly map"
+    maps = result.anomaly_maps
+    fig = plots.triplets_figure(display_images(data, index), shown, maps, captions, title)
+    recon_text = " and their reconstructions" if shown is not None else ""
     caption = (
-        f"The {n_top} most anomalous and the {n_bottom} most normal images, their reconstructions and "
-        "the squared error per pixel (summed over channels; one colour scale for all rows)."
+        f"The {n_top} most anomalous and the {n_bottom} most normal images{recon_text}, with the "
+        f"detector's anomaly map: {det.model_.map_meaning}. One colour scale for all rows; brighter "
+        "is more anomalous."
     )
-    return Section("reconstructions", "Reconstructions", caption, plots.png_bytes(fig))
+    return Section("anomaly_maps", "Anomaly maps", caption, plots.png_bytes(fig))
 
 
 def _as_tensor(a: np.ndarray) -> Any:

@@ -1,0 +1,152 @@
+"""The benchmarks' command-line options, apart from their code: parsing ``oddeye ...`` imports no
+model code (a server started from an ONNX file needs neither torch nor the benchmarks)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from oddeye.config import TrainConfig, add_set_option, parse_dims
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
+EMOJI_DIR = Path("benchmarks/data/emoji")
+EMOJI_METHODS = "default,pca,knn,pixel-knn,cnn-bn"
+MIN_CATEGORY = 80  # images (variants included) for a category to be a one-class case
+LOOPS = ("ours", "course")
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> None:
+    """The options every accuracy benchmark shares: what to run, seeds, settings, where it goes."""
+    parser.add_argument(
+        "--detectors",
+        default=default_methods,
+        help=f"comma list of detectors and references (pca, knn); default {default_methods}",
+    )
+    parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
+    add_set_option(parser, "settings", "training setting or detector parameter for all")
+    parser.add_argument(
+        "--label",
+        help="name for the results (one detector only); default: the detector's name, plus its "
+        "parameters when --set gives any (e.g. transform-score-both)",
+    )
+    add_output_arguments(parser)
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a benchmark's record goes (and whether it goes anywhere)."""
+    parser.add_argument("--results-dir", default="benchmarks/results", help="where the JSON records go")
+    parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
+    parser.add_argument("--no-save", action="store_true", help="print only; write no files")
+
+
+def oneclass(parser: argparse.ArgumentParser, dataset: str) -> None:
+    """``oddeye bench fmnist|digits``."""
+    add_run_arguments(parser, DEFAULT_METHODS)
+    parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
+    if dataset == "fmnist":
+        parser.add_argument(
+            "--data-dir",
+            type=Path,
+            default=FMNIST_DIR,
+            help=f"folder with the four idx files (default {FMNIST_DIR})",
+        )
+
+
+def emoji(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench emoji``."""
+    add_run_arguments(parser, EMOJI_METHODS)
+    parser.add_argument(
+        "--data-dir", type=Path, default=EMOJI_DIR, help=f"unpacked packages (default {EMOJI_DIR})"
+    )
+    parser.add_argument("--protocols", default="style,category", help="style, category or both")
+    parser.add_argument(
+        "--min-category",
+        type=int,
+        default=MIN_CATEGORY,
+        help=f"images a category needs (default {MIN_CATEGORY})",
+    )
+    parser.add_argument(
+        "--validation", action="store_true", help="the validation protocol: training split only (choose here)"
+    )
+
+
+def speed(parser: argparse.ArgumentParser) -> None:
+    """The options of ``oddeye bench speed``."""
+    parser.add_argument("--n", type=int, default=140001, help="images in the generated set")
+    parser.add_argument("--detectors", default="fcn,cnn,cnn-bn,vae", help="comma-separated names")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=20000,
+        help="training images timed per loop after warm-up (0 = a full epoch)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TrainConfig.__dataclass_fields__["batch_size"].default,
+        help="oddeye's batch size (the course loop always uses 2000)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "fp32", "bf16"], help="oddeye's training precision"
+    )
+    parser.add_argument(
+        "--loops", default=",".join(LOOPS), help="which loops to measure: ours, course or both"
+    )
+    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+
+
+def large(parser: argparse.ArgumentParser) -> None:
+    """The options of ``oddeye bench large``."""
+    parser.add_argument("--n", type=int, default=1_000_000, help="images in the generated set")
+    parser.add_argument("--detector", default="cnn", help="registry name")
+    parser.add_argument("--train-images", type=int, default=5000, help="first images trained on (1 epoch)")
+    parser.add_argument(
+        "--format", default="npy", choices=["npy", "folder"], help="score the .npy, or a folder of PNG files"
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+
+
+def homework(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench homework``."""
+    parser.add_argument("--n", type=int, default=140_001, help="training images (default 140,001)")
+    parser.add_argument("--test", type=int, default=19_999, help="test images (default 19,999)")
+    parser.add_argument("--shape", type=parse_dims, default=(64, 64, 3), metavar="HxWxC", help="image shape")
+    parser.add_argument("--detector", default="default", help="registry name (default: default)")
+    parser.add_argument("--budget", help="passed to oddeye train (e.g. 20m); default: none")
+    parser.add_argument("--goal", default="30m", help="the time goal for train + score (default 30m)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated sets go")
+    add_output_arguments(parser)
+
+
+def serve(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench serve``."""
+    parser.add_argument("--detector", default="default", help="registry name (default: default)")
+    parser.add_argument("--shape", type=parse_dims, default=(64, 64, 3), metavar="HxWxC", help="image shape")
+    parser.add_argument("--n", type=int, default=2000, help="training images for the served model")
+    parser.add_argument("--backends", default="onnx,run", help="onnx (onnxruntime), run (PyTorch) or both")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    parser.add_argument("--per-request", type=int, default=4, help="PNG images per request (default 4)")
+    parser.add_argument("--bad-share", type=float, default=0.25, help="malformed share in phase 2")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the model and data go")
+    add_output_arguments(parser)
+
+
+def maps(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench maps``."""
+    parser.add_argument("--detectors", default="all", help="comma list of detectors, or all (default)")
+    parser.add_argument("--classes", default="1,6,8", help="Fashion-MNIST classes trained on (default 1,6,8)")
+    parser.add_argument(
+        "--epochs", type=int, default=10, help="epoch cap of the trained detectors (default 10)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=FMNIST_DIR, help=f"the idx files (default {FMNIST_DIR})"
+    )
+    add_output_arguments(parser)
