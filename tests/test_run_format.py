@@ -1,6 +1,6 @@
 """A run folder means the same thing for good: every registered detector saves its fully resolved
 build, reloads to identical scores, and keeps doing so when the code's defaults change; runs of
-format 1 load and score as format-1 code scored them."""
+formats 1 and 2 load and score as the code of their time scored them."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import oddeye
 from helpers import FAST, blobs
 from oddeye.detectors import available, get_spec, memory, transforms
 from oddeye.errors import OddeyeError
-from oddeye.migrate import V1_DEFAULTS, upgrade_v1
+from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2
 
 SHAPE = (12, 12, 3)
 FORMAT1 = Path(__file__).parent / "data" / "format1-digits-default"
+FORMAT2 = Path(__file__).parent / "data" / "format2-digits-default"
 # Another valid value for every string parameter (other types are changed by rule, see other_value).
 OTHER_CHOICE = {
     ("boss", "score"): "classifier",
@@ -49,7 +50,7 @@ def other_value(name: str, key: str, value: object) -> object:
         return OTHER_CHOICE[name, key]
     if key == "members":
         return ("cnn",)
-    if key == "colour_members":
+    if key in ("colour_members", "gray_members"):
         return ("pixel-knn:k=1",)
     if isinstance(value, bool):
         return not value
@@ -84,7 +85,7 @@ def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_detector_records_its_resolved_build(name: str, tmp_path_factory) -> None:
     run, _ = trained(name, tmp_path_factory)
     meta = json.loads((run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/2"
+    assert meta["format"] == "oddeye-run/3"
     spec = get_spec(name)
     assert set(meta["params"]) == set(spec.arch_defaults())  # every parameter, not just the typed ones
     assert set(meta["derived"]) == set(spec.model_cls.derived_names)
@@ -177,7 +178,7 @@ def test_saving_a_threshold_into_a_format1_run_keeps_its_scores(format1_run: Pat
     )
     assert r.code == 0, r.err
     meta = json.loads((format1_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/2" and meta["upgraded_from"] == "oddeye-run/1"
+    assert meta["format"] == "oddeye-run/3" and meta["upgraded_from"] == "oddeye-run/1"
     assert meta["threshold"]["rule"] == "fpr:0.5"
     assert_format1_scores(format1_run)
 
@@ -232,3 +233,53 @@ def test_a_detector_format1_did_not_know_is_refused() -> None:
     meta = {"detector": "fancy-new", "params": {}, "config": {}, "input_shape": [8, 8, 1]}
     with pytest.raises(ValueError, match="did not exist in format 1"):
         upgrade_v1(meta)
+
+
+# -- format 2 -----------------------------------------------------------------------------------
+@pytest.fixture
+def format2_run(tmp_path: Path) -> Path:
+    """The checked-in format-2 run (written by the last format-2 code), copied so tests may write."""
+    return Path(shutil.copytree(FORMAT2 / "run", tmp_path / "run"))
+
+
+def assert_format2_scores(run: Path) -> None:
+    scores = oddeye.load(run, progress=False).score(FORMAT2 / "test_images.npy")
+    np.testing.assert_allclose(scores, np.load(FORMAT2 / "expected_scores.npy"), rtol=1e-5, atol=1e-5)
+
+
+def test_the_checked_in_format2_run_still_loads_and_scores_as_written(format2_run: Path) -> None:
+    assert json.loads((format2_run / "model.json").read_text())["format"] == "oddeye-run/2"
+    assert_format2_scores(format2_run)
+    build = oddeye.load(format2_run, progress=False).build_
+    # format 2's default had no gray members: today's (shape-knn on gray images) must not appear
+    assert [m["detector"] for m in build.params["members"]] == ["pixel-knn", "hog-knn"]
+    assert build.params["gray_members"] == []
+
+
+def test_format2_runs_ignore_todays_defaults(format2_run: Path, monkeypatch) -> None:
+    change_every_default(monkeypatch)
+    assert_format2_scores(format2_run)
+
+
+def test_saving_a_threshold_into_a_format2_run_writes_format3_and_keeps_its_scores(
+    format2_run: Path, cli, tmp_path
+) -> None:
+    out = tmp_path / "p.csv"
+    r = cli("score", format2_run, FORMAT2 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
+    assert r.code == 0, r.err
+    meta = json.loads((format2_run / "model.json").read_text())
+    assert meta["format"] == "oddeye-run/3" and meta["upgraded_from"] == "oddeye-run/2"
+    assert meta["params"]["gray_members"] == []
+    assert_format2_scores(format2_run)
+
+
+def test_format2_upgrade_adds_only_what_format3_added() -> None:
+    params = {"members": [], "references": "heldout"}
+    meta = {"format": "oddeye-run/2", "detector": "default", "params": params}
+    up = upgrade_v2(meta)
+    assert up["params"] == {"members": [], "references": "heldout", "gray_members": []}
+    assert up["format"] == "oddeye-run/3" and up["upgraded_from"] == "oddeye-run/2"
+    kept = upgrade_v2({**meta, "params": {"gray_members": ["shape-knn"]}})
+    assert kept["params"]["gray_members"] == ["shape-knn"]  # a recorded value is never replaced
+    other = {"format": "oddeye-run/2", "detector": "cnn", "params": {"channels": [4]}}
+    assert upgrade_v2(other)["params"] == {"channels": [4]}

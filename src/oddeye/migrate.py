@@ -3,8 +3,10 @@
 A run folder means the same thing for good. Format 1 (``oddeye-run/1``) recorded only the
 parameters the user typed, so its meaning is fixed here by what format-1 code did: the defaults,
 epoch caps and derivations of that code, frozen in these tables and functions. Today's defaults
-never reach an old run. Each later format change adds one upgrade step and a test that loads a
-run written by the previous format.
+never reach an old run. Format 2 (``oddeye-run/2``) recorded every resolved parameter; format 3
+added ``default``'s ``gray_members``, which format-2 runs read as ``[]`` (what format-2 code
+built). Each later format change adds one upgrade step and a test that loads a run written by the
+previous format.
 """
 
 from __future__ import annotations
@@ -156,5 +158,25 @@ def upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+# Format 2 recorded every parameter; parameters added since, with the value that builds what
+# format-2 code built (``default``'s members for gray images only came with format 3).
+V2_LATER: dict[str, dict[str, Any]] = {"default": {"gray_members": []}}
+
+
+def upgrade_v2(meta: dict[str, Any]) -> dict[str, Any]:
+    """A format-2 model.json as format 3: parameters added since completed as format 2 built."""
+    if not isinstance(meta.get("params"), dict):
+        raise ValueError("format 2 metadata needs a params object")
+    later = V2_LATER.get(str(meta.get("detector")), {})
+    added = {k: v for k, v in later.items() if k not in meta["params"]}
+    upgraded = {**meta, "params": {**meta["params"], **added}}
+    upgraded["format"] = "oddeye-run/3"
+    upgraded.setdefault("upgraded_from", "oddeye-run/2")
+    return upgraded
+
+
 # format -> the step that turns its metadata into the next format's
-UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"oddeye-run/1": upgrade_v1}
+UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "oddeye-run/1": upgrade_v1,
+    "oddeye-run/2": upgrade_v2,
+}

@@ -43,7 +43,7 @@ from oddeye.thresholds import Threshold
 from oddeye.training.checkpoint import CHECKPOINT
 from oddeye.training.loop import EpochRecord
 
-FORMAT = "oddeye-run/2"
+FORMAT = "oddeye-run/3"
 WEIGHTS, META, HISTORY, CURVE = "model.safetensors", "model.json", "history.csv", "training_curve.png"
 HELDOUT_SCORES = "heldout_scores.npy"
 HELDOUT_SAMPLE = "heldout_sample.npy"
@@ -192,7 +192,7 @@ def read_metadata(run_dir: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise OddeyeError(f"{path}: expected JSON metadata, found unreadable data ({e})") from None
     found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-    known = (FORMAT, *UPGRADES)
+    known = (*UPGRADES, FORMAT)
     if not isinstance(meta, dict) or found not in known:
         raise OddeyeError(f"{path}: expected format {' or '.join(map(repr, known))}, found {found!r}")
     try:

@@ -4,7 +4,9 @@ the training images" from the pixels' own.
 - ``color-knn``: the image's colour distribution (a joint histogram of its colours), which moves
   when the same content is drawn, lit or printed differently;
 - ``hog-knn``: the image's local edge directions (gradient-orientation histograms on a grid of
-  small cells, in the spirit of HOG), which moves with shape and line work, not with colour.
+  small cells, in the spirit of HOG), which moves with shape and line work, not with colour;
+- ``shape-knn``: the image's silhouette (which pixels differ from the background, the colour of
+  the image's border), blurred: the outline alone, whatever the shading, print or texture inside.
 
 Both keep a bounded bank (:class:`~oddeye.detectors.memory.KNNBank`) built in one streamed pass.
 """
@@ -16,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from oddeye.detectors.memory import BankDetector, grow, reduced_size, shrink
+from oddeye.detectors.memory import BankDetector, PixelKNN, grow, reduced_size, shrink
 from oddeye.detectors.registry import register
 
 
@@ -146,3 +148,51 @@ class OrientationKNN(BankDetector):
         grid = (max(1, round(h / self.cell)), max(1, round(w / self.cell)))
         diff = (f - near).pow(2).view(-1, self.bins, *grid).sum(1, keepdim=True)
         return grow(diff, x.shape[-2:])[:, 0]
+
+
+def silhouette(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(B, C, H, W) in [-1, 1] -> (B, 1, H, W) in {-1, 1}: 1 where a pixel differs from the
+    image's background by more than ``threshold`` (a fraction of the value range) in any channel.
+    The background is each channel's median over the image's one-pixel border, so a border that
+    the object touches here and there does not move it."""
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], -1).float()
+    n = border.shape[-1]
+    background = border.sort(-1).values[..., (n - 1) // 2]  # (B, C): the median (sort exports)
+    away = (x.float() - background[..., None, None]).abs().amax(1, keepdim=True)
+    return (away > 2 * threshold).float() * 2 - 1
+
+
+@register("shape-knn", "distance to the k nearest training silhouettes, blurred (no training)")
+class ShapeKNN(PixelKNN):
+    """:class:`~oddeye.detectors.memory.PixelKNN` on the image's silhouette: the pixels that differ
+    from the background (the median colour of the image's border) by more than ``threshold`` of
+    the value range (0.02: five gray levels of 255) in any channel. What it compares is the
+    object's outline alone, so a shirt and a coat of the same print differ in it only where their
+    shapes do. Meant for objects on a plain background; on full-frame photographs its mask follows
+    whatever differs from the border."""
+
+    latent = "its blurred (and reduced) silhouette"
+    map_meaning = (
+        "the squared difference of the blurred silhouette to the nearest training image's, per pixel "
+        "(where the outline is not the training images')"
+    )
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        *,
+        threshold: float = 0.02,
+        k: int = 3,
+        blur: float = 1 / 28,
+        max_bank: int = 20000,
+        max_side: int = 32,
+        sigma: float | None = None,
+        blur_hw: list[int] | None = None,
+        bank_hw: list[int] | None = None,
+    ) -> None:
+        pixels = {"k": k, "blur": blur, "max_bank": max_bank, "max_side": max_side}
+        super().__init__(shape, **pixels, sigma=sigma, blur_hw=blur_hw, bank_hw=bank_hw)
+        self.threshold = float(threshold)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return super().features(silhouette(x, self.threshold))

@@ -289,8 +289,7 @@ class PixelKNN(BankDetector):
     def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
         """The squared difference to the nearest bank image, summed over channels, at the bank's
         resolution and scaled up to the input's (its sum there is the squared distance)."""
-        c = x.shape[1]
-        diff = (f - near).pow(2).view(-1, c, *self.bank_hw).sum(1, keepdim=True)  # (B, 1, h, w)
+        diff = (f - near).pow(2).unflatten(1, (-1, *self.bank_hw)).sum(1, keepdim=True)  # (B, 1, h, w)
         return grow(diff, x.shape[-2:])[:, 0]
 
     def _load_from_state_dict(
