@@ -143,7 +143,7 @@ def test_default_runs_unchanged_on_homework_shaped_colour_images(tmp_path) -> No
     assert pixels.shape == (18, 32 * 32 * 3)  # blurred, then halved
     assert edges.shape == (18, 16 * 16 * 8) and colours.shape == (18, 8**3)
     gray = oddeye.create("default", progress=False).fit(blobs(24, (28, 28, 1)))
-    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn"]  # no colours to count
+    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn", "shape-knn"]  # no colours
     scores = det.score(test)
     det.save(tmp_path / "run")
     np.testing.assert_allclose(oddeye.load(tmp_path / "run").score(test), scores, rtol=1e-5, atol=1e-5)

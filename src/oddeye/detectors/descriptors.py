@@ -150,22 +150,22 @@ class OrientationKNN(BankDetector):
         return grow(diff, x.shape[-2:])[:, 0]
 
 
-def silhouette(x: torch.Tensor, threshold: float) -> torch.Tensor:
+def silhouette(x: torch.Tensor, foreground: float) -> torch.Tensor:
     """(B, C, H, W) in [-1, 1] -> (B, 1, H, W) in {-1, 1}: 1 where a pixel differs from the
-    image's background by more than ``threshold`` (a fraction of the value range) in any channel.
+    image's background by more than ``foreground`` (a fraction of the value range) in any channel.
     The background is each channel's median over the image's one-pixel border, so a border that
     the object touches here and there does not move it."""
     border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], -1).float()
     n = border.shape[-1]
     background = border.sort(-1).values[..., (n - 1) // 2]  # (B, C): the median (sort exports)
     away = (x.float() - background[..., None, None]).abs().amax(1, keepdim=True)
-    return (away > 2 * threshold).float() * 2 - 1
+    return (away > 2 * foreground).float() * 2 - 1
 
 
 @register("shape-knn", "distance to the k nearest training silhouettes, blurred (no training)")
 class ShapeKNN(PixelKNN):
     """:class:`~oddeye.detectors.memory.PixelKNN` on the image's silhouette: the pixels that differ
-    from the background (the median colour of the image's border) by more than ``threshold`` of
+    from the background (the median colour of the image's border) by more than ``foreground`` of
     the value range (0.02: five gray levels of 255) in any channel. What it compares is the
     object's outline alone, so a shirt and a coat of the same print differ in it only where their
     shapes do. Meant for objects on a plain background; on full-frame photographs its mask follows
@@ -181,7 +181,7 @@ class ShapeKNN(PixelKNN):
         self,
         shape: tuple[int, int, int],
         *,
-        threshold: float = 0.02,
+        foreground: float = 0.02,
         k: int = 3,
         blur: float = 1 / 28,
         max_bank: int = 20000,
@@ -192,7 +192,7 @@ class ShapeKNN(PixelKNN):
     ) -> None:
         pixels = {"k": k, "blur": blur, "max_bank": max_bank, "max_side": max_side}
         super().__init__(shape, **pixels, sigma=sigma, blur_hw=blur_hw, bank_hw=bank_hw)
-        self.threshold = float(threshold)
+        self.foreground = float(foreground)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return super().features(silhouette(x, self.threshold))
+        return super().features(silhouette(x, self.foreground))
