@@ -155,10 +155,11 @@ def silhouette(x: torch.Tensor, foreground: float) -> torch.Tensor:
     image's background by more than ``foreground`` (a fraction of the value range) in any channel.
     The background is each channel's median over the image's one-pixel border, so a border that
     the object touches here and there does not move it."""
-    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], -1).float()
+    x = x.float()
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], -1)
     n = border.shape[-1]
     background = border.sort(-1).values[..., (n - 1) // 2]  # (B, C): the median (sort exports)
-    away = (x.float() - background[..., None, None]).abs().amax(1, keepdim=True)
+    away = (x - background[..., None, None]).abs().amax(1, keepdim=True)
     return (away > 2 * foreground).float() * 2 - 1
 
 
@@ -190,8 +191,11 @@ class ShapeKNN(PixelKNN):
         blur_hw: list[int] | None = None,
         bank_hw: list[int] | None = None,
     ) -> None:
-        pixels = {"k": k, "blur": blur, "max_bank": max_bank, "max_side": max_side}
-        super().__init__(shape, **pixels, sigma=sigma, blur_hw=blur_hw, bank_hw=bank_hw)
+        # spelled out, not **kwargs: the registry reads each detector's own keyword parameters
+        super().__init__(
+            shape, k=k, blur=blur, max_bank=max_bank, max_side=max_side, sigma=sigma, blur_hw=blur_hw,
+            bank_hw=bank_hw,
+        )  # fmt: skip
         self.foreground = float(foreground)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
