@@ -4,7 +4,7 @@ formats 1 and 2 load and score as the code of their time scored them."""
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -65,14 +65,13 @@ def other_value(name: str, key: str, value: object) -> object:
 
 def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a later version might do: every parameter default, epoch cap and derivation differs."""
+    changed: set[int] = set()  # a subclass's dataclass shares its parent's fields: change each once
     for name in available():
         cls = get_spec(name).model_cls
-        init = cls.__init__
-        defaults = dict(init.__kwdefaults__ or {})
-        for key, value in get_spec(name).arch_defaults().items():
-            if key in inspect.signature(init).parameters and key in defaults:
-                defaults[key] = other_value(name, key, value)
-        monkeypatch.setattr(init, "__kwdefaults__", defaults)
+        for f in dataclasses.fields(cls.Params):
+            if id(f) not in changed:
+                changed.add(id(f))
+                monkeypatch.setattr(f, "default", other_value(name, f.name, f.default))
         monkeypatch.setattr(cls, "default_epochs", cls.default_epochs + 7)
     monkeypatch.setattr(memory, "blur_sigma", lambda blur, shape: 3.0 * blur * max(shape[:2]))
     monkeypatch.setattr(transforms, "shift_pixels", lambda shift, side: 1 + int(shift * side))
@@ -88,12 +87,12 @@ def test_every_detector_records_its_resolved_build(name: str, tmp_path_factory) 
     assert meta["format"] == "oddeye-run/3"
     spec = get_spec(name)
     assert set(meta["params"]) == set(spec.arch_defaults())  # every parameter, not just the typed ones
-    assert set(meta["derived"]) == set(spec.model_cls.derived_names)
+    assert set(meta["derived"]) == set(spec.model_cls.Derived.names())
     assert (meta["epoch_cap"] is None) == (not spec.model_cls.trainable)
     for member in meta["params"].get("members", []):
         member_spec = get_spec(member["detector"])
         assert set(member["params"]) == set(member_spec.arch_defaults())
-        assert set(member["derived"]) == set(member_spec.model_cls.derived_names)
+        assert set(member["derived"]) == set(member_spec.model_cls.Derived.names())
         assert (member["epoch_cap"] is None) == (not member_spec.model_cls.trainable)
 
 
@@ -151,8 +150,10 @@ def assert_scores_as_written(run: Path, kept: Path) -> None:
     """``run`` (a copy of ``kept/run``) scores ``kept``'s test images as its writer did."""
     scores = oddeye.load(run, progress=False).score(kept / "test_images.npy")
     expected = np.load(kept / "expected_scores.npy")
-    # bit-identical on the machine that wrote it; other CPUs may round the float32 sums differently
-    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    # Bit-identical on the machine that wrote it. Other CPUs round the float32 sums of the conv
+    # members differently (oneDNN picks kernels by instruction set): on an AMD EPYC the format-1
+    # run, written on an Intel Xeon, differs by up to 7.5e-5 of the scores' spread. 1e-4 of it.
+    np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-4 * float(np.std(expected)))
 
 
 def assert_format1_scores(run: Path) -> None:
@@ -198,7 +199,9 @@ def test_format1_params_resolve_against_format1_defaults() -> None:
     }
     up = upgrade_v1(meta)
     knn, boss, cnn = up["params"]["members"]
-    assert knn["params"] == {**V1_DEFAULTS["pixel-knn"], "k": 5, "max_side": 0}  # 0: as format 1 did
+    assert knn["params"] == {**V1_DEFAULTS["pixel-knn"], "k": 5}  # only what format 1 had
+    rebuilt = get_spec("pixel-knn").params_cls.from_record(knn["params"], "pixel-knn")
+    assert rebuilt.max_side == 0  # added later: its ``before``, what format-1 code did
     assert knn["derived"] == {"sigma": 1.0, "blur_hw": [28, 28], "bank_hw": [28, 28]}
     assert boss["params"]["width"] == 8 and boss["params"]["score"] == "both" and boss["epoch_cap"] == 4
     assert cnn["params"] == {"channels": [12, 24, 48]} and cnn["epoch_cap"] == 50
@@ -273,17 +276,17 @@ def test_saving_a_threshold_into_a_format2_run_writes_format3_and_keeps_its_scor
     assert r.code == 0, r.err
     meta = json.loads((format2_run / "model.json").read_text())
     assert meta["format"] == "oddeye-run/3" and meta["upgraded_from"] == "oddeye-run/2"
-    assert meta["params"]["gray_members"] == []
+    assert "gray_members" not in meta["params"]  # the record stays as written: no migration step
+    assert oddeye.load(format2_run, progress=False).build_.params["gray_members"] == []  # its before
     assert_format2_scores(format2_run)
 
 
-def test_format2_upgrade_adds_only_what_format3_added() -> None:
+def test_format2_upgrade_changes_only_the_format() -> None:
     params = {"members": [], "references": "heldout"}
     meta = {"format": "oddeye-run/2", "detector": "default", "params": params}
     up = upgrade_v2(meta)
-    assert up["params"] == {"members": [], "references": "heldout", "gray_members": []}
+    assert up["params"] == params  # gray_members, added since, comes from its field's ``before``
     assert up["format"] == "oddeye-run/3" and up["upgraded_from"] == "oddeye-run/2"
-    kept = upgrade_v2({**meta, "params": {"gray_members": ["shape-knn"]}})
-    assert kept["params"]["gray_members"] == ["shape-knn"]  # a recorded value is never replaced
-    other = {"format": "oddeye-run/2", "detector": "cnn", "params": {"channels": [4]}}
-    assert upgrade_v2(other)["params"] == {"channels": [4]}
+    assert get_spec("default").params_cls.from_record(params, "default").gray_members == ()
+    kept = get_spec("default").params_cls.from_record({**params, "gray_members": ["shape-knn"]}, "default")
+    assert kept.gray_members == ("shape-knn",)  # a recorded value is never replaced

@@ -77,7 +77,7 @@ def test_pixel_knn_is_a_memory_bank_that_survives_save_and_load(tmp_path) -> Non
 def test_pixel_knn_scores_distance_to_nearest_training_images() -> None:
     from oddeye.detectors.memory import PixelKNN
 
-    model = PixelKNN((2, 2, 1), k=1, blur=0.0)
+    model = PixelKNN((2, 2, 1), PixelKNN.Params(k=1, blur=0.0))
     bank = torch.tensor([[[[0.0, 0.0], [0.0, 0.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
     model.fit_end(lambda: iter([bank]), lambda: iter([]))
     x = torch.full((1, 1, 2, 2), 0.25)

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet, shape_text
-from oddeye.data.loaders import load_images
+from oddeye.data.loaders import available_memory, load_images
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel
 from oddeye.detectors.registry import Build, record_of
@@ -47,13 +48,30 @@ def heldout_sample(data: ImageSet, heldout: np.ndarray | None) -> np.ndarray | N
     return data.batch(np.asarray(heldout[:n])).permute(0, 2, 3, 1).contiguous().numpy()
 
 
-class Detector:
-    """An anomaly detector: ``fit`` on normal images, ``score`` new ones (higher = more anomalous).
+def _check_fits(need: int, record: RunRecord) -> None:
+    """Refuse, before anything is allocated, a record whose model needs more memory than is free
+    (a damaged or hostile model.json may ask for any size)."""
+    free = available_memory()
+    if need > free:
+        what = f"{record.detector} for {shape_text(record.input_shape)} images"
+        raise OddeyeError(
+            f"expected a model that fits in the {free / 1e9:.3g} GB of free memory, "
+            f"found a build of {what} that needs {need / 1e9:.3g} GB; nothing was allocated"
+        )
 
-    ``detector`` names a registered family (see ``oddeye detectors``), ``params`` its architecture
-    parameters (unset ones take the family's defaults at ``fit``) and ``config`` the training
-    settings. Fitted state ends in ``_``; ``build_`` records how the model was built, every
-    parameter resolved, and a saved run rebuilds from that record alone.
+
+class Detector(BaseEstimator):
+    """An anomaly detector: ``fit`` on normal images, then ``decision_function`` (or ``score``) on
+    new ones: one score per image, higher = more anomalous.
+
+    ``detector`` names a registered family (see ``oddeye detectors``), ``params`` its parameters
+    (unset ones take the family's defaults at ``fit``) and ``config`` the training settings (None:
+    the defaults). The three are stored as given, as scikit-learn asks: ``get_params`` and
+    ``set_params`` work, so ``sklearn.base.clone`` and ``GridSearchCV`` do; ``set_params`` also takes
+    a detector parameter or a training setting by its own name (``set_params(k=5, epochs=3)``).
+    Fitted state ends in ``_``: ``build_`` records how the model was built, every parameter
+    resolved, and a saved run rebuilds from that record alone. The names PyOD users know:
+    ``decision_function``, ``decision_scores_``, ``threshold_``, ``labels_``, ``predict``.
     """
 
     def __init__(
@@ -63,16 +81,41 @@ class Detector:
         params: dict[str, Any] | None = None,
     ) -> None:
         self.detector = detector
-        self.config = config if config is not None else TrainConfig()
-        self.params = dict(params or {})
+        self.config = config
+        self.params = params
 
-    def __repr__(self) -> str:
-        return f"Detector({self.detector!r}, params={self.params})"
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 - scikit-learn's signature
+        return f"Detector({self.detector!r}, params={self._params()})"
+
+    def _settings(self) -> TrainConfig:
+        """The training settings in force: ``config``, or the defaults."""
+        return self.config if self.config is not None else TrainConfig()
+
+    def _params(self) -> dict[str, Any]:
+        return dict(self.params or {})
+
+    def set_params(self, **values: Any) -> Detector:
+        """Set ``detector``, ``config`` or ``params`` (scikit-learn's own), or any training setting
+        or parameter of the detector by its name (checked as ``oddeye.create`` checks them);
+        returns self. The stored objects are replaced, never changed in place."""
+        own = {k: values.pop(k) for k in ("detector", "config", "params") if k in values}
+        super().set_params(**own)
+        if not values:
+            return self
+        training = {k: v for k, v in values.items() if k in TrainConfig.fields()}
+        arch = {k: v for k, v in values.items() if k not in training}
+        if arch:
+            spec = get_spec(self.detector)
+            spec.resolve({**self._params(), **arch})  # unknown names and bad values fail here
+            self.params = {**self._params(), **arch}
+        if training:
+            self.config = self._settings().replace(**training)
+        return self
 
     # -- construction -------------------------------------------------------------------------
     def build(self, shape: tuple[int, int, int]) -> AnomalyModel:
         """The untrained model for images of ``shape`` (H, W, C); ``record_of(model)`` says how."""
-        return get_spec(self.detector).build(shape, self.params, epochs=self.config.epochs)
+        return get_spec(self.detector).build(shape, self._params(), epochs=self._settings().epochs)
 
     def n_parameters(self, shape: tuple[int, int, int]) -> int:
         return sum(p.numel() for p in self.build(shape).parameters())
@@ -81,30 +124,34 @@ class Detector:
     def fit(
         self,
         images: ImagesLike,
+        y: Any = None,
+        *,
         size: tuple[int, int] | None = None,
         checkpoint: str | Path | None = None,
         resume: bool = False,
     ) -> Detector:
-        """Train from scratch on normal ``images`` (path, array or ImageSet); returns self.
+        """Train from scratch on normal ``images`` (path, array or ImageSet); returns self. ``y`` is
+        ignored (unsupervised; there for scikit-learn's meta-estimators).
 
         ``checkpoint``: a file to save the training state to after every epoch; with ``resume``,
         training continues from it (refused if the settings or data differ) and ends with the
         same weights as an uninterrupted run. Ctrl-C raises :class:`TrainingInterrupted` once the
         last finished epoch is saved.
         """
-        data = load_images(images, size=size, progress=self.config.progress)
-        device = choose_device(self.config.device)
-        torch.manual_seed(self.config.seed)
+        config = self._settings()
+        data = load_images(images, size=size, progress=config.progress)
+        device = choose_device(config.device)
+        torch.manual_seed(config.seed)
         model = self.build(data.shape)
         build = record_of(model)
-        precision = choose_precision(self.config.precision, device, model.cpu_bf16)
+        precision = choose_precision(config.precision, device, model.cpu_bf16)
         ckpt = None
         if checkpoint is not None:
             ckpt = Checkpoint(checkpoint, self._fingerprint(build, data), resume=resume)
         budget = self._budget(model)
         start = time.perf_counter()
         try:
-            result = fit_model(model, data, self.config, device, precision, ckpt, budget=budget)
+            result = fit_model(model, data, config, device, precision, ckpt, budget=budget)
         except KeyboardInterrupt:
             if ckpt is None or not ckpt.meta:
                 raise TrainingInterrupted(
@@ -115,13 +162,13 @@ class Detector:
             ) from None
         seconds = time.perf_counter() - start
         heldout = result.val_indices if len(result.val_indices) else None
-        batch, progress = self.config.score_batch_size, self.config.progress
+        batch, progress = config.score_batch_size, config.progress
         desc = "scoring held-out images" if heldout is not None else "scoring training images"
         scores = infer(model, data, device, batch, indices=heldout, progress=progress, desc=desc).scores
         basis = HELDOUT if heldout is not None else NO_HELDOUT
         record = RunRecord(
             build=build,
-            config=self.config,
+            config=config,
             input_shape=data.shape,
             normalisation=data.normalisation,
             n_parameters=sum(p.numel() for p in model.parameters()),
@@ -141,7 +188,7 @@ class Detector:
             heldout_sample=heldout_sample(data, heldout),
             heldout_stats=score_stats(scores),
             heldout_basis=basis,
-            threshold=choose_threshold(self.config.threshold, heldout=scores, heldout_basis=basis),
+            threshold=choose_threshold(config.threshold, heldout=scores, heldout_basis=basis),
             versions=versions(),
         )
         self._set_fitted(record, model, device)
@@ -150,10 +197,11 @@ class Detector:
 
     def _budget(self, model: AnomalyModel) -> Budget | None:
         """The time budget's plan for training ``model`` (None without a budget), printed."""
-        if self.config.budget is None:
+        config = self._settings()
+        if config.budget is None:
             return None
-        budget = Budget.plan(self.config.budget, [(name, 1.0) for name in trained_parts(model)])
-        if self.config.progress and world().main and progress_mode(True) != "off":
+        budget = Budget.plan(config.budget, [(name, 1.0) for name in trained_parts(model)])
+        if config.progress and world().main and progress_mode(True) != "off":
             progress_line(budget.describe())
         return budget
 
@@ -161,6 +209,7 @@ class Detector:
         """The one place fitted state is set, from a run record and its built model: by ``fit``
         after training and by :meth:`load` from a run folder."""
         self.record_ = record
+        self.config_: TrainConfig = record.config  # the settings it was fitted (or is used) with
         self.build_: Build = record.build
         self.device_ = device
         self.model_ = model.to(device).eval()
@@ -174,9 +223,18 @@ class Detector:
         self.best_epoch_ = record.training.best_epoch
         self.stopped_early_ = record.training.stopped_early
         self.heldout_scores_: np.ndarray | None = record.heldout_scores
+        self.decision_scores_ = record.heldout_scores  # PyOD's name: scores of normal training images
         self.heldout_stats_ = record.heldout_stats
         self.heldout_basis_ = record.heldout_basis
         self.threshold_: Threshold | None = record.threshold
+
+    @property
+    def labels_(self) -> np.ndarray | None:
+        """PyOD's ``labels_``: 0/1 of the held-out normal training images at ``threshold_``."""
+        self._check_fitted()
+        if self.threshold_ is None or self.decision_scores_ is None:
+            return None
+        return self.threshold_.flag(self.decision_scores_)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto", progress: bool = True) -> Detector:
@@ -185,7 +243,9 @@ class Detector:
         record, state = read_run(run_dir, device=device, progress=progress)
         meta = Path(run_dir) / "model.json"
         try:
-            model = get_spec(record.detector).rebuild(record.build, record.input_shape)
+            spec = get_spec(record.detector)
+            _check_fits(spec.build_bytes(record.build, record.input_shape), record)
+            model = spec.rebuild(record.build, record.input_shape)
         except ValueError as e:
             raise OddeyeError(f"{meta}: expected a complete build record, found a problem: {e}") from None
         except OddeyeError as e:
@@ -203,6 +263,7 @@ class Detector:
             record.threshold = choose_threshold(
                 rule, heldout=record.heldout_scores, heldout_basis=record.heldout_basis
             )
+        record.build = record_of(model)  # complete: parameters the file lacked at their ``before``
         det = cls(record.detector, record.config, record.build.refit_params())
         det._set_fitted(record, model, choose_device(record.config.device))
         return det
@@ -240,7 +301,7 @@ class Detector:
         """What a checkpoint must have been made with to be resumed: the resolved build, the
         settings that shape training, and the data."""
         volatile = ("progress", "device", "score_batch_size", "threshold")
-        config = {k: v for k, v in self.config.to_dict().items() if k not in volatile}
+        config = {k: v for k, v in self._settings().to_dict().items() if k not in volatile}
         build_json = json.loads(json.dumps(build.to_dict()))
         return {"build": build_json, "config": config, "data": data_fingerprint(data)}
 
@@ -261,8 +322,13 @@ class Detector:
         )
 
     # -- inference ----------------------------------------------------------------------------
+    def decision_function(self, images: ImagesLike, size: tuple[int, int] | None = None) -> np.ndarray:
+        """One float per image, higher = more anomalous (PyOD's name; the same as :meth:`score`)."""
+        return self.infer(images, size=size).scores
+
     def score(self, images: ImagesLike, size: tuple[int, int] | None = None) -> np.ndarray:
-        """One float per image, higher = more anomalous.
+        """One float per image, higher = more anomalous (note: scikit-learn's ``score`` returns one
+        number; give ``GridSearchCV`` a ``scoring`` function, e.g. ROC AUC of ``decision_function``).
 
         For the autoencoders: sqrt of the per-image sum of squared reconstruction error over
         pixels and channels, in the [-1, 1] normalised space (the course notebook's score).
@@ -285,7 +351,7 @@ class Detector:
         """``images`` loaded and checked against the training shape and value range, with the
         training images' scaling."""
         self._check_fitted()
-        data = load_images(images, size=size, progress=self.config.progress)
+        data = load_images(images, size=size, progress=self.config_.progress)
         if data.shape != self.input_shape_:
             raise InputError(
                 data.source,
@@ -301,13 +367,13 @@ class Detector:
     def iter_scores(self, data: ImageSet, distributed: bool = False) -> Iterator[np.ndarray]:
         """Scores of a prepared image set (:meth:`prepare`) batch by batch, in order, for writing
         as they come; ``distributed``: shard over torchrun's ranks (then one chunk at the end)."""
-        batch, progress = self.config.score_batch_size, self.config.progress
+        batch, progress = self.config_.score_batch_size, self.config_.progress
         return iter_scores(self.model_, data, self.device_, batch, None, progress, distributed)
 
     def _infer(
         self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None, distributed: bool = False
     ) -> InferenceResult:
-        batch, progress = self.config.score_batch_size, self.config.progress
+        batch, progress = self.config_.score_batch_size, self.config_.progress
         return infer(self.model_, data, self.device_, batch, maps, indices, progress, distributed)
 
     def _check_fitted(self) -> None:

@@ -3,10 +3,14 @@
 A run folder means the same thing for good. Format 1 (``oddeye-run/1``) recorded only the
 parameters the user typed, so its meaning is fixed here by what format-1 code did: the defaults,
 epoch caps and derivations of that code, frozen in these tables and functions. Today's defaults
-never reach an old run. Format 2 (``oddeye-run/2``) recorded every resolved parameter; format 3
-added ``default``'s ``gray_members``, which format-2 runs read as ``[]`` (what format-2 code
-built). Each later format change adds one upgrade step and a test that loads a run written by the
-previous format.
+never reach an old run.
+
+Since format 2 (``oddeye-run/2``) every run records every parameter it was built with, and a
+parameter added later needs no step here: its field says the value older runs had
+(``before=``, see :mod:`oddeye.detectors.params`), which a record that lacks it rebuilds with.
+Format 3 only marked the first such addition (``default``'s ``gray_members``); a format-2 record
+reads as format 3 unchanged. A change of the record's structure (not a new parameter) would add an
+upgrade step and a test that loads a run written by the previous format.
 """
 
 from __future__ import annotations
@@ -49,14 +53,6 @@ V1_DEFAULTS: dict[str, dict[str, Any]] = {
     "vae": {"channels": [12, 24, 48], "kld_weight": 1.0},
     "deep-svdd": {"width": 16, "dim": 32, "score": "center", "k": 3},
     "transform": {"width": 32, "flips": True, "rotations": 4, "shift": 0.0, "score": "ce", "k": 3},
-}
-# Parameters added after format 1, with the value that does what format-1 code did.
-V1_LATER: dict[str, dict[str, Any]] = {
-    "pixel-knn": {"max_side": 0},
-    "boss": {"max_side": 0},
-    "transform": {"max_side": 0},
-    "ensemble": {"references": "heldout"},
-    "default": {"references": "heldout", "colour_members": []},
 }
 V1_EPOCH_CAP = 50  # every family's cap in format 1, unless the config or a member text set one
 V1_UNTRAINED = ("pixel-knn", "ensemble", "default")
@@ -125,7 +121,7 @@ def v1_build(
     full = {k: _v1_list(v, defaults[k]) if isinstance(defaults[k], list) else v for k, v in full.items()}
     if name in V1_ENSEMBLES:
         full["members"] = [_v1_member(text, shape, epochs) for text in full["members"]]
-    full.update(V1_LATER.get(name, {}))
+    # parameters added since take their ``before`` value (what format-1 code did) when rebuilt
     cap = None if name in V1_UNTRAINED else (epochs or own_cap or V1_EPOCH_CAP)
     return {"detector": name, "params": full, "derived": _v1_derived(name, full, shape), "epoch_cap": cap}
 
@@ -158,21 +154,12 @@ def upgrade_v1(meta: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-# Format 2 recorded every parameter; parameters added since, with the value that builds what
-# format-2 code built (``default``'s members for gray images only came with format 3).
-V2_LATER: dict[str, dict[str, Any]] = {"default": {"gray_members": []}}
-
-
 def upgrade_v2(meta: dict[str, Any]) -> dict[str, Any]:
-    """A format-2 model.json as format 3: parameters added since completed as format 2 built."""
+    """A format-2 model.json as format 3: the same record (parameters added since format 2 are
+    completed from their fields' ``before`` values when the model is rebuilt)."""
     if not isinstance(meta.get("params"), dict):
         raise ValueError("format 2 metadata needs a params object")
-    later = V2_LATER.get(str(meta.get("detector")), {})
-    added = {k: v for k, v in later.items() if k not in meta["params"]}
-    upgraded = {**meta, "params": {**meta["params"], **added}}
-    upgraded["format"] = "oddeye-run/3"
-    upgraded.setdefault("upgraded_from", "oddeye-run/2")
-    return upgraded
+    return {**meta, "format": "oddeye-run/3", "upgraded_from": meta.get("upgraded_from", "oddeye-run/2")}
 
 
 # format -> the step that turns its metadata into the next format's

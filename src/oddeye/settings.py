@@ -76,6 +76,7 @@ def resolve_settings(
             params[key] = value
         else:
             raise OddeyeError(_unknown(key, sources[key], name, list(arch)))
+    get_spec(name).resolve(params)  # types and choices checked now, not at the first fit
     return Settings(name, TrainConfig().replace(**training), params, sources, overridden)
 
 

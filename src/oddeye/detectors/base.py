@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.errors import OddeyeError
+from oddeye.detectors.params import Derived, NoDerived, NoParams, Params
 
 
 class Batches:
@@ -53,24 +53,32 @@ class AnomalyModel(nn.Module):
     label: str = ""  # the registry name, set by ``DetectorSpec.build`` (names ensemble members)
     latent: str = "the input pixels"  # what ``embed`` returns, in words (the report's latent map)
     map_meaning: str = "where the image is anomalous"  # what ``infer(maps=True)`` shows, in words
-    # Values the constructor derives from its parameters and the shape, which the weights depend
-    # on. Each is also an optional keyword argument (None: derive it) so that a saved run rebuilds
-    # with the values it was trained with, not with what today's code would derive.
-    derived_names: tuple[str, ...] = ()
+    # The family's typed parameters and what it derives from them at build time (see
+    # :mod:`oddeye.detectors.params`); subclasses name their own dataclasses.
+    Params: type[Params] = NoParams
+    Derived: type[Derived] = NoDerived
 
-    def __init__(self, shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, shape: tuple[int, int, int], params: Params | None = None, derived: Derived | None = None
+    ) -> None:
         super().__init__()
         self.shape = tuple(int(s) for s in shape)  # (H, W, C)
+        self.params = params if params is not None else type(self).Params()
+        if not isinstance(self.params, type(self).Params):
+            raise TypeError(f"{type(self).__name__} takes {type(self).Params.__name__}, not {type(params)}")
+        # derived anew for this shape, or exactly as a saved run recorded them
+        self.derived = derived if derived is not None else self.derive(self.params, self.shape)
         self.epoch_cap = self.default_epochs  # the training loop's cap (the config may override it)
-        self.build_params: dict[str, object] = {}  # every constructor parameter, set by the registry
 
-    def derived(self) -> dict[str, object]:
-        """The values named in ``derived_names``, as built."""
-        return {name: getattr(self, name) for name in self.derived_names}
+    @classmethod
+    def derive(cls, params: Params, shape: tuple[int, int, int]) -> Derived:
+        """What this family computes from ``params`` and the image ``shape`` (H, W, C) at build
+        time and records with the run (its weights depend on it); none by default."""
+        return cls.Derived()
 
-    def resolved_params(self) -> dict[str, object]:
-        """Every constructor parameter with its value (ensembles: members as build records)."""
-        return dict(self.build_params)
+    def record_params(self) -> dict[str, object]:
+        """Every parameter with its value, as the run records it (ensembles: members as records)."""
+        return self.params.to_dict()
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Scalar training loss on a normalised batch."""
@@ -140,9 +148,3 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     if ph == 0 and pw == 0:
         return x
     return F.pad(x, (0, pw, 0, ph), mode="replicate")
-
-
-def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Reject a string parameter outside ``allowed`` with an error naming the valid values."""
-    if value not in allowed:
-        raise OddeyeError(f"parameter {name} must be one of {', '.join(allowed)}; found {value!r}")

@@ -5,14 +5,16 @@ synthetic anomalies, and a GAN-based one-class detector in the spirit of OCGAN.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice, pad_to_multiple
+from oddeye.detectors.base import AnomalyModel, InferenceBatch, pad_to_multiple
 from oddeye.detectors.fusion import ScoreFusion, collect
 from oddeye.detectors.memory import grow, reduced_size, shrink
+from oddeye.detectors.params import Derived, Params, WorkSize, param
 from oddeye.detectors.registry import register
 from oddeye.detectors.synthetic import KINDS, corrupt, repeatable
 from oddeye.errors import OddeyeError
@@ -53,6 +55,15 @@ def decoder_stages(out_ch: int, width: int) -> nn.Sequential:
 SCORES = ("classifier", "reconstruction", "both")
 
 
+@dataclass(frozen=True)
+class BossParams(Params):
+    width: int = param(32, help="channels of the first stage (then 2x and 4x)")
+    recon_weight: float = param(1.0, help="weight of the reconstruction loss (0: no decoder)")
+    kinds: tuple[str, ...] = param(KINDS, help="synthetic anomalies the classifier learns", choices=KINDS)
+    score: str = param("both", help="what scores: the classifier, the error or both", choices=SCORES)
+    max_side: int = param(0, before=0, help="work at most this many pixels a side (0: full size)")
+
+
 @register(
     "boss",
     "autoencoder + classifier of normal vs synthetic anomalies (noise, pasted/swapped patches, "
@@ -71,27 +82,22 @@ class AutoencoderClassifier(AnomalyModel):
     recorded: ``work_hw``, the resolution it works at.
     """
 
-    derived_names = ("work_hw",)
+    Params = BossParams
+    Derived = WorkSize
+
+    @classmethod
+    def derive(cls, params: BossParams, shape: tuple[int, int, int]) -> WorkSize:
+        return WorkSize(reduced_size(shape, params.max_side))
 
     def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        width: int = 32,
-        recon_weight: float = 1.0,
-        kinds: tuple[str, ...] = KINDS,
-        score: str = "both",
-        max_side: int = 0,
-        work_hw: list[int] | None = None,
+        self, shape: tuple[int, int, int], params: BossParams | None = None, derived: WorkSize | None = None
     ) -> None:
-        super().__init__(shape)
-        self.work_hw = [int(v) for v in (reduced_size(self.shape, max_side) if work_hw is None else work_hw)]
-        check_choice("score", score, SCORES)
-        for kind in kinds:
-            check_choice("kinds", kind, KINDS)
-        if recon_weight <= 0 and score != "classifier":
-            raise OddeyeError(f"score={score} needs the decoder: recon_weight must be > 0")
-        self.kinds, self.score_mode, self.recon_weight = tuple(kinds), score, recon_weight
+        super().__init__(shape, params, derived)
+        p = self.params
+        if p.recon_weight <= 0 and p.score != "classifier":
+            raise OddeyeError(f"score={p.score} needs the decoder: recon_weight must be > 0")
+        self.kinds, self.score_mode, self.recon_weight = p.kinds, p.score, p.recon_weight
+        self.work_hw, width, recon_weight = self.derived.work_hw, p.width, p.recon_weight
         c = self.shape[2]
         self.encoder = encoder_stages(c, width)
         self.decoder = decoder_stages(c, width) if recon_weight > 0 else None  # 0: a plain classifier
@@ -225,6 +231,16 @@ def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+@dataclass(frozen=True)
+class OCGANParams(Params):
+    width: int = param(16, help="channels of the first stage (then 2x and 4x)")
+    latent: int = param(32, help="dimensions of the tanh-bounded latent")
+    noise: float = param(0.2, help="std of the denoising input noise")
+    recon_weight: float = param(10.0, help="weight of the reconstruction loss")
+    mining_steps: int = param(2, help="gradient steps of informative negative mining")
+    mining_lr: float = param(0.5, help="step size of negative mining")
+
+
 @register(
     "ocgan",
     "OCGAN-style: bounded latent space, latent and visual discriminators, a classifier and "
@@ -244,21 +260,17 @@ class OneClassGAN(AnomalyModel):
     the paper). Held-out loss (for stopping) and score: reconstruction error of the clean image.
     """
 
+    Params = OCGANParams
+
     def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        width: int = 16,
-        latent: int = 32,
-        noise: float = 0.2,
-        recon_weight: float = 10.0,
-        mining_steps: int = 2,
-        mining_lr: float = 0.5,
+        self, shape: tuple[int, int, int], params: OCGANParams | None = None, derived: Derived | None = None
     ) -> None:
-        super().__init__(shape)
+        super().__init__(shape, params, derived)
+        p = self.params
         h, w, c = self.shape
-        self.noise, self.recon_weight = noise, recon_weight
-        self.mining_steps, self.mining_lr, self.latent = mining_steps, mining_lr, latent
+        width, latent = p.width, p.latent
+        self.noise, self.recon_weight = p.noise, p.recon_weight
+        self.mining_steps, self.mining_lr, self.latent = p.mining_steps, p.mining_lr, latent
         self.grid = (-(-h // 4), -(-w // 4))
         flat = 4 * width * self.grid[0] * self.grid[1]
         self.encoder = nn.Sequential(

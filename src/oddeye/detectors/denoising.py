@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from oddeye.detectors.base import ReconstructionModel, pad_to_multiple
 from oddeye.detectors.boss import decoder_stages, encoder_stages
+from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
+
+
+@dataclass(frozen=True)
+class DAEParams(Params):
+    width: int = param(16, help="channels of the first stage (then 2x and 4x)")
+    noise: float = param(0.3, help="std of the Gaussian input noise")
+    drop: float = param(0.2, help="fraction of pixels dropped from the input")
 
 
 @register("dae", "denoising autoencoder: Gaussian noise + dropped pixels in, clean image out")
@@ -17,11 +27,13 @@ class DenoisingAutoencoder(ReconstructionModel):
     -1; the loss is the MSE against the clean image. Scoring reconstructs the clean test image and
     scores its error like the ladder (sqrt of the summed squared error)."""
 
+    Params = DAEParams
+
     def __init__(
-        self, shape: tuple[int, int, int], *, width: int = 16, noise: float = 0.3, drop: float = 0.2
+        self, shape: tuple[int, int, int], params: DAEParams | None = None, derived: Derived | None = None
     ) -> None:
-        super().__init__(shape)
-        self.noise, self.drop = noise, drop
+        super().__init__(shape, params, derived)
+        self.noise, self.drop, width = self.params.noise, self.params.drop, self.params.width
         self.encoder = encoder_stages(self.shape[2], width)
         self.decoder = decoder_stages(self.shape[2], width)
 

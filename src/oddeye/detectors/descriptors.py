@@ -14,11 +14,13 @@ Both keep a bounded bank (:class:`~oddeye.detectors.memory.KNNBank`) built in on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from oddeye.detectors.memory import BankDetector, PixelKNN, grow, reduced_size, shrink
+from oddeye.detectors.memory import BankDetector, PixelKNN, PixelKNNParams, grow, reduced_size, shrink
+from oddeye.detectors.params import Derived, Params, WorkSize, param
 from oddeye.detectors.registry import register
 
 
@@ -82,6 +84,13 @@ def orientation_histograms(x: torch.Tensor, bins: int, cell: int) -> torch.Tenso
     return F.normalize(pooled, dim=1)
 
 
+@dataclass(frozen=True)
+class ColorKNNParams(Params):
+    bins: int = param(8, help="levels per colour channel (gray images: 4x as many gray levels)")
+    k: int = param(1, help="training images whose distances are averaged")
+    max_bank: int = param(20000, help="training images the bank keeps at most (evenly spaced)")
+
+
 @register("color-knn", "distance to the k nearest training images' colour distributions (no training)")
 class ColorKNN(BankDetector):
     """The joint colour histogram, ``bins`` levels per channel (``bins`` cubed cells for colour
@@ -94,11 +103,16 @@ class ColorKNN(BankDetector):
         "(bright: colours more frequent here than there)"
     )
 
+    Params = ColorKNNParams
+
     def __init__(
-        self, shape: tuple[int, int, int], *, bins: int = 8, k: int = 1, max_bank: int = 20000
+        self,
+        shape: tuple[int, int, int],
+        params: ColorKNNParams | None = None,
+        derived: Derived | None = None,
     ) -> None:
-        super().__init__(shape, k=k, max_bank=max_bank)
-        self.bins = bins if self.shape[2] > 1 else 4 * bins
+        super().__init__(shape, params, derived)
+        self.bins = self.params.bins if self.shape[2] > 1 else 4 * self.params.bins
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return color_histogram(x, self.bins)
@@ -113,6 +127,15 @@ class ColorKNN(BankDetector):
         return term.gather(1, cells).view(-1, *x.shape[-2:])
 
 
+@dataclass(frozen=True)
+class OrientationKNNParams(Params):
+    bins: int = param(8, help="unsigned gradient directions")
+    cell: int = param(4, help="cell side in pixels (at the working resolution)")
+    max_side: int = param(64, help="the working resolution: pixels a side at most (0: full)")
+    k: int = param(1, help="training images whose distances are averaged")
+    max_bank: int = param(20000, help="training images the bank keeps at most (evenly spaced)")
+
+
 @register("hog-knn", "distance to the k nearest training images' edge-direction histograms (no training)")
 class OrientationKNN(BankDetector):
     """Gradient-direction histograms (``bins`` unsigned directions) on cells of ``cell`` pixels,
@@ -121,32 +144,23 @@ class OrientationKNN(BankDetector):
 
     latent = "its gradient-direction histograms"
     map_meaning = "how far each 4x4-pixel cell's edge directions are from the nearest training image's"
-    derived_names = ("work_hw",)
+    Params = OrientationKNNParams
+    Derived = WorkSize
 
-    def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        bins: int = 8,
-        cell: int = 4,
-        max_side: int = 64,
-        k: int = 1,
-        max_bank: int = 20000,
-        work_hw: list[int] | None = None,
-    ) -> None:
-        super().__init__(shape, k=k, max_bank=max_bank)
-        self.bins, self.cell = bins, cell
-        self.work_hw = [int(v) for v in (reduced_size(self.shape, max_side) if work_hw is None else work_hw)]
+    @classmethod
+    def derive(cls, params: OrientationKNNParams, shape: tuple[int, int, int]) -> WorkSize:
+        return WorkSize(reduced_size(shape, params.max_side))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return orientation_histograms(shrink(x.float(), self.work_hw), self.bins, self.cell)
+        p = self.params
+        return orientation_histograms(shrink(x.float(), self.derived.work_hw), p.bins, p.cell)
 
     def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
         """Each cell's squared difference to the nearest training image's descriptor, summed over
         directions, scaled up from the grid of cells to the input's size."""
-        h, w = self.work_hw
-        grid = (max(1, round(h / self.cell)), max(1, round(w / self.cell)))
-        diff = (f - near).pow(2).view(-1, self.bins, *grid).sum(1, keepdim=True)
+        (h, w), cell = self.derived.work_hw, self.params.cell
+        grid = (max(1, round(h / cell)), max(1, round(w / cell)))
+        diff = (f - near).pow(2).view(-1, self.params.bins, *grid).sum(1, keepdim=True)
         return grow(diff, x.shape[-2:])[:, 0]
 
 
@@ -161,6 +175,11 @@ def silhouette(x: torch.Tensor, foreground: float) -> torch.Tensor:
     background = border.sort(-1).values[..., (n - 1) // 2]  # (B, C): the median (sort exports)
     away = (x - background[..., None, None]).abs().amax(1, keepdim=True)
     return (away > 2 * foreground).float() * 2 - 1
+
+
+@dataclass(frozen=True)
+class ShapeKNNParams(PixelKNNParams):
+    foreground: float = param(0.02, help="how far from the border's colour a pixel is object (of the range)")
 
 
 @register("shape-knn", "distance to the k nearest training silhouettes, blurred (no training)")
@@ -178,25 +197,7 @@ class ShapeKNN(PixelKNN):
         "(where the outline is not the training images')"
     )
 
-    def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        foreground: float = 0.02,
-        k: int = 3,
-        blur: float = 1 / 28,
-        max_bank: int = 20000,
-        max_side: int = 32,
-        sigma: float | None = None,
-        blur_hw: list[int] | None = None,
-        bank_hw: list[int] | None = None,
-    ) -> None:
-        # spelled out, not **kwargs: the registry reads each detector's own keyword parameters
-        super().__init__(
-            shape, k=k, blur=blur, max_bank=max_bank, max_side=max_side, sigma=sigma, blur_hw=blur_hw,
-            bank_hw=bank_hw,
-        )  # fmt: skip
-        self.foreground = float(foreground)
+    Params = ShapeKNNParams
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return super().features(silhouette(x, self.foreground))
+        return super().features(silhouette(x, self.params.foreground))

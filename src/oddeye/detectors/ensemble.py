@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
+from oddeye.detectors.base import AnomalyModel, InferenceBatch
 from oddeye.detectors.fusion import ScoreFusion, collect
+from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import Build, DetectorSpec, get_spec, record_of, register
 from oddeye.errors import OddeyeError
 
@@ -60,6 +62,19 @@ def _member_spec(name: str) -> DetectorSpec:
     return spec
 
 
+@dataclass(frozen=True)
+class EnsembleParams(Params):
+    members: tuple[Any, ...] = param(
+        ("pixel-knn", "boss"), help="member detectors: 'name' or 'name:key=value;...' texts, or build records"
+    )
+    references: str = param(
+        "heldout+bank",
+        before="heldout",
+        help="normal scores the fusion scales are fitted on",
+        choices=("heldout", "heldout+bank"),
+    )
+
+
 @register("ensemble", "several detectors (members=a,b,...), z-scores fitted on held-out training images")
 class Ensemble(AnomalyModel):
     """Members are registered detectors, each written ``name`` or ``name:key=value;key=value``
@@ -74,16 +89,17 @@ class Ensemble(AnomalyModel):
 
     trainable = False  # the members train; the ensemble itself only fits the fusion scale
 
+    Params = EnsembleParams
+
     def __init__(
         self,
         shape: tuple[int, int, int],
-        *,
-        members: tuple[str, ...] = ("pixel-knn", "boss"),
-        references: str = "heldout+bank",
+        params: EnsembleParams | None = None,
+        derived: Derived | None = None,
     ) -> None:
-        super().__init__(shape)
-        check_choice("references", references, ("heldout", "heldout+bank"))
-        self.references = references
+        super().__init__(shape, params, derived)
+        self.references = self.params.references
+        members = self.chosen_members()
         if not members:
             raise OddeyeError("an ensemble needs at least one member detector")
         self.detectors = nn.ModuleList(build_member(member, self.shape) for member in members)
@@ -95,8 +111,12 @@ class Ensemble(AnomalyModel):
     def members(self) -> list[AnomalyModel]:
         return list(self.detectors)
 
-    def resolved_params(self) -> dict[str, object]:
-        return {**self.build_params, "members": [record_of(m).to_dict() for m in self.detectors]}
+    def chosen_members(self) -> tuple[Any, ...]:
+        """The members to build, as texts or records (the default adds some by image kind)."""
+        return self.params.members
+
+    def record_params(self) -> dict[str, object]:
+        return {**self.params.to_dict(), "members": [record_of(m).to_dict() for m in self.detectors]}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(m.embed(x).float(), dim=1) for m in self.detectors], 1)
@@ -133,6 +153,13 @@ COLOUR_MEMBERS = ("color-knn",)
 GRAY_MEMBERS = ("shape-knn",)
 
 
+@dataclass(frozen=True)
+class DefaultParams(EnsembleParams):
+    members: tuple[Any, ...] = param(DEFAULT_MEMBERS, help="members for every image")
+    colour_members: tuple[Any, ...] = param(COLOUR_MEMBERS, before=(), help="members for colour images only")
+    gray_members: tuple[Any, ...] = param(GRAY_MEMBERS, before=(), help="members for gray images only")
+
+
 @register(
     "default",
     "the benchmarks' best for their time budget: blurred pixel k-NN + edge-direction k-NN, "
@@ -152,17 +179,11 @@ class DefaultDetector(Ensemble):
     actually built.
     """
 
-    def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        members: tuple[str, ...] = DEFAULT_MEMBERS,
-        colour_members: tuple[str, ...] = COLOUR_MEMBERS,
-        gray_members: tuple[str, ...] = GRAY_MEMBERS,
-        references: str = "heldout+bank",
-    ) -> None:
-        chosen = tuple(members) + tuple(colour_members if shape[2] > 1 else gray_members)
-        super().__init__(shape, members=chosen, references=references)
+    Params = DefaultParams
 
-    def resolved_params(self) -> dict[str, object]:  # both already among the members
-        return {**super().resolved_params(), "colour_members": [], "gray_members": []}
+    def chosen_members(self) -> tuple[Any, ...]:
+        p = self.params
+        return p.members + (p.colour_members if self.shape[2] > 1 else p.gray_members)
+
+    def record_params(self) -> dict[str, object]:  # both already among the members
+        return {**super().record_params(), "colour_members": [], "gray_members": []}

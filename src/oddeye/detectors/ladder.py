@@ -6,19 +6,30 @@ Parameter counts at 64x64x3: fcn 3,176,419; cnn 47,355; cnn-bn 47,595; vae 65,83
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from oddeye.detectors.base import ReconstructionModel, pad_to_multiple
+from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
+
+
+@dataclass(frozen=True)
+class FCNParams(Params):
+    hidden: tuple[int, ...] = param((128, 64, 12, 3), help="encoder layer widths (the decoder mirrors them)")
 
 
 @register("fcn", "fully connected autoencoder (course 'simple'): D-128-64-12-3, mirrored, Tanh")
 class FCNAutoencoder(ReconstructionModel):
-    def __init__(self, shape: tuple[int, int, int], *, hidden: tuple[int, ...] = (128, 64, 12, 3)):
-        super().__init__(shape)
-        dims = [math.prod(self.shape), *hidden]
+    Params = FCNParams
+
+    def __init__(
+        self, shape: tuple[int, int, int], params: FCNParams | None = None, derived: Derived | None = None
+    ) -> None:
+        super().__init__(shape, params, derived)
+        dims = [math.prod(self.shape), *self.params.hidden]
         self.encoder = _mlp(dims, last_activation=None)
         self.decoder = _mlp(dims[::-1], last_activation=nn.Tanh())
 
@@ -57,15 +68,24 @@ def conv_stack(chans: list[int], batchnorm: bool, transpose: bool, last: nn.Modu
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class ConvParams(Params):
+    channels: tuple[int, ...] = param((12, 24, 48), help="encoder channels, k4 s2 each (the decoder mirrors)")
+
+
 @register("cnn", "convolutional autoencoder (course 'medium'): C-12-24-48, k4 s2, mirrored, Tanh")
 class ConvAutoencoder(ReconstructionModel):
     batchnorm = False
     channels_last = True  # measured faster on CPU without BatchNorm, slower with it
 
-    def __init__(self, shape: tuple[int, int, int], *, channels: tuple[int, ...] = (12, 24, 48)):
-        super().__init__(shape)
-        chans = [self.shape[2], *channels]
-        self.multiple = 2 ** len(channels)
+    Params = ConvParams
+
+    def __init__(
+        self, shape: tuple[int, int, int], params: ConvParams | None = None, derived: Derived | None = None
+    ) -> None:
+        super().__init__(shape, params, derived)
+        chans = [self.shape[2], *self.params.channels]
+        self.multiple = 2 ** len(self.params.channels)
         self.encoder = conv_stack(chans, self.batchnorm, transpose=False, last=None)
         self.decoder = conv_stack(chans[::-1], self.batchnorm, transpose=True, last=nn.Tanh())
 
@@ -86,6 +106,11 @@ class ConvBNAutoencoder(ConvAutoencoder):
     channels_last = False
 
 
+@dataclass(frozen=True)
+class VAEParams(ConvParams):
+    kld_weight: float = param(1.0, help="weight of the KL divergence (summed over elements)")
+
+
 @register("vae", "convolutional VAE (course notebook): C-12-24, mu/logvar heads 24-48, mirrored")
 class ConvVAE(ReconstructionModel):
     """Loss = MSE (mean) + ``kld_weight`` * KL divergence summed over elements, as in the notebook.
@@ -93,17 +118,15 @@ class ConvVAE(ReconstructionModel):
     Scoring decodes the posterior mean, so scores are deterministic.
     """
 
+    Params = VAEParams
+
     def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        channels: tuple[int, ...] = (12, 24, 48),
-        kld_weight: float = 1.0,
-    ):
-        super().__init__(shape)
-        chans = [self.shape[2], *channels]
-        self.multiple = 2 ** len(channels)
-        self.kld_weight = kld_weight
+        self, shape: tuple[int, int, int], params: VAEParams | None = None, derived: Derived | None = None
+    ) -> None:
+        super().__init__(shape, params, derived)
+        chans = [self.shape[2], *self.params.channels]
+        self.multiple = 2 ** len(self.params.channels)
+        self.kld_weight = self.params.kld_weight
         self.encoder = conv_stack(chans[:-1], False, transpose=False, last=None)
         self.mu_head = conv_stack(chans[-2:], False, transpose=False, last=None)
         self.logvar_head = conv_stack(chans[-2:], False, transpose=False, last=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
 
 
@@ -202,14 +204,16 @@ class KNNBank(nn.Module):
 
 class BankDetector(AnomalyModel):
     """A memory-bank detector: mean distance to the ``k`` nearest training images in the space of
-    its ``features`` (subclasses say which); a bank of at most ``max_bank`` images, no training."""
+    its ``features`` (subclasses say which); a bank of at most ``max_bank`` images, no training.
+    Its ``Params`` have ``k`` and ``max_bank``."""
 
     trainable = False
 
-    def __init__(self, shape: tuple[int, int, int], *, k: int, max_bank: int) -> None:
-        super().__init__(shape)
-        self.k, self.max_bank = k, max_bank
-        self.memory = KNNBank(k, max_bank)
+    def __init__(
+        self, shape: tuple[int, int, int], params: Params | None = None, derived: Derived | None = None
+    ) -> None:
+        super().__init__(shape, params, derived)
+        self.memory = KNNBank(self.params.k, self.params.max_bank)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -238,6 +242,21 @@ class BankDetector(AnomalyModel):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class PixelKNNParams(Params):
+    k: int = param(3, help="training images whose distances are averaged")
+    blur: float = param(1 / 28, help="the Gaussian blur's sigma, as a fraction of the shorter side")
+    max_bank: int = param(20000, help="training images the bank keeps at most (evenly spaced)")
+    max_side: int = param(32, before=0, help="the bank's resolution: pixels a side at most (0: full)")
+
+
+@dataclass(frozen=True)
+class PixelKNNDerived(Derived):
+    sigma: float  # the blur in pixels of the input
+    blur_hw: tuple[int, int]  # the resolution the blur is applied at
+    bank_hw: tuple[int, int]  # the bank's resolution
+
+
 @register("pixel-knn", "distance to the k nearest training images after a light blur (no training)")
 class PixelKNN(BankDetector):
     """Mean Euclidean distance to the ``k`` nearest training images, both lightly blurred.
@@ -253,33 +272,22 @@ class PixelKNN(BankDetector):
     ``blur_hw``, the resolution the blur is applied at, and ``bank_hw``, the bank's resolution.
     """
 
-    derived_names = ("sigma", "blur_hw", "bank_hw")
+    Params = PixelKNNParams
+    Derived = PixelKNNDerived
 
-    def __init__(
-        self,
-        shape: tuple[int, int, int],
-        *,
-        k: int = 3,
-        blur: float = 1 / 28,
-        max_bank: int = 20000,
-        max_side: int = 32,
-        sigma: float | None = None,
-        blur_hw: list[int] | None = None,
-        bank_hw: list[int] | None = None,
-    ) -> None:
-        super().__init__(shape, k=k, max_bank=max_bank)
-        self.sigma = float(blur_sigma(blur, self.shape) if sigma is None else sigma)  # in pixels
-        if blur_hw is None:
-            blur_hw = list(reduced_size(self.shape, 2 * max_side)) if max_side > 0 else list(self.shape[:2])
-        self.blur_hw = [int(v) for v in blur_hw]
-        self.bank_hw = [int(v) for v in (reduced_size(self.shape, max_side) if bank_hw is None else bank_hw)]
+    @classmethod
+    def derive(cls, params: PixelKNNParams, shape: tuple[int, int, int]) -> PixelKNNDerived:
+        side = params.max_side
+        blur_hw = reduced_size(shape, 2 * side) if side > 0 else tuple(shape[:2])
+        return PixelKNNDerived(blur_sigma(params.blur, shape), blur_hw, reduced_size(shape, side))
 
     latent = "the blurred (and reduced) pixels it compares"
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        small = shrink(x.float(), self.blur_hw)
-        sigma = self.sigma * self.blur_hw[0] / x.shape[-2]  # the same blur, in the smaller pixels
-        return shrink(gaussian_blur(small, sigma), self.bank_hw).flatten(1)  # (B, C*h*w)
+        d = self.derived
+        small = shrink(x.float(), d.blur_hw)
+        sigma = d.sigma * d.blur_hw[0] / x.shape[-2]  # the same blur, in the smaller pixels
+        return shrink(gaussian_blur(small, sigma), d.bank_hw).flatten(1)  # (B, C*h*w)
 
     map_meaning = (
         "the squared difference to the nearest training image per pixel (both blurred, at the "
@@ -289,7 +297,9 @@ class PixelKNN(BankDetector):
     def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
         """The squared difference to the nearest bank image, summed over channels, at the bank's
         resolution and scaled up to the input's (its sum there is the squared distance)."""
-        diff = (f - near).pow(2).unflatten(1, (-1, *self.bank_hw)).sum(1, keepdim=True)  # (B, 1, h, w)
+        diff = (
+            (f - near).pow(2).unflatten(1, (-1, *self.derived.bank_hw)).sum(1, keepdim=True)
+        )  # (B, 1, h, w)
         return grow(diff, x.shape[-2:])[:, 0]
 
     def _load_from_state_dict(

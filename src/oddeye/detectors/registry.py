@@ -3,11 +3,11 @@ errors, and the build record that rebuilds a model exactly, whatever the code's 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from oddeye.detectors.params import Params
 from oddeye.errors import OddeyeError
 
 M = TypeVar("M", bound=type)
@@ -105,20 +105,19 @@ class DetectorSpec:
     description: str
     model_cls: type
 
-    def arch_defaults(self) -> dict[str, Any]:
-        """The parameters a user may set (besides ``shape``), with the code's current defaults.
-        Values the model derives at build time (``derived_names``) are not among them."""
-        sig = inspect.signature(self.model_cls.__init__)
-        derived = set(getattr(self.model_cls, "derived_names", ()))
-        return {
-            p.name: p.default
-            for p in sig.parameters.values()
-            if p.name not in ("self", "shape") and p.kind is p.KEYWORD_ONLY and p.name not in derived
-        }
+    @property
+    def params_cls(self) -> type[Params]:
+        """The family's parameter dataclass (see :mod:`oddeye.detectors.params`)."""
+        return self.model_cls.Params
 
-    def resolve(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Every parameter, from ``params`` or the current defaults; unknown names raise an error
-        naming the valid ones, and tuple parameters accept lists or comma-separated strings."""
+    def arch_defaults(self) -> dict[str, Any]:
+        """The parameters a user may set, with the code's current defaults (derived values, which
+        the model computes at build time, are not among them)."""
+        return self.params_cls.defaults()
+
+    def resolve(self, params: Mapping[str, Any]) -> Params:
+        """Every parameter, from ``params`` or the current defaults, typed and checked; unknown
+        names raise an error naming the valid ones."""
         allowed = self.arch_defaults()
         unknown = sorted(set(params) - set(allowed))
         if unknown:
@@ -126,64 +125,48 @@ class DetectorSpec:
             raise OddeyeError(
                 f"detector {self.name} has no parameter {unknown[0]!r}; its parameters: {valid}"
             )
-        return {k: _coerce(params[k], v) if k in params else v for k, v in allowed.items()}
+        try:
+            return self.params_cls(**{**allowed, **params})
+        except OddeyeError as e:
+            raise OddeyeError(f"detector {self.name}: {e}") from None
 
     def build(self, shape: tuple[int, int, int], params: Mapping[str, Any], epochs: int | None = None) -> Any:
         """The untrained model for images of ``shape``: missing parameters take the current
         defaults; ``epochs`` (the training config's) overrides every trained part's own cap.
-        ``model.record()`` then says how it was built, fully resolved."""
-        resolved = self.resolve(params)
-        model = self.model_cls(shape, **resolved)
-        return _finish(model, self.name, resolved, epochs)
+        ``record_of(model)`` then says how it was built, fully resolved."""
+        model = self.model_cls(shape, self.resolve(params))
+        return _finish(model, self.name, epochs)
 
     def rebuild(self, record: Build, shape: tuple[int, int, int]) -> Any:
-        """The model exactly as ``record`` says, consulting none of the code's defaults: every
-        parameter and derived value must be in the record (``ValueError`` naming what is not)."""
-        allowed = self.arch_defaults()
-        missing = sorted(set(allowed) - set(record.params))
-        extra = sorted(set(record.params) - set(allowed))
-        if missing or extra:
-            what = f"no value for parameter {missing[0]!r}" if missing else f"unknown parameter {extra[0]!r}"
-            raise ValueError(f"the build record of {self.name} has {what}")
-        names = set(getattr(self.model_cls, "derived_names", ()))
-        if set(record.derived) != names:
-            raise ValueError(
-                f"the build record of {self.name} derives {sorted(record.derived)}, expected {sorted(names)}"
-            )
-        params = {k: _coerce(v, allowed[k]) for k, v in record.params.items()}
-        model = self.model_cls(shape, **params, **record.derived)
-        model = _finish(model, self.name, params, None)
+        """The model exactly as ``record`` says, consulting none of the code's defaults: a
+        parameter the record lacks takes the value runs had before it existed (its ``before``);
+        one with no such value, or a name the family does not know, is a ``ValueError``."""
+        params = self.params_cls.from_record(record.params, self.name)
+        derived = self.model_cls.Derived.from_record(record.derived, self.name)
+        model = _finish(self.model_cls(shape, params, derived), self.name, None)
         if model.trainable:
             if record.epoch_cap is None:
                 raise ValueError(f"the build record of {self.name} has no epoch cap")
             model.epoch_cap = record.epoch_cap
         return model
 
+    def build_bytes(self, record: Build, shape: tuple[int, int, int]) -> int:
+        """Bytes of the parameters and buffers the model of ``record`` is built with, counted on
+        PyTorch's meta device, so nothing is allocated (a hostile record may ask for any size).
+        Memory banks, sized by the weights they load, count as empty here."""
+        import torch
 
-def _finish(model: Any, name: str, params: dict[str, Any], epochs: int | None) -> Any:
+        with torch.device("meta"):
+            model = self.rebuild(record, shape)
+        return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def _finish(model: Any, name: str, epochs: int | None) -> Any:
     model.label = name
-    model.build_params = params
     if epochs is not None:
         for part in [model, *model.members()]:
             part.epoch_cap = epochs
     return model
-
-
-def _coerce(value: Any, default: Any) -> Any:
-    """Tuple parameters from a list, tuple or comma-separated string ('pixel-knn,boss', '16,32')."""
-    if not isinstance(default, tuple):
-        return value
-    if isinstance(value, str):
-        kind = type(default[0]) if default else str
-        try:
-            return tuple(kind(part.strip()) for part in value.split(",") if part.strip())
-        except ValueError:
-            raise OddeyeError(
-                f"expected a comma-separated list of {kind.__name__}, found {value!r}"
-            ) from None
-    if isinstance(value, (list, tuple)):
-        return tuple(value)
-    raise OddeyeError(f"expected a list, found {value!r}")
 
 
 def record_of(model: Any) -> Build:
@@ -191,7 +174,7 @@ def record_of(model: Any) -> Build:
     if not model.label:
         raise OddeyeError(f"{type(model).__name__} was not built through the registry: no build record")
     cap = model.epoch_cap if model.trainable else None
-    return Build(model.label, jsonable(model.resolved_params()), jsonable(model.derived()), cap)
+    return Build(model.label, jsonable(model.record_params()), model.derived.to_dict(), cap)
 
 
 _REGISTRY: dict[str, DetectorSpec] = {}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
+from oddeye.detectors.base import AnomalyModel, InferenceBatch
 from oddeye.detectors.memory import FeatureBank, grow
+from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
 
 
@@ -36,6 +38,16 @@ def bias_free_encoder(in_ch: int, width: int, dim: int) -> nn.Sequential:
     )
 
 
+@dataclass(frozen=True)
+class DeepSVDDParams(Params):
+    width: int = param(16, help="channels of the first stage (then 2x and 4x)")
+    dim: int = param(32, help="feature dimensions")
+    score: str = param(
+        "center", help="distance to the centre, or to the k nearest", choices=("center", "knn")
+    )
+    k: int = param(3, help="training features averaged (score=knn)")
+
+
 @register("deep-svdd", "Deep SVDD: distance to a centre of normal features, or to the k nearest (score=knn)")
 class DeepSVDD(AnomalyModel):
     """One-class Deep SVDD. The centre is the mean feature of the training images under the
@@ -50,21 +62,20 @@ class DeepSVDD(AnomalyModel):
         "training feature)"
     )
 
+    Params = DeepSVDDParams
+
     def __init__(
         self,
         shape: tuple[int, int, int],
-        *,
-        width: int = 16,
-        dim: int = 32,
-        score: str = "center",
-        k: int = 3,
+        params: DeepSVDDParams | None = None,
+        derived: Derived | None = None,
     ) -> None:
-        super().__init__(shape)
-        check_choice("score", score, ("center", "knn"))
-        self.score_mode = score
-        self.net = bias_free_encoder(self.shape[2], width, dim)
-        self.register_buffer("center", torch.zeros(dim))
-        self.features = FeatureBank(k)
+        super().__init__(shape, params, derived)
+        p = self.params
+        self.score_mode = p.score
+        self.net = bias_free_encoder(self.shape[2], p.width, p.dim)
+        self.register_buffer("center", torch.zeros(p.dim))
+        self.features = FeatureBank(p.k)
 
     def fit_start(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
         self.eval()

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch, check_choice
+from oddeye.detectors.base import AnomalyModel, InferenceBatch
 from oddeye.detectors.fusion import ScoreFusion, collect
 from oddeye.detectors.memory import FeatureBank, grow, reduced_size, shrink
+from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
 
 
@@ -99,41 +101,53 @@ def small_resnet_trunk(in_ch: int, width: int) -> nn.Sequential:
     )
 
 
+@dataclass(frozen=True)
+class TransformParams(Params):
+    width: int = param(32, help="channels of the first stage (then 2x and 4x)")
+    flips: bool = param(True, help="horizontal flips among the transformations")
+    rotations: int = param(4, help="quarter turns among the transformations (1: none)")
+    shift: float = param(0.0, help="shifts of this fraction of the side among them (0: none)")
+    score: str = param("ce", help="cross-entropy, feature k-NN or both", choices=("ce", "knn", "both"))
+    k: int = param(3, help="training features averaged (score=knn or both)")
+    max_side: int = param(0, before=0, help="work at most this many pixels a side (0: full size)")
+
+
+@dataclass(frozen=True)
+class TransformDerived(Derived):
+    transforms: tuple[tuple[int, int, int, int], ...]  # (flip, quarter turns, dy, dx): the head's classes
+    shift_px: int  # the shift in pixels
+    work_hw: tuple[int, int]  # the resolution it works at
+
+
 @register("transform", "self-supervised: recognise which flip/rotation/shift was applied (GEOM-style)")
 class TransformationClassifier(AnomalyModel):
     """Derived and recorded: ``transforms``, the (flip, quarter turns, dy, dx) list whose order is
     the head's class order, ``shift_px``, the shift in pixels, and ``work_hw``, the resolution it
     works at (``max_side`` > 0: images area-averaged down to at most that many pixels a side)."""
 
-    derived_names = ("transforms", "shift_px", "work_hw")
+    Params = TransformParams
+    Derived = TransformDerived
+
+    @classmethod
+    def derive(cls, params: TransformParams, shape: tuple[int, int, int]) -> TransformDerived:
+        work_hw = reduced_size(shape, params.max_side)
+        side = max(work_hw)  # images are reduced, then padded to a square
+        transforms = transform_list(params.flips, params.rotations, params.shift)
+        return TransformDerived(tuple(transforms), shift_pixels(params.shift, side), work_hw)
 
     def __init__(
         self,
         shape: tuple[int, int, int],
-        *,
-        width: int = 32,
-        flips: bool = True,
-        rotations: int = 4,
-        shift: float = 0.0,
-        score: str = "ce",
-        k: int = 3,
-        max_side: int = 0,
-        transforms: list[tuple[int, int, int, int]] | None = None,
-        shift_px: int | None = None,
-        work_hw: list[int] | None = None,
+        params: TransformParams | None = None,
+        derived: TransformDerived | None = None,
     ) -> None:
-        super().__init__(shape)
-        self.work_hw = [int(v) for v in (reduced_size(self.shape, max_side) if work_hw is None else work_hw)]
-        check_choice("score", score, ("ce", "knn", "both"))
-        self.score_mode = score
-        if transforms is None:
-            transforms = transform_list(flips, rotations, shift)
-        self.transforms = [tuple(int(v) for v in t) for t in transforms]
-        side = max(self.work_hw)  # images are reduced, then padded to a square
-        self.shift_px = int(shift_pixels(shift, side) if shift_px is None else shift_px)
+        super().__init__(shape, params, derived)
+        p, d = self.params, self.derived
+        self.score_mode, width = p.score, p.width
+        self.work_hw, self.transforms, self.shift_px = d.work_hw, list(d.transforms), d.shift_px
         self.trunk = small_resnet_trunk(self.shape[2], width)
         self.head = nn.Linear(4 * width, len(self.transforms))
-        self.features = FeatureBank(k)
+        self.features = FeatureBank(p.k)
         self.fusion = ScoreFusion(2)
 
     def _all_transforms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
