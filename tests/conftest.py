@@ -1,15 +1,44 @@
-"""Shared fixtures: small homework-shaped data and an in-process CLI runner."""
+"""Shared fixtures: small homework-shaped data, an in-process CLI runner, and every registered
+detector trained once for the registry-wide tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import blobs
+import oddeye
+from helpers import REGISTRY_SETTINGS, REGISTRY_TEST, REGISTRY_TRAIN, blobs
 from oddeye.cli import main
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """One registered detector trained on ``REGISTRY_TRAIN`` and saved; treat it as read-only."""
+
+    name: str
+    run: Path  # the run folder (copy it before changing anything in it)
+    detector: oddeye.Detector  # as fitted (not reloaded)
+    scores: np.ndarray  # its scores on REGISTRY_TEST
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], TrainedRun]:
+    """``trained_run(name)``: the detector ``name`` trained once per test session (on first use)
+    and shared by every registry-wide test: save/load, formats, export, determinism, maps."""
+    cache: dict[str, TrainedRun] = {}
+
+    def get(name: str) -> TrainedRun:
+        if name not in cache:
+            run = tmp_path_factory.mktemp(f"registry-{name}") / "run"
+            det = oddeye.train(REGISTRY_TRAIN, name, run, **REGISTRY_SETTINGS)
+            cache[name] = TrainedRun(name, run, det, det.score(REGISTRY_TEST))
+        return cache[name]
+
+    return get
 
 
 @pytest.fixture

@@ -22,5 +22,14 @@ def blobs(n: int, shape: tuple[int, int, int] = (16, 16, 3), seed: int = 0, anom
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+# The registry-wide tests' data and settings (conftest.trained_run): tiny, a quarter held out for
+# steadier fusion scales.
+REGISTRY_SHAPE = (12, 12, 3)
+REGISTRY_SETTINGS = {"epochs": 2, "batch_size": 16, "progress": False, "val_fraction": 0.25}
+REGISTRY_TRAIN = blobs(60, REGISTRY_SHAPE)
+REGISTRY_TEST = np.concatenate(
+    [blobs(6, REGISTRY_SHAPE, seed=3), blobs(6, REGISTRY_SHAPE, seed=4, anomalous=True)]
+)
+
 # (test, outcome) -> number of fuzzing cases; printed in pytest's terminal summary
 FUZZ_CASES: Counter[tuple[str, str]] = Counter()

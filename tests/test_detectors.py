@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import oddeye
-from helpers import FAST, blobs
+from helpers import FAST, REGISTRY_SHAPE, blobs
 from oddeye.detectors import available, get_spec
 from oddeye.errors import OddeyeError
 
@@ -42,15 +42,18 @@ def test_models_keep_shape_at_any_size_and_channel_count(name: str, shape) -> No
 
 
 @pytest.mark.parametrize("name", available())
-def test_estimator_contract(name: str) -> None:
-    train = blobs(40, (16, 16, 1))
-    det = oddeye.create(name, **FAST)
-    assert det.fit(train) is det
-    scores = det.score(blobs(7, (16, 16, 1), seed=5))
+def test_estimator_contract(name: str, trained_run) -> None:
+    det = trained_run(name).detector  # fitted once per session (conftest), shared
+    scores = det.score(blobs(7, REGISTRY_SHAPE, seed=5))
     assert scores.shape == (7,) and scores.dtype == np.float64
-    for attr in ("model_", "input_shape_", "normalisation_", "history_", "heldout_stats_"):
+    for attr in ("model_", "input_shape_", "normalisation_", "history_", "heldout_stats_", "build_"):
         assert hasattr(det, attr)
-    assert det.input_shape_ == (16, 16, 1)
+    assert det.input_shape_ == REGISTRY_SHAPE
+
+
+def test_fit_returns_the_estimator() -> None:
+    det = oddeye.create("cnn", **FAST)
+    assert det.fit(blobs(40, (16, 16, 1))) is det
 
 
 def test_score_is_the_notebooks_sqrt_sum_of_squared_error() -> None:

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 import oddeye
-from helpers import FAST, blobs
+from helpers import REGISTRY_SHAPE, REGISTRY_TEST, blobs
 from oddeye.detectors import available, get_spec, memory, transforms
 from oddeye.errors import OddeyeError
 from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2
 
-SHAPE = (12, 12, 3)
+SHAPE = REGISTRY_SHAPE
 FORMAT1 = Path(__file__).parent / "data" / "format1-digits-default"
 FORMAT2 = Path(__file__).parent / "data" / "format2-digits-default"
 # Another valid value for every string parameter (other types are changed by rule, see other_value).
@@ -29,19 +29,7 @@ OTHER_CHOICE = {
     ("ensemble", "references"): "heldout",
     ("default", "references"): "heldout",
 }
-_cache: dict[str, tuple[Path, np.ndarray]] = {}
-
-
-def trained(name: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
-    """A run of ``name`` trained on tiny data, and its scores on test images (made once)."""
-    if name not in _cache:
-        run = tmp_path_factory.mktemp(name) / "run"
-        det = oddeye.train(blobs(48, SHAPE), name, run, **FAST)
-        _cache[name] = run, det.score(TEST)
-    return _cache[name]
-
-
-TEST = np.concatenate([blobs(6, SHAPE, seed=3), blobs(6, SHAPE, seed=4, anomalous=True)])
+TEST = REGISTRY_TEST
 
 
 def other_value(name: str, key: str, value: object) -> object:
@@ -81,8 +69,8 @@ def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("name", available())
-def test_every_detector_records_its_resolved_build(name: str, tmp_path_factory) -> None:
-    run, _ = trained(name, tmp_path_factory)
+def test_every_detector_records_its_resolved_build(name: str, trained_run) -> None:
+    run = trained_run(name).run
     meta = json.loads((run / "model.json").read_text())
     assert meta["format"] == "oddeye-run/3"
     spec = get_spec(name)
@@ -97,17 +85,17 @@ def test_every_detector_records_its_resolved_build(name: str, tmp_path_factory) 
 
 
 @pytest.mark.parametrize("name", available())
-def test_every_detector_reloads_to_identical_scores(name: str, tmp_path_factory) -> None:
-    run, scores = trained(name, tmp_path_factory)
+def test_every_detector_reloads_to_identical_scores(name: str, trained_run, tmp_path) -> None:
+    run, scores = trained_run(name).run, trained_run(name).scores
     det = oddeye.load(run, progress=False)
     np.testing.assert_array_equal(det.score(TEST), scores)
-    again = det.save(run.parent / "saved-again")  # a loaded run saves the same record
+    again = det.save(tmp_path / "saved-again")  # a loaded run saves the same record
     assert json.loads((again / "model.json").read_text()) == json.loads((run / "model.json").read_text())
 
 
 @pytest.mark.parametrize("name", available())
-def test_changed_code_defaults_leave_saved_runs_alone(name: str, tmp_path_factory, monkeypatch) -> None:
-    run, scores = trained(name, tmp_path_factory)
+def test_changed_code_defaults_leave_saved_runs_alone(name: str, trained_run, monkeypatch) -> None:
+    run, scores = trained_run(name).run, trained_run(name).scores
     saved = oddeye.load(run, progress=False).build_
     change_every_default(monkeypatch)
     fresh = oddeye.create(name).build(SHAPE)
@@ -119,8 +107,8 @@ def test_changed_code_defaults_leave_saved_runs_alone(name: str, tmp_path_factor
     np.testing.assert_array_equal(det.score(TEST), scores)
 
 
-def test_the_default_runs_params_name_every_member_in_full(tmp_path_factory) -> None:
-    run, _ = trained("default", tmp_path_factory)
+def test_the_default_runs_params_name_every_member_in_full(trained_run) -> None:
+    run = trained_run("default").run
     members = json.loads((run / "model.json").read_text())["params"]["members"]
     assert [m["detector"] for m in members] == ["pixel-knn", "hog-knn", "color-knn"]  # colour images
     assert members[0]["derived"] == {
@@ -130,8 +118,8 @@ def test_the_default_runs_params_name_every_member_in_full(tmp_path_factory) -> 
     }
 
 
-def test_a_refit_of_a_loaded_run_trains_the_same_recipe(tmp_path_factory) -> None:
-    run, _ = trained("default", tmp_path_factory)
+def test_a_refit_of_a_loaded_run_trains_the_same_recipe(trained_run) -> None:
+    run = trained_run("default").run
     det = oddeye.load(run, progress=False)
     refit = oddeye.Detector(det.detector, det.config, det.params).fit(blobs(48, (16, 16, 1)))
     members = refit.build_.params["members"]
@@ -226,8 +214,8 @@ def test_format1_transform_derivations_are_frozen() -> None:
         (lambda m: m["config"].pop("lr"), "no 'lr'"),
     ],
 )
-def test_an_incomplete_record_is_one_clear_line(change, message, tmp_path_factory, tmp_path) -> None:
-    run, _ = trained("cnn", tmp_path_factory)
+def test_an_incomplete_record_is_one_clear_line(change, message, trained_run, tmp_path) -> None:
+    run = trained_run("cnn").run
     broken = Path(shutil.copytree(run, tmp_path / "broken"))
     meta = json.loads((broken / "model.json").read_text())
     change(meta)

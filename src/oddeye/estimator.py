@@ -88,8 +88,10 @@ class Detector(BaseEstimator):
         return f"Detector({self.detector!r}, params={self._params()})"
 
     def _settings(self) -> TrainConfig:
-        """The training settings in force: ``config``, or the defaults."""
-        return self.config if self.config is not None else TrainConfig()
+        """The settings in force: ``config``; without one, those it was fitted with, or the defaults."""
+        if self.config is not None:
+            return self.config
+        return getattr(self, "config_", None) or TrainConfig()
 
     def _params(self) -> dict[str, Any]:
         return dict(self.params or {})
@@ -351,7 +353,7 @@ class Detector(BaseEstimator):
         """``images`` loaded and checked against the training shape and value range, with the
         training images' scaling."""
         self._check_fitted()
-        data = load_images(images, size=size, progress=self.config_.progress)
+        data = load_images(images, size=size, progress=self._settings().progress)
         if data.shape != self.input_shape_:
             raise InputError(
                 data.source,
@@ -367,13 +369,13 @@ class Detector(BaseEstimator):
     def iter_scores(self, data: ImageSet, distributed: bool = False) -> Iterator[np.ndarray]:
         """Scores of a prepared image set (:meth:`prepare`) batch by batch, in order, for writing
         as they come; ``distributed``: shard over torchrun's ranks (then one chunk at the end)."""
-        batch, progress = self.config_.score_batch_size, self.config_.progress
+        batch, progress = self._settings().score_batch_size, self._settings().progress
         return iter_scores(self.model_, data, self.device_, batch, None, progress, distributed)
 
     def _infer(
         self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None, distributed: bool = False
     ) -> InferenceResult:
-        batch, progress = self.config_.score_batch_size, self.config_.progress
+        batch, progress = self._settings().score_batch_size, self._settings().progress
         return infer(self.model_, data, self.device_, batch, maps, indices, progress, distributed)
 
     def _check_fitted(self) -> None:
