@@ -145,3 +145,11 @@ def test_build_bytes_counts_parameters_and_buffers_without_allocating() -> None:
     model = spec.build((64, 64, 3), {})
     expected = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     assert spec.build_bytes(registry.record_of(model), (64, 64, 3)) == expected
+
+
+def test_oddeye_detectors_name_lists_the_parameters(cli) -> None:
+    r = cli("detectors", "boss")
+    assert r.code == 0, r.err
+    assert "  score         str = both  what scores: the classifier, the error or both (one of classifier" in r.out
+    assert "  kinds         tuple[str, ...] = noise,paste," in r.out
+    assert cli("detectors", "nope").code == 2

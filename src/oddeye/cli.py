@@ -24,7 +24,7 @@ EXAMPLES = {
     "evaluate": "examples:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy\n"
     "  oddeye evaluate prediction.csv --labels labels.npy --threshold f1 --report report.html",
     "report": "example:\n  oddeye report runs/cnn-bn testingset.npy --labels labels.npy --out report.html",
-    "detectors": "example:\n  oddeye detectors --shape 64x64x3",
+    "detectors": "examples:\n  oddeye detectors --shape 64x64x3\n  oddeye detectors pixel-knn",
     "serve": "examples:\n  oddeye serve model.onnx --port 8000\n  oddeye serve runs/default --workers 2\n"
     "  curl -F files=@face.png http://127.0.0.1:8000/score",
     "export": "examples:\n  oddeye export runs/default --format onnx --out model.onnx\n"
@@ -178,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_arguments(p)
 
-    p = _command(sub, "detectors", "list the registered detectors")
+    p = _command(sub, "detectors", "list the registered detectors, or one detector's parameters")
+    p.add_argument("name", nargs="?", help="a detector: list its parameters, types, defaults and meanings")
     p.add_argument(
         "--shape",
         type=parse_dims,

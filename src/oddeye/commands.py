@@ -173,12 +173,27 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_detectors(args: argparse.Namespace) -> int:
+    if args.name is not None:
+        return _detector_params(args.name)
     shape = args.shape if len(args.shape) == 3 else (*args.shape, 1)
     print(f"{'name':<10}{'parameters':>12}  description   (parameters at {'x'.join(map(str, shape))})")
     for name in available():
         n = oddeye.Detector(name).n_parameters(shape)
         default = "  [default]" if name == DEFAULT_DETECTOR else ""
         print(f"{name:<10}{n:>12,}  {get_spec(name).description}{default}")
+    return 0
+
+
+def _detector_params(name: str) -> int:
+    """One detector's parameters: name, type, default and meaning (``--set NAME=VALUE``)."""
+    spec = get_spec(name)
+    print(f"{name}: {spec.description}")
+    rows = spec.params_cls.describe()
+    if not rows:
+        print("  no parameters")
+    width = max((len(r[0]) for r in rows), default=0)
+    for key, kind, default, meaning in rows:
+        print(f"  {key:<{width}}  {kind} = {default}  {meaning}")
     return 0
 
 

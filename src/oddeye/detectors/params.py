@@ -97,6 +97,28 @@ class Fields:
     def _kind(cls) -> str:
         return "parameter"
 
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(name, type, default, meaning) of every field, for ``oddeye detectors NAME``."""
+        hints = _hints(cls)
+        rows = []
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+            default = _jsonable(_default(f))
+            text = (
+                ",".join(map(str, default))
+                if isinstance(default, list)
+                else f"{default:.6g}"
+                if isinstance(default, float)
+                else str(default)
+            )
+            meaning = f.metadata.get("help", "")
+            if f.metadata.get("choices"):
+                meaning += f" (one of {', '.join(f.metadata['choices'])})"
+            rows.append((f.name, kind, text, meaning))
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (tuples as lists), in field order."""
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
