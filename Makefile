@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # install it into .venv first (or pass TORCH_SPEC=torch), and nothing here replaces it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test bench bench-data bench-emoji fmnist-data lint format clean
+.PHONY: install demo test test-fast bench bench-data bench-emoji fmnist-data lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Everything but the tests marked slow (torchrun ranks, fresh interpreters, quality floors).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # One-class Fashion-MNIST, all 10 classes, ladder detectors and classical references;
 # writes benchmarks/results/*.json and regenerates BENCHMARKS.md. Override with BENCH_ARGS=...

@@ -31,6 +31,7 @@ def test_train_score_evaluate_end_to_end(cli, homework, tmp_path: Path) -> None:
     assert 0.0 <= result["auroc"] <= 1.0 and result["n_normal"] == 20
 
 
+@pytest.mark.slow  # fresh interpreters
 def test_python_m_oddeye_and_2022_header(homework, tmp_path: Path) -> None:
     """A real subprocess: the module entry point works and prints no traceback."""
     run, csv = tmp_path / "run", tmp_path / "p.csv"

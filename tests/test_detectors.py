@@ -67,6 +67,7 @@ def test_score_is_the_notebooks_sqrt_sum_of_squared_error() -> None:
     np.testing.assert_allclose(result.anomaly_maps.sum((1, 2)), result.scores**2, rtol=1e-4)
 
 
+@pytest.mark.slow  # a quality floor: 30 epochs of cnn-bn
 def test_higher_score_means_more_anomalous() -> None:
     det = oddeye.create("cnn-bn", epochs=30, batch_size=32, progress=False).fit(blobs(200))
     normal = det.score(blobs(30, seed=11))

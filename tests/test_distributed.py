@@ -16,7 +16,10 @@ from helpers import blobs
 from oddeye.evaluation import read_scores_csv
 from oddeye.runs import read_history
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo"),
+    pytest.mark.slow,  # each test starts torchrun ranks: seconds apiece
+]
 
 TRAIN = ["--detector", "cnn", "--epochs", "3", "--batch-size", "24", "--device", "cpu", "--precision", "fp32"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two ranks on a 2-core machine; the same for one process
