@@ -12,7 +12,8 @@ import oddeye
 from helpers import FAST, blobs
 from oddeye.detectors import available
 from oddeye.errors import OddeyeError
-from oddeye.export import export_onnx, onnx_session
+from oddeye.export import export_onnx
+from oddeye.onnx_session import open_session
 
 pytest.importorskip("onnxruntime")
 SHAPE = (12, 12, 3)
@@ -29,7 +30,7 @@ def test_every_detector_exports_and_scores_as_oddeye_score(name: str, tmp_path: 
     run = trained(name, tmp_path)
     done = export_onnx(run, tmp_path / "model.onnx")
     assert done.parity.max_relative_score_difference <= 1e-4 and done.parity.flags_identical
-    session = onnx_session(done.onnx)
+    session = open_session(done.onnx)
     images = np.concatenate([blobs(5, SHAPE, seed=7), blobs(4, SHAPE, seed=8, anomalous=True)])
     score, amap = session.run(["score", "anomaly_map"], {"images": images})
     det = oddeye.load(run, progress=False)

@@ -118,6 +118,9 @@ def test_score_files_with_flags_calibration_maps_and_threshold_override(served) 
     low = c.post("/score?threshold=-1000", files=files(*images)).json()
     assert low["threshold"]["source"] == "request" and all(x["flag"] == 1 for x in low["results"])
     assert c.post("/score?threshold=fpr:0.5", files=files(*images)).json()["threshold"]["rule"] == "fpr:0.5"
+    assert c.post("/score?threshold=", files=files(*images)).json()["threshold"] == body["threshold"]  # saved
+    top = c.post("/score?threshold=top:0.1", files=files(*images)).json()
+    assert top["expected"] == "a value or fpr:A" and top["found"].endswith("found top:Q")
     buf = io.BytesIO()
     np.save(buf, images)
     npy = c.post(

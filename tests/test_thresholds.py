@@ -12,7 +12,14 @@ from sklearn.metrics import f1_score
 import oddeye
 from helpers import FAST, blobs
 from oddeye.errors import OddeyeError
-from oddeye.thresholds import Threshold, calibrate, choose_threshold, parse_rule
+from oddeye.thresholds import (
+    Threshold,
+    calibrate,
+    choose_threshold,
+    parse_rule,
+    resolve_threshold,
+    top_threshold,
+)
 
 
 @pytest.mark.parametrize(
@@ -153,3 +160,44 @@ def test_fpr_threshold_on_too_few_heldout_images_says_it_is_rough() -> None:
         in choose_threshold("fpr:0.01", heldout=np.arange(4.0)).basis
     )
     assert "rough" not in choose_threshold("fpr:0.01", heldout=np.arange(100.0)).basis
+
+
+SAVED = Threshold("fpr:0.01", 3.5, "4 held-out normal training images")
+
+
+@pytest.mark.parametrize(
+    "request_, expected",
+    [(None, None), (False, None), (True, SAVED), ("", SAVED), (Threshold("7", 7.0, "a fixed value"), "same")],
+)
+def test_every_form_of_a_threshold_request_resolves_in_one_place(request_, expected) -> None:
+    got = resolve_threshold(request_, saved=SAVED)
+    assert got == (request_ if expected == "same" else expected)
+
+
+def test_a_rule_request_is_chosen_on_what_the_caller_has() -> None:
+    heldout, scores = np.arange(100.0), np.arange(10.0)
+    fpr = resolve_threshold("fpr:0.1", saved=SAVED, heldout=heldout, heldout_basis="held-out images")
+    assert fpr == choose_threshold("fpr:0.1", heldout=heldout, heldout_basis="held-out images")
+    assert resolve_threshold("top:0.2", scores=scores).value == top_threshold(scores, 0.2)
+    assert resolve_threshold("200").flag(np.array([200.0, 201.0])).tolist() == [0, 1]
+
+
+def test_asking_for_the_saved_threshold_without_one_says_what_to_do() -> None:
+    with pytest.raises(OddeyeError, match=r"^runs/x: this run has no saved threshold; give a rule"):
+        resolve_threshold(True, saved=None, source="runs/x")
+
+
+def test_allowed_rule_kinds_restrict_rules_not_the_saved_threshold() -> None:
+    top = Threshold("top:0.05", 9.0, "the top 5.00% of 20 scored images")
+    with pytest.raises(OddeyeError, match=r"'top:0.1': expected a value or fpr:A here, found top:Q"):
+        resolve_threshold("top:0.1", scores=np.arange(10.0), allowed=("value", "fpr"))
+    with pytest.raises(OddeyeError, match="expected a value or fpr:A here, found f1"):
+        resolve_threshold("f1", allowed=("value", "fpr"))
+    assert resolve_threshold("-3", allowed=("value", "fpr")).value == -3.0
+    assert resolve_threshold(top, saved=top, allowed=("value", "fpr")) is top
+    assert resolve_threshold(True, saved=top, allowed=("value", "fpr")) is top
+
+
+def test_a_request_of_another_type_is_one_clear_error() -> None:
+    with pytest.raises(OddeyeError, match="threshold: expected VALUE"):
+        resolve_threshold(200)  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from oddeye.evaluation import evaluate as _evaluate
 from oddeye.reports.report import ReportFiles, ReportInputs, write_report
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
-from oddeye.thresholds import Threshold, choose_threshold
+from oddeye.thresholds import Threshold, resolve_threshold
 from oddeye.training.distributed import barrier, on_main, world
 
 LabelsLike = str | Path | np.ndarray
@@ -142,8 +142,10 @@ def score(
         result = ScoreResult(scores, det, Path(out) if out is not None and main else None)
         if not main:
             return result
-        chosen, saved_to = _score_threshold(run, det, threshold, scores, label_values)
-    result.threshold, result.threshold_saved_to = chosen, saved_to
+        chosen = threshold_for(det, threshold, scores, label_values, source=str(run), unset="none")
+    result.threshold = chosen
+    if isinstance(threshold, str) and threshold and not isinstance(run, Detector):
+        result.threshold_saved_to = save_threshold(run, chosen)  # a rule chosen now becomes the run's
     if calibrated or (chosen is not None and det.heldout_scores_ is not None):
         result.calibrated = det.calibrate(scores)
     if chosen is not None:
@@ -152,28 +154,6 @@ def score(
             result.flags_path = Path(flags) if flags is not None else flags_path_for(out)  # type: ignore[arg-type]
             write_flags_csv(result.flags_path, scores, result.flags, result.calibrated)
     return result
-
-
-def _score_threshold(
-    run: str | Path | Detector,
-    det: Detector,
-    threshold: str | bool | Threshold | None,
-    scores: np.ndarray,
-    labels: np.ndarray | None,
-) -> tuple[Threshold | None, Path | None]:
-    """(threshold, where it was saved): none; the run's own (True); given; or chosen by a rule and
-    saved in the run folder."""
-    if threshold is None or threshold is False:
-        return None, None
-    if isinstance(threshold, Threshold):
-        return threshold, None
-    if threshold is True or threshold == "":
-        if det.threshold_ is None:
-            raise OddeyeError(f"{run}: this run has no saved threshold; give a rule (--threshold fpr:0.01)")
-        return det.threshold_, None
-    chosen = det.choose_threshold(threshold, scores=scores, labels=labels)
-    saved = None if isinstance(run, Detector) else save_threshold(run, chosen)
-    return chosen, saved
 
 
 def evaluate(scores: str | Path | np.ndarray, labels: str | Path | np.ndarray) -> Evaluation:
@@ -215,8 +195,7 @@ def report(
     if data is not None and len(data) != n:
         raise OddeyeError(f"{data.source}: expected {n} images (one per score), found {len(data)}")
     label_values = _labels(labels, n)
-    if not isinstance(threshold, Threshold):
-        threshold = resolve_threshold(det, threshold, scores, label_values)
+    threshold = threshold_for(det, threshold, scores, label_values, source=str(run))
     inputs = ReportInputs(
         scores=scores,
         scores_source=scores_source or (data.source if data is not None else "<scores>"),
@@ -237,13 +216,25 @@ def _labels(labels: LabelsLike | None, n: int) -> np.ndarray | None:
     return load_labels(labels, n=n)
 
 
-def resolve_threshold(
-    det: Detector | None, rule: str | None, scores: np.ndarray, labels: np.ndarray | None = None
+def threshold_for(
+    det: Detector | None,
+    request: str | bool | Threshold | None,
+    scores: np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    source: str = "model.json",
+    unset: Literal["saved", "none"] = "saved",
 ) -> Threshold | None:
-    """The threshold ``rule`` asks for (with the run's held-out scores when there is a run), or
-    without a rule the run's own (None without a run)."""
-    if rule is None:
-        return det.threshold_ if det is not None else None
+    """The threshold ``request`` asks for (read by :func:`oddeye.thresholds.resolve_threshold`)
+    with what the run ``det`` knows: its saved threshold and its held-out scores; without a run,
+    rules on the ``scores`` and ``labels`` alone. ``unset``: what no request (None) means: the
+    run's saved threshold if it has one (``report``, ``evaluate``), or none (``score``, which flags
+    only when asked). ``source`` names the run in the error when a saved one is asked for and
+    there is none."""
+    run: dict[str, Any] = {}
     if det is not None:
-        return det.choose_threshold(rule, scores=scores, labels=labels)
-    return choose_threshold(rule, scores=scores, labels=labels)
+        det._check_fitted()
+        run = {"saved": det.threshold_, "heldout": det.heldout_scores_, "heldout_basis": det.heldout_basis_}
+    if request is None and unset == "saved":
+        request = run.get("saved")
+    return resolve_threshold(request, scores=scores, labels=labels, source=source, **run)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 import oddeye
-from oddeye.api import resolve_threshold
+from oddeye.api import threshold_for
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
@@ -62,7 +62,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         args.out,
         header=header,
         size=args.size,
-        threshold=True if args.threshold == "" else args.threshold,
+        threshold=args.threshold,  # "" (a bare --threshold): the saved one
         labels=args.labels,
         flags=args.flags,
         calibrated=args.calibrated,
@@ -126,7 +126,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = det.prepare(args.images, size=args.size)
     scores = det.infer(data).scores
     labels = load_labels(args.labels, n=len(scores)) if args.labels else None
-    threshold = resolve_threshold(det, args.threshold, scores, labels)
+    threshold = threshold_for(det, args.threshold, scores, labels, source=args.run)
     _write_report(args, args.out, det, data, scores, labels, threshold)
     return 0
 
@@ -141,7 +141,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None
     if args.images and det is None:
         raise OddeyeError("--images needs --run (the run that made the scores)")
-    threshold = resolve_threshold(det, args.threshold, scores, labels)
+    threshold = threshold_for(det, args.threshold, scores, labels, source=args.run or args.scores)
     if threshold is not None and not args.json:
         print()
         for name, value in threshold_rows(threshold, scores, labels):

@@ -25,3 +25,16 @@ class InputError(OddeyeError):
 
 class TrainingInterrupted(OddeyeError):
     """Ctrl-C during training, after the last finished epoch was checkpointed (exit code 130)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message, or its class name when the message is empty or blank.
+
+    Errors from libraries (PyTorch, onnxruntime, safetensors, Pillow) often run to many lines, and
+    some have no message at all; a one-line error that quotes them takes this, which never fails.
+    """
+    try:
+        text = str(e).strip()
+    except Exception:  # noqa: BLE001 - a broken __str__ still gives a line
+        text = ""
+    return text.splitlines()[0] if text else type(e).__name__

@@ -18,7 +18,7 @@ from oddeye.data.loaders import available_memory, load_images
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel
 from oddeye.detectors.registry import Build, record_of
-from oddeye.errors import InputError, OddeyeError, TrainingInterrupted
+from oddeye.errors import InputError, OddeyeError, TrainingInterrupted, first_line
 from oddeye.evaluation import score_stats
 from oddeye.progress import line as progress_line
 from oddeye.progress import mode as progress_mode
@@ -255,7 +255,7 @@ class Detector(BaseEstimator):
         try:
             model.load_state_dict(state)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
+            first = first_line(e)
             weights = Path(run_dir) / "model.safetensors"
             raise OddeyeError(
                 f"{weights}: expected weights matching {record.detector}, found: {first}"

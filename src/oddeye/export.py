@@ -30,9 +30,11 @@ from torch import nn
 
 from oddeye._version import __version__
 from oddeye.data.imageset import Normalisation
-from oddeye.errors import OddeyeError
+from oddeye.errors import OddeyeError, first_line
 from oddeye.estimator import Detector
 from oddeye.io import atomic_dir, atomic_path, json_text
+from oddeye.onnx_session import InputDtype, input_dtype, open_session
+from oddeye.thresholds import Threshold
 
 FORMAT = "oddeye-onnx/1"
 INPUT, OUTPUTS = "images", ("score", "anomaly_map")
@@ -113,12 +115,8 @@ def triton_config(name: str, meta: dict[str, Any], max_batch: int) -> str:
     """config.pbtxt for the ONNX Runtime backend: batch dimension implicit, dynamic batching."""
     h, w, c = meta["input"]["shape"][1:]
     dtype = "TYPE_UINT8" if meta["input"]["dtype"] == "uint8" else "TYPE_FP32"
-    threshold = meta.get("threshold") or {}
-    params = ""
-    if threshold:
-        entry = 'parameters {{ key: "{}" value: {{ string_value: "{}" }} }}\n'
-        params = entry.format("oddeye.threshold", repr(threshold["value"]))
-        params += entry.format("oddeye.threshold_rule", threshold["rule"])
+    entry = 'parameters {{ key: "{}" value: {{ string_value: "{}" }} }}\n'
+    params = "".join(entry.format(key, value) for key, value in threshold_properties(meta).items())
     return (
         f'name: "{name}"\n'
         'backend: "onnxruntime"\n'
@@ -130,6 +128,16 @@ def triton_config(name: str, meta: dict[str, Any], max_batch: int) -> str:
         "]\n"
         "dynamic_batching { max_queue_delay_microseconds: 2000 }\n" + params
     )
+
+
+def threshold_properties(meta: dict[str, Any]) -> dict[str, str]:
+    """The saved threshold as flat string properties ({"oddeye.threshold": value, ...}, none without
+    one), read back from the record with :meth:`Threshold.from_dict`: the same two keys in the ONNX
+    metadata and in Triton's config.pbtxt, for tools that read no JSON."""
+    if not meta.get("threshold"):
+        return {}
+    threshold = Threshold.from_dict(meta["threshold"], "the export record")
+    return {"oddeye.threshold": repr(threshold.value), "oddeye.threshold_rule": threshold.rule}
 
 
 # -- pieces --------------------------------------------------------------------------------------
@@ -148,13 +156,13 @@ def _check_images(det: Detector, run: str | Path, images: str | Path | None) -> 
     return sample
 
 
-def _input_dtype(det: Detector) -> torch.dtype:
-    return torch.uint8 if (det.normalisation_.lo, det.normalisation_.hi) == (0.0, 255.0) else torch.float32
+def _input_dtype(det: Detector) -> InputDtype:
+    return input_dtype(det.normalisation_.lo, det.normalisation_.hi)
 
 
 def _write_graph(det: Detector, check: np.ndarray, path: Path) -> None:
     wrapper = Exported(det.model_.eval(), det.normalisation_).eval()
-    example = torch.from_numpy(np.ascontiguousarray(check[:2].astype(_numpy_dtype(det))))
+    example = torch.from_numpy(np.ascontiguousarray(check[:2].astype(_input_dtype(det))))
     if len(example) < 2:
         example = torch.cat([example, example])  # batch 1 would be taken for a constant
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
@@ -180,15 +188,10 @@ def _write_graph(det: Detector, check: np.ndarray, path: Path) -> None:
             )
             program.save(str(path))
     except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; one line for the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OddeyeError(
-            f"{det.detector}: expected an ONNX graph, found the exporter failing: {first}"
+            f"{det.detector}: expected an ONNX graph, found the exporter failing: {first_line(e)}"
         ) from None
     _check_graph(path, det.detector)
-
-
-def _numpy_dtype(det: Detector) -> type:
-    return np.uint8 if _input_dtype(det) == torch.uint8 else np.float32
 
 
 def _check_graph(path: Path, detector: str) -> None:
@@ -211,14 +214,6 @@ def _check_graph(path: Path, detector: str) -> None:
         )
 
 
-def onnx_session(path: str | Path) -> Any:
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def check_parity(det: Detector, path: Path, check: np.ndarray, source: str, name: str = "") -> Parity:
     """onnxruntime against ``oddeye score`` on ``check``: scores within ``TOLERANCE`` and flags at
     the saved threshold identical, at two batch sizes; an OddeyeError otherwise. (An image whose
@@ -226,17 +221,16 @@ def check_parity(det: Detector, path: Path, check: np.ndarray, source: str, name
     to round alike; it is counted, not compared. Thresholds lie between held-out scores, so the
     run's own held-out images are never ties.)"""
     name = name or path.name
-    session = onnx_session(path)
-    images = np.ascontiguousarray(check.astype(_numpy_dtype(det)))
+    session = open_session(path)
+    images = np.ascontiguousarray(check.astype(_input_dtype(det)))
     reference = det.score(images)  # the scoring path of `oddeye score`
     ref_maps = det.infer(images, maps=True).anomaly_maps
     try:
         scores, maps = session.run(list(OUTPUTS), {INPUT: images})
         single, _ = session.run(list(OUTPUTS), {INPUT: images[:1]})
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors are its own classes
-        first = str(e).strip().splitlines()[0]
         raise OddeyeError(
-            f"{name}: expected onnxruntime to run the graph, found: {first}; nothing written"
+            f"{name}: expected onnxruntime to run the graph, found: {first_line(e)}; nothing written"
         ) from None
     scale = np.maximum(np.abs(reference), typical_size(det))
     diff = float(np.max(np.abs(scores.astype(np.float64) - reference) / scale))
@@ -286,7 +280,7 @@ def describe(det: Detector, run: str | Path, model_file: str, parity: Parity) ->
         "build": det.build_.to_dict(),
         "input": {
             "name": INPUT,
-            "dtype": "uint8" if _numpy_dtype(det) is np.uint8 else "float32",
+            "dtype": _input_dtype(det),
             "shape": [-1, h, w, c],
             "layout": "NHWC",
         },  # fmt: skip
@@ -330,9 +324,7 @@ def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
         "oddeye.detector": meta["detector"],
         "oddeye.input": f"{meta['input']['dtype']} NHWC {'x'.join(map(str, meta['input']['shape'][1:]))}",
     }
-    if meta["threshold"]:
-        flat["oddeye.threshold"] = repr(meta["threshold"]["value"])
-        flat["oddeye.threshold_rule"] = meta["threshold"]["rule"]
+    flat.update(threshold_properties(meta))
     del model.metadata_props[:]
     for key, value in flat.items():
         model.metadata_props.add(key=key, value=value)

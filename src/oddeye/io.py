@@ -13,7 +13,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 
-from oddeye.errors import OddeyeError
+from oddeye.errors import OddeyeError, first_line
 
 WRITE_ERRORS = (OSError, SafetensorError)  # safetensors reports a failed write (a full disk) as its own
 
@@ -28,8 +28,7 @@ UMASK = _umask()  # temp files are created 0600 / 0700; finished outputs get the
 
 
 def unwritable(path: Path, err: Exception) -> OddeyeError:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    reason = getattr(err, "strerror", None) or text.removeprefix("Error while serializing: ")
+    reason = getattr(err, "strerror", None) or first_line(err).removeprefix("Error while serializing: ")
     return OddeyeError(f"{path}: expected a writable location, found: {reason}")
 
 

@@ -12,21 +12,27 @@ An image is flagged (label 1) when its score is strictly above the threshold. Ru
 
 The calibrated scale is the fraction of held-out normal images that score lower: 0.99 means
 "higher than 99% of normal images", whatever the detector.
+
+This module is the one place where a threshold request becomes a threshold
+(:func:`resolve_threshold`), where images are flagged (:meth:`Threshold.flag`) and where scores are
+calibrated (:func:`calibrate`): the API, the command line, the server and the export all go through
+it. It imports neither PyTorch nor FastAPI (a server of an exported model imports it).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve
 
 from oddeye.errors import OddeyeError
 
 DEFAULT_RULE = "fpr:0.01"
 RULES_HELP = "VALUE (fixed), fpr:A (held-out false-positive rate), top:Q (fraction flagged) or f1 (labels)"
+RULE_FORMS = {"value": "a value", "fpr": "fpr:A", "top": "top:Q", "f1": "f1"}  # by parse_rule's kind
 
 
 @dataclass(frozen=True)
@@ -47,14 +53,18 @@ class Threshold:
         return f"threshold {self.value:.6g} {self.how()}"
 
     def how(self) -> str:
+        """'(fpr:0.01, 350 held-out normal training images, ...)': the rule and what it was chosen on."""
         note = "; chosen with the labels: for analysis only" if self.uses_labels else ""
         return f"({self.rule}, {self.basis}{note})"
 
     def to_dict(self) -> dict[str, Any]:
+        """The record saved in model.json and the ONNX metadata (rule, value, basis, uses_labels)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "model.json") -> Threshold:
+        """The threshold a :meth:`to_dict` record describes; an OddeyeError naming ``source`` if it
+        is incomplete."""
         try:
             return cls(str(d["rule"]), float(d["value"]), str(d["basis"]), bool(d.get("uses_labels", False)))
         except (KeyError, TypeError, ValueError) as e:
@@ -78,6 +88,60 @@ def parse_rule(text: str) -> tuple[str, float]:
     if kind in ("fpr", "top") and not 0.0 <= param < 1.0:
         raise OddeyeError(f"threshold {text!r}: expected a fraction in [0, 1), found {param:g}")
     return kind, param
+
+
+def rule_forms(kinds: Collection[str]) -> str:
+    """('value', 'fpr') -> 'a value or fpr:A': the rule kinds in words, for a message."""
+    forms = [RULE_FORMS[k] for k in kinds]
+    return " or ".join(forms) if len(forms) < 3 else ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+def resolve_threshold(
+    request: Threshold | str | bool | None,
+    *,
+    saved: Threshold | None = None,
+    heldout: np.ndarray | None = None,
+    heldout_basis: str = "held-out normal training images",
+    scores: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    allowed: Collection[str] | None = None,
+    source: str = "model.json",
+) -> Threshold | None:
+    """The threshold ``request`` asks for, in every form a caller has it, so that the API, the
+    command line and the server read a request alike:
+
+    - None or False: none (no flags);
+    - True or "": ``saved``, the model's own (an OddeyeError saying what to do when it has none,
+      naming ``source``);
+    - a :class:`Threshold`: that one, as it is;
+    - a rule ('200', 'fpr:0.01', 'top:0.05', 'f1'): chosen now by :func:`choose_threshold` from
+      ``heldout`` (the held-out normal scores), ``scores`` (the scored images) or ``labels``.
+
+    ``allowed``: the rule kinds a caller takes ('value', 'fpr', 'top', 'f1'; default all); a rule
+    of another kind is an OddeyeError (the server takes only a value or fpr:A, since it scores one
+    request at a time and has no labels). It restricts rules only: a saved threshold is the model's
+    and is used whatever its kind. A caller for whom "nothing asked" means "the saved one, if any"
+    passes ``saved`` as the request."""
+    if request is None or request is False:
+        return None
+    if isinstance(request, Threshold):
+        return request
+    if request is True or request == "":
+        if saved is None:
+            raise OddeyeError(
+                f"{source}: this run has no saved threshold; give a rule (--threshold {DEFAULT_RULE})"
+            )
+        return saved
+    if not isinstance(request, str):
+        raise OddeyeError(f"threshold: expected {RULES_HELP}, found {type(request).__name__} {request!r}")
+    kind, _ = parse_rule(request)
+    if allowed is not None and kind not in allowed:
+        raise OddeyeError(
+            f"threshold {request.strip()!r}: expected {rule_forms(allowed)} here, found {RULE_FORMS[kind]}"
+        )
+    return choose_threshold(
+        request, heldout=heldout, heldout_basis=heldout_basis, scores=scores, labels=labels
+    )
 
 
 def choose_threshold(
@@ -141,6 +205,8 @@ def top_threshold(scores: np.ndarray, fraction: float) -> float:
 
 def f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(threshold, F1) maximising F1; scikit-learn's curve flags ``>=``, ours ``>``, hence nextafter."""
+    from sklearn.metrics import precision_recall_curve  # here: a server, which never asks for f1, skips it
+
     precision, recall, cuts = precision_recall_curve(labels, scores)
     with np.errstate(invalid="ignore", divide="ignore"):
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]

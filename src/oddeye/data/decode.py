@@ -11,16 +11,20 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from oddeye.errors import first_line
+
 GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16..." mode
 BACKGROUND = 255  # transparent pixels are composited on white (as a viewer shows them)
 
 
 def reason(e: BaseException) -> str:
-    """A short, one-line reason taken from an exception."""
+    """A short, one-line reason taken from an exception, for a message about a file: an OSError's
+    own words without the errno and path, Pillow's "cannot identify" in plain words, at most 100
+    characters (:func:`oddeye.errors.first_line` otherwise)."""
     if isinstance(e, UnidentifiedImageError):
         return "not an image format Pillow recognises"
-    text = (getattr(e, "strerror", None) or str(e)).strip()
-    line = text.splitlines()[0] if text else type(e).__name__
+    strerror = getattr(e, "strerror", None)
+    line = strerror.strip() if isinstance(strerror, str) and strerror.strip() else first_line(e)
     return line if len(line) <= 100 else line[:97] + "..."
 
 

@@ -26,9 +26,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from oddeye._version import __version__
 from oddeye.data.decode import decode, reason
+from oddeye.errors import OddeyeError
 from oddeye.serving.backends import Backend, open_backend
+from oddeye.thresholds import Threshold, resolve_threshold, rule_forms
 
 DATATYPES = {"uint8": "UINT8", "float32": "FP32"}
+REQUEST_RULES = ("value", "fpr")  # top:Q and f1 need the whole scored set, or labels: not per request
 MB = 2**20
 
 
@@ -138,7 +141,7 @@ def create_app(backend: Backend, limits: Limits | None = None) -> FastAPI:
             ],
             "parameters": {
                 "detector": backend.detector,
-                "threshold": backend.threshold,
+                "threshold": backend.threshold.to_dict() if backend.threshold is not None else None,
                 "calibration_images": int(len(backend.heldout_scores)),
                 "anomaly_map": backend.map_meaning,
                 "score": "higher = more anomalous",
@@ -168,8 +171,8 @@ def create_app(backend: Backend, limits: Limits | None = None) -> FastAPI:
         answer = {"model_name": backend.name, "model_version": "1", "outputs": outputs}
         if "id" in body:
             answer["id"] = body["id"]
-        if backend.threshold:
-            answer["parameters"] = {"threshold": backend.threshold["value"]}
+        if backend.threshold is not None:
+            answer["parameters"] = {"threshold": backend.threshold.value}
         return answer
 
     @app.post("/score", summary="score image files: score, calibrated score, flag (and maps)")
@@ -197,17 +200,18 @@ def create_app(backend: Backend, limits: Limits | None = None) -> FastAPI:
         scores, amaps = backend.infer(stack, maps=maps)
         chosen = _threshold(threshold, backend)
         calibrated = backend.calibrated(scores)
+        flags = chosen.flag(scores) if chosen is not None else None
         results = []
         for k, ((file, index), s) in enumerate(zip(names, scores, strict=True)):
             row: dict[str, Any] = {"file": file, "score": float(s)}
             if index is not None:
                 row["index"] = index
             row["calibrated"] = float(calibrated[k]) if calibrated is not None else None
-            row["flag"] = int(s > chosen["value"]) if chosen is not None else None
+            row["flag"] = int(flags[k]) if flags is not None else None
             if maps:
                 row["map"] = amaps[k].astype(np.float32).tolist()
             results.append(row)
-        return {"model": backend.name, "threshold": chosen, "results": results}
+        return {"model": backend.name, "threshold": _threshold_json(chosen, backend), "results": results}
 
     return _limited(app, limits)
 
@@ -353,23 +357,26 @@ def _npy_images(name: str, content: bytes, backend: Backend) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _threshold(text: str | None, backend: Backend) -> dict[str, Any] | None:
-    """The threshold flags are drawn at: the request's (a value, or fpr:A on the held-out scores),
-    else the model's saved one (None when it has none)."""
-    if text is None:
-        return {**backend.threshold, "source": "saved"} if backend.threshold else None
-    from oddeye.errors import OddeyeError
-    from oddeye.thresholds import choose_threshold
-
+def _threshold(text: str | None, backend: Backend) -> Threshold | None:
+    """The threshold flags are drawn at: the request's (a value, or fpr:A on the held-out scores;
+    empty: the saved one), else the model's saved one (None when it has none); a 422 otherwise."""
     try:
-        chosen = choose_threshold(
-            text, heldout=backend.heldout_scores if len(backend.heldout_scores) else None
+        return resolve_threshold(
+            backend.threshold if text is None else text,
+            saved=backend.threshold,
+            heldout=backend.heldout_scores,
+            allowed=REQUEST_RULES,
+            source=backend.source,
         )
     except OddeyeError as e:
-        raise BadRequest(422, "bad threshold", "a value or fpr:A", str(e)) from None
-    if chosen.uses_labels or chosen.rule.startswith("top"):
-        raise BadRequest(422, "bad threshold", "a value or fpr:A", text)
-    return {**chosen.to_dict(), "source": "request"}
+        raise BadRequest(422, "bad threshold", rule_forms(REQUEST_RULES), str(e)) from None
+
+
+def _threshold_json(chosen: Threshold | None, backend: Backend) -> dict[str, Any] | None:
+    """The threshold as /score answers it: its record and whether it is the model's or the request's."""
+    if chosen is None:
+        return None
+    return {**chosen.to_dict(), "source": "saved" if chosen is backend.threshold else "request"}
 
 
 def app_from_env() -> FastAPI:

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from oddeye._version import __version__
-from oddeye.errors import OddeyeError
+from oddeye.errors import OddeyeError, first_line
+from oddeye.onnx_session import input_dtype, open_session
+from oddeye.thresholds import Threshold, calibrate
 
 
 @dataclass
@@ -26,7 +28,7 @@ class Backend:
     source: str
     shape: tuple[int, int, int]  # (H, W, C)
     dtype: str  # "uint8" | "float32"
-    threshold: dict[str, Any] | None
+    threshold: Threshold | None  # the model's saved one
     heldout_scores: np.ndarray  # sorted; the calibrated scale
     map_meaning: str
     detector: str
@@ -37,10 +39,9 @@ class Backend:
         raise NotImplementedError
 
     def calibrated(self, scores: np.ndarray) -> np.ndarray | None:
-        """The fraction of held-out normal scores below each score (None without them)."""
-        if not len(self.heldout_scores):
-            return None
-        return np.searchsorted(self.heldout_scores, scores, side="left") / len(self.heldout_scores)
+        """The calibrated scale (:func:`oddeye.thresholds.calibrate`) of ``scores``; None without
+        held-out scores."""
+        return calibrate(scores, self.heldout_scores) if len(self.heldout_scores) else None
 
 
 @dataclass
@@ -76,22 +77,19 @@ def open_backend(path: str | Path, name: str | None = None) -> Backend:
 
 
 def _onnx_backend(path: Path, name: str | None) -> OnnxBackend:
+    session = open_session(path)
+    import onnxruntime  # open_session has found it
+
     try:
-        import onnxruntime
-    except ImportError:
-        raise OddeyeError("serving an .onnx file needs onnxruntime: pip install 'oddeye[serve]'") from None
-    try:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = json.loads(session.get_modelmeta().custom_metadata_map["oddeye"])
     except KeyError:
         raise OddeyeError(
             f"{path}: expected a model made by oddeye export, found no oddeye metadata"
         ) from None
-    except Exception as e:  # noqa: BLE001 - onnxruntime's own error classes
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise OddeyeError(f"{path}: expected an ONNX model, found: {first}") from None
+    except ValueError as e:
+        raise OddeyeError(
+            f"{path}: expected a model made by oddeye export, found unreadable metadata ({first_line(e)})"
+        ) from None
     shape = tuple(int(v) for v in meta["input"]["shape"][1:])
     return OnnxBackend(
         name=name or path.stem,
@@ -99,7 +97,7 @@ def _onnx_backend(path: Path, name: str | None) -> OnnxBackend:
         source=str(path),
         shape=shape,  # type: ignore[arg-type]
         dtype=meta["input"]["dtype"],
-        threshold=meta.get("threshold"),
+        threshold=Threshold.from_dict(meta["threshold"], str(path)) if meta.get("threshold") else None,
         heldout_scores=np.asarray(meta["calibration"]["heldout_scores"], dtype=np.float64),
         map_meaning=meta["outputs"][1].get("meaning", ""),
         detector=meta["detector"],
@@ -123,8 +121,8 @@ def _run_backend(path: Path, name: str | None) -> RunBackend:
         platform="pytorch",
         source=str(path),
         shape=det.input_shape_,
-        dtype="uint8" if (norm.lo, norm.hi) == (0.0, 255.0) else "float32",
-        threshold=det.threshold_.to_dict() if det.threshold_ is not None else None,
+        dtype=input_dtype(norm.lo, norm.hi),
+        threshold=det.threshold_,
         heldout_scores=np.sort(held) if held is not None else np.zeros(0),
         map_meaning=det.model_.map_meaning,
         detector=det.detector,

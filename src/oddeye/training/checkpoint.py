@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from oddeye.errors import OddeyeError
+from oddeye.errors import OddeyeError, first_line
 from oddeye.io import atomic_path
 from oddeye.training.distributed import world
 
@@ -69,9 +69,8 @@ class Checkpoint:
             saved_fp = json.loads(header["fingerprint"])
             scopes = json.loads(header["scopes"])
         except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise OddeyeError(
-                f"{self.path}: expected an oddeye checkpoint, found unreadable data ({reason})"
+                f"{self.path}: expected an oddeye checkpoint, found unreadable data ({first_line(e)})"
             ) from None
         diff = _first_difference(saved_fp, self.fingerprint)
         if diff is not None:
@@ -104,9 +103,8 @@ class Checkpoint:
                 optimizer.load_state_dict(self._optimizer_state(scope, state))
             torch.set_rng_state(self.tensors[f"{scope}rng.torch"])
         except (KeyError, RuntimeError, ValueError) as e:
-            first = str(e).strip().splitlines()[0]
             raise OddeyeError(
-                f"{self.path}: expected weights matching this detector, found: {first}"
+                f"{self.path}: expected weights matching this detector, found: {first_line(e)}"
             ) from None
         best = self._group(f"{scope}best.") or None
         return state, best
