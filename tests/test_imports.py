@@ -75,3 +75,34 @@ def test_the_graph_sees_imports_inside_functions() -> None:
     assert "oddeye.commands" in imports_of("oddeye.cli")  # imported lazily, in _run
     assert "oddeye.estimator" not in imports_of("oddeye.runs")
     assert imports_of("oddeye._version") == set()
+
+
+PLOTTING = ("matplotlib", "PIL.ImageDraw")
+
+
+def test_loading_and_scoring_import_no_plotting_library(tmp_path: Path) -> None:
+    """A server or a batch job that only scores never pays for matplotlib: through the Python API
+    (load, score, oddeye.score with a threshold) and the CLI's score command alike."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from helpers import blobs
+
+    run = tmp_path / "run"
+    oddeye.train(blobs(30, (8, 8, 1)), "pixel-knn", run, progress=False)
+    np.save(tmp_path / "x.npy", blobs(5, (8, 8, 1)))
+    code = f"""
+import sys
+import oddeye
+from oddeye.cli import main
+det = oddeye.load({str(run)!r}, progress=False)
+det.score({str(tmp_path / "x.npy")!r})
+oddeye.score(det, {str(tmp_path / "x.npy")!r}, out={str(tmp_path / "p.csv")!r}, threshold=True)
+assert main(["score", {str(run)!r}, {str(tmp_path / "x.npy")!r}, "--out", {str(tmp_path / "q.csv")!r},
+             "--quiet"]) == 0
+print(sorted(m for m in sys.modules if m.startswith({PLOTTING!r})))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -150,6 +150,9 @@ def test_build_bytes_counts_parameters_and_buffers_without_allocating() -> None:
 def test_oddeye_detectors_name_lists_the_parameters(cli) -> None:
     r = cli("detectors", "boss")
     assert r.code == 0, r.err
-    assert "  score         str = both  what scores: the classifier, the error or both (one of classifier" in r.out
+    assert (
+        "  score         str = both  what scores: the classifier, the error or both (one of classifier"
+        in r.out
+    )
     assert "  kinds         tuple[str, ...] = noise,paste," in r.out
     assert cli("detectors", "nope").code == 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -15,11 +15,13 @@ from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_csv, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
-from oddeye.reports.report import ReportFiles, ReportInputs, write_report
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, resolve_threshold
 from oddeye.training.distributed import barrier, on_main, world
+
+if TYPE_CHECKING:
+    from oddeye.reports.report import ReportFiles
 
 LabelsLike = str | Path | np.ndarray
 
@@ -196,6 +198,8 @@ def report(
         raise OddeyeError(f"{data.source}: expected {n} images (one per score), found {len(data)}")
     label_values = _labels(labels, n)
     threshold = threshold_for(det, threshold, scores, label_values, source=str(run))
+    from oddeye.reports.report import ReportInputs, write_report  # plotting: only when reporting
+
     inputs = ReportInputs(
         scores=scores,
         scores_source=scores_source or (data.source if data is not None else "<scores>"),

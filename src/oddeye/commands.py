@@ -20,9 +20,8 @@ from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
 from oddeye.evaluation import read_scores_csv
-from oddeye.reports.report import threshold_rows
 from oddeye.settings import resolve_settings
-from oddeye.thresholds import Threshold
+from oddeye.thresholds import Threshold, threshold_rows
 from oddeye.training.distributed import world
 
 

@@ -38,7 +38,6 @@ from oddeye.detectors.registry import Build
 from oddeye.errors import OddeyeError
 from oddeye.io import UMASK, atomic_dir, json_text, unwritable, write_text
 from oddeye.migrate import UPGRADES
-from oddeye.reports.plots import plot_training_curve
 from oddeye.thresholds import Threshold
 from oddeye.training.checkpoint import CHECKPOINT
 from oddeye.training.loop import EpochRecord
@@ -176,6 +175,8 @@ def write_run(
             np.save(tmp / HELDOUT_SCORES, np.asarray(record.heldout_scores, dtype=np.float64))
         if record.heldout_sample is not None:
             np.save(tmp / HELDOUT_SAMPLE, np.ascontiguousarray(record.heldout_sample))
+        from oddeye.reports.plots import plot_training_curve  # here: loading never imports matplotlib
+
         plot_training_curve(all_histories(record), tmp / CURVE, title=f"{record.detector} training")
     return Path(run_dir)
 

@@ -57,6 +57,10 @@ class Threshold:
         note = "; chosen with the labels: for analysis only" if self.uses_labels else ""
         return f"({self.rule}, {self.basis}{note})"
 
+    def __float__(self) -> float:
+        """The value: PyOD's ``threshold_`` is this number."""
+        return self.value
+
     def to_dict(self) -> dict[str, Any]:
         """The record saved in model.json and the ONNX metadata (rule, value, basis, uses_labels)."""
         return asdict(self)
@@ -218,3 +222,17 @@ def calibrate(scores: np.ndarray, heldout: np.ndarray) -> np.ndarray:
     """Fraction of held-out normal scores strictly lower than each score (0..1)."""
     h = np.sort(np.asarray(heldout, dtype=np.float64))
     return np.searchsorted(h, np.asarray(scores, dtype=np.float64), side="left") / len(h)
+
+
+def threshold_rows(t: Threshold, scores: np.ndarray, labels: np.ndarray | None) -> list[tuple[str, str]]:
+    """The threshold, how many it flags, and with labels its precision, recall and FPR."""
+    flagged = t.flag(scores).astype(bool)
+    n = len(scores)
+    rows = [("threshold", f"{t.value:.6g} {t.how()}")]
+    rows.append(("flagged", f"{int(flagged.sum())} of {n} ({flagged.mean():.2%})"))
+    if labels is not None:
+        tp = int((flagged & (labels == 1)).sum())
+        recall, precision = tp / max(int(labels.sum()), 1), tp / max(int(flagged.sum()), 1)
+        fpr = flagged[labels == 0].mean()
+        rows.append(("at the threshold", f"precision {precision:.4f}, recall {recall:.4f}, FPR {fpr:.4f}"))
+    return rows

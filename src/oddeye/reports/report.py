@@ -20,7 +20,7 @@ from oddeye.io import atomic_dir, atomic_path
 from oddeye.progress import track
 from oddeye.reports import plots
 from oddeye.runs import all_histories, metadata
-from oddeye.thresholds import Threshold
+from oddeye.thresholds import Threshold, threshold_rows
 
 if TYPE_CHECKING:
     from oddeye.estimator import Detector
@@ -290,20 +290,6 @@ def _training_rows(det: Detector) -> list[tuple[str, str]]:
     if held.get("n"):
         stats = f"median {held['median']:.4g}, p99 {held['p99']:.4g}"
         rows.append(("held-out scores", f"{held['n']} {held.get('basis', '')}: {stats}"))
-    return rows
-
-
-def threshold_rows(t: Threshold, scores: np.ndarray, labels: np.ndarray | None) -> list[tuple[str, str]]:
-    """The threshold, how many it flags, and with labels its precision, recall and FPR."""
-    flagged = t.flag(scores).astype(bool)
-    n = len(scores)
-    rows = [("threshold", f"{t.value:.6g} {t.how()}")]
-    rows.append(("flagged", f"{int(flagged.sum())} of {n} ({flagged.mean():.2%})"))
-    if labels is not None:
-        tp = int((flagged & (labels == 1)).sum())
-        recall, precision = tp / max(int(labels.sum()), 1), tp / max(int(flagged.sum()), 1)
-        fpr = flagged[labels == 0].mean()
-        rows.append(("at the threshold", f"precision {precision:.4f}, recall {recall:.4f}, FPR {fpr:.4f}"))
     return rows
 
 
