@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import oddeye
-from helpers import FAST, blobs
+from helpers import blobs
 from oddeye.detectors import available
 from oddeye.errors import OddeyeError
 from oddeye.export import export_onnx
@@ -19,15 +20,9 @@ pytest.importorskip("onnxruntime")
 SHAPE = (12, 12, 3)
 
 
-def trained(name: str, tmp: Path) -> Path:
-    run = tmp / f"run-{name}"
-    oddeye.train(blobs(60, SHAPE), name, run, **FAST, val_fraction=0.25)  # steadier fusion scales
-    return run
-
-
 @pytest.mark.parametrize("name", available())
-def test_every_detector_exports_and_scores_as_oddeye_score(name: str, tmp_path: Path) -> None:
-    run = trained(name, tmp_path)
+def test_every_detector_exports_and_scores_as_oddeye_score(name: str, trained_run, tmp_path: Path) -> None:
+    run = trained_run(name).run  # trained once per session (conftest); export only reads it
     done = export_onnx(run, tmp_path / "model.onnx")
     assert done.parity.max_relative_score_difference <= 1e-4 and done.parity.flags_identical
     session = open_session(done.onnx)
@@ -45,10 +40,10 @@ def test_every_detector_exports_and_scores_as_oddeye_score(name: str, tmp_path: 
     assert len(meta["calibration"]["heldout_scores"]) == len(det.heldout_scores_)
 
 
-def test_the_graph_keeps_thresholds_out_and_metadata_in(tmp_path: Path) -> None:
+def test_the_graph_keeps_thresholds_out_and_metadata_in(trained_run, tmp_path: Path) -> None:
     import onnx
 
-    run = trained("cnn", tmp_path)
+    run = trained_run("cnn").run
     done = export_onnx(run, tmp_path / "m.onnx")
     model = onnx.load(str(done.onnx))
     props = {p.key: p.value for p in model.metadata_props}
@@ -62,18 +57,18 @@ def test_the_graph_keeps_thresholds_out_and_metadata_in(tmp_path: Path) -> None:
     assert not any(i.data_type == onnx.TensorProto.BFLOAT16 for i in model.graph.initializer)
 
 
-def test_a_failed_check_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_check_leaves_no_file(trained_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import oddeye.export as export
 
-    run = trained("cnn", tmp_path)
+    run = trained_run("cnn").run
     monkeypatch.setattr(export, "TOLERANCE", -1.0)  # nothing can pass
     with pytest.raises(OddeyeError, match=r"m.onnx: expected onnxruntime to score as oddeye score does"):
         export_onnx(run, tmp_path / "m.onnx")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run-cnn"]
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_runs_without_held_out_images_need_images_to_check_on(tmp_path: Path) -> None:
-    run = trained("cnn", tmp_path)
+def test_runs_without_held_out_images_need_images_to_check_on(trained_run, tmp_path: Path) -> None:
+    run = Path(shutil.copytree(trained_run("cnn").run, tmp_path / "run"))
     (run / "heldout_sample.npy").unlink()
     with pytest.raises(OddeyeError, match="pass --images"):
         export_onnx(run, tmp_path / "m.onnx")
@@ -81,8 +76,8 @@ def test_runs_without_held_out_images_need_images_to_check_on(tmp_path: Path) ->
     assert export_onnx(run, tmp_path / "m.onnx", images=tmp_path / "check.npy").parity.images == 5
 
 
-def test_triton_repository(cli, tmp_path: Path) -> None:
-    run = trained("cnn", tmp_path)
+def test_triton_repository(trained_run, cli, tmp_path: Path) -> None:
+    run = trained_run("cnn").run
     r = cli("export", run, "--format", "triton", "--out", tmp_path / "repo", "--name", "faces")
     assert r.code == 0, r.err
     model = tmp_path / "repo" / "faces"
@@ -93,8 +88,8 @@ def test_triton_repository(cli, tmp_path: Path) -> None:
     assert "checked with onnxruntime" in r.out
 
 
-def test_export_on_the_command_line(cli, tmp_path: Path) -> None:
-    run = trained("default", tmp_path)
+def test_export_on_the_command_line(trained_run, cli, tmp_path: Path) -> None:
+    run = trained_run("default").run
     r = cli("export", run, "--out", tmp_path / "default.onnx")
     assert r.code == 0 and "flags at the saved threshold identical" in r.out
     r = cli("export", tmp_path / "nope", "--out", tmp_path / "x.onnx")
