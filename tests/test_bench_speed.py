@@ -9,6 +9,7 @@ import numpy as np
 
 from oddeye.bench import args as bench_args
 from oddeye.bench import speed
+from oddeye.bench.common import generate_images
 
 
 def test_speed_benchmark_measures_both_loops(tmp_path, capsys):
@@ -40,18 +41,19 @@ def test_speed_benchmark_measures_both_loops(tmp_path, capsys):
     report = json.loads(out.read_text())
     by_loop = {r["loop"]: r for r in report["results"] if r["detector"] == "cnn"}
     assert set(by_loop) == {"ours", "course"}
-    for r in by_loop.values():
-        assert r["train"]["images_per_s"] > 0 and r["train"]["images"] >= 200
+    for r in by_loop.values():  # the same 200 images trained and scored by both loops
+        assert r["train"]["images_per_s"] > 0 and r["train"]["images"] == 200
         assert r["score"]["images_per_s"] > 0 and r["score"]["images"] == 200
-        assert r["peak_rss_kib"] > 0
+        assert r["peak_rss_kib"] > 0 and r["epoch_extrapolated"]
     assert by_loop["ours"]["batch_size"] == 100 and by_loop["course"]["batch_size"] == 2000
+    assert report["timed_images"] == 200 and report["machine"]["device"] == by_loop["ours"]["device"]
     assert set(report["ratios"]["cnn"]) == {"train", "score"}
     printed = capsys.readouterr().out
     assert "ours" in printed and "course" in printed and "ours / course" in printed
 
 
 def test_generated_images_are_reused(tmp_path):
-    path = speed.generate_images(tmp_path / "set.npy", 5)
+    path = generate_images(tmp_path / "set.npy", 5)
     stamp = path.stat().st_mtime_ns
-    assert speed.generate_images(path, 5).stat().st_mtime_ns == stamp
-    assert np.load(speed.generate_images(path, 6)).shape == (6, 64, 64, 3)  # wrong shape: regenerated
+    assert generate_images(path, 5).stat().st_mtime_ns == stamp
+    assert np.load(generate_images(path, 6)).shape == (6, 64, 64, 3)  # wrong shape: regenerated

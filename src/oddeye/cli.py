@@ -217,9 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     what = "score a generated set larger than memory (1M images): peak RSS and images/s"
     bench_args.large(bench.add_parser("large", help=what, description=what))
     what = "regenerate BENCHMARKS.md from benchmarks/results/*.json"
-    p = bench.add_parser("report", help=what, description=what)
-    p.add_argument("--results-dir", default="benchmarks/results")
-    p.add_argument("--markdown", default="BENCHMARKS.md")
+    bench_args.report(bench.add_parser("report", help=what, description=what))
     return parser
 
 

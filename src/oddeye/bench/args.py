@@ -6,11 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from oddeye.bench.common import EMOJI_DIR, FMNIST_DIR, MARKDOWN, RESULTS_DIR, SCRATCH_DIR
 from oddeye.config import TrainConfig, add_set_option, parse_dims
 
-FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
-EMOJI_DIR = Path("benchmarks/data/emoji")
 EMOJI_METHODS = "default,pca,knn,pixel-knn,cnn-bn"
 MIN_CATEGORY = 80  # images (variants included) for a category to be a one-class case
 LOOPS = ("ours", "course")
@@ -35,9 +34,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     """Where a benchmark's record goes (and whether it goes anywhere)."""
-    parser.add_argument("--results-dir", default="benchmarks/results", help="where the JSON records go")
-    parser.add_argument("--markdown", default="BENCHMARKS.md", help="regenerated from the results")
+    report(parser)
     parser.add_argument("--no-save", action="store_true", help="print only; write no files")
+
+
+def report(parser: argparse.ArgumentParser) -> None:
+    """Where the JSON records are and the markdown made from them (``oddeye bench report`` too)."""
+    parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the JSON records go")
+    parser.add_argument("--markdown", default=str(MARKDOWN), help="regenerated from the results")
 
 
 def oneclass(parser: argparse.ArgumentParser, dataset: str) -> None:
@@ -79,7 +83,8 @@ def speed(parser: argparse.ArgumentParser) -> None:
         "--max-images",
         type=int,
         default=20000,
-        help="training images timed per loop after warm-up (0 = a full epoch)",
+        help="both loops train on the first N images (0 = all): oddeye an untimed epoch then a timed "
+        "one, the course loop one untimed batch then a timed pass",
     )
     parser.add_argument(
         "--batch-size",
@@ -94,7 +99,7 @@ def speed(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--loops", default=",".join(LOOPS), help="which loops to measure: ours, course or both"
     )
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
+    parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the generated .npy goes")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
 
 
@@ -107,7 +112,7 @@ def large(parser: argparse.ArgumentParser) -> None:
         "--format", default="npy", choices=["npy", "folder"], help="score the .npy, or a folder of PNG files"
     )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated .npy goes")
+    parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the generated .npy goes")
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON")
 
 
@@ -120,7 +125,7 @@ def homework(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", help="passed to oddeye train (e.g. 20m); default: none")
     parser.add_argument("--goal", default="30m", help="the time goal for train + score (default 30m)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the generated sets go")
+    parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the generated sets go")
     add_output_arguments(parser)
 
 
@@ -135,7 +140,7 @@ def serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-request", type=int, default=4, help="PNG images per request (default 4)")
     parser.add_argument("--bad-share", type=float, default=0.25, help="malformed share in phase 2")
     parser.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    parser.add_argument("--data-dir", default="benchmarks/scratch", help="where the model and data go")
+    parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the model and data go")
     add_output_arguments(parser)
 
 

@@ -34,7 +34,7 @@ import oddeye
 from oddeye.bench.args import MIN_CATEGORY
 from oddeye.bench.classical import CLASSICAL
 from oddeye.bench.oneclass import Case, int_list, method_label, run_cases
-from oddeye.data.loaders import image_files, load_images
+from oddeye.data import image_files, load_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 

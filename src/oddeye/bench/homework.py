@@ -15,13 +15,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from oddeye.bench.large import measured_oddeye
+from oddeye.bench.common import generate_images, measured_oddeye
 from oddeye.bench.provenance import provenance
-from oddeye.bench.speed import generate_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 from oddeye.progress import clock
-from oddeye.training.device import choose_device
 
 MEMORY_BUDGET = 2.0  # x the training set's uint8 size
 
@@ -47,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
     )
     train_cmd = ["train", str(train), "--detector", args.detector, "--out", str(run_dir), "--force"]
     train_cmd += ["--device", args.device] + (["--budget", args.budget] if args.budget else [])
-    context = provenance(choose_device(args.device))
     trained = measured_oddeye(train_cmd)
     scored = measured_oddeye(["score", str(run_dir), str(test), "--out", str(csv), "--device", args.device])
+    training = json.loads((run_dir / "model.json").read_text())["training"]
+    context = provenance(training["device"])  # the device the run trained on
     nbytes = args.n * math.prod(shape)
     record: dict[str, Any] = {
         "benchmark": "homework",
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "total_s": trained["seconds"] + scored["seconds"],
         "peak_rss_bytes": max(trained["peak_rss_bytes"], scored["peak_rss_bytes"]),
         "memory_budget_bytes": MEMORY_BUDGET * nbytes,
-        "plan": json.loads((run_dir / "model.json").read_text())["training"].get("plan"),
+        "plan": training.get("plan"),
         "commands": [f"oddeye {' '.join(train_cmd)}", f"oddeye score {run_dir} {test} --out {csv}"],
         **context,
     }

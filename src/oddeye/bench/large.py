@@ -10,19 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 import oddeye
+from oddeye.bench.common import generate_images, measured_oddeye, png
 from oddeye.bench.provenance import provenance
-from oddeye.bench.speed import generate_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 from oddeye.progress import track
@@ -67,7 +62,7 @@ def png_folder(data: Path, folder: Path) -> Path:
         sub = folder / f"{i // 10000:03d}"  # 10,000 files per subfolder
         if i % 10000 == 0:
             sub.mkdir(exist_ok=True)
-        Image.fromarray(np.asarray(images[i])).save(sub / f"{i:07d}.png")
+        (sub / f"{i:07d}.png").write_bytes(png(np.asarray(images[i])))
     done.touch()
     return folder
 
@@ -75,20 +70,6 @@ def png_folder(data: Path, folder: Path) -> Path:
 def score_in_subprocess(run_dir: Path, data: Path, out: Path, device: str) -> dict[str, Any]:
     """Wall time and peak RSS of ``oddeye score RUN DATA --out OUT`` in a fresh process."""
     return measured_oddeye(["score", str(run_dir), str(data), "--out", str(out), "--device", device])
-
-
-def measured_oddeye(args: list[str]) -> dict[str, Any]:
-    """Run ``oddeye ARGS`` in a fresh process (its progress lines pass through to stderr): wall
-    time, peak RSS (from ``wait4``, that process alone) and what it printed on stdout."""
-    cmd = [sys.executable, "-m", "oddeye", *args]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
-    stdout = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise OddeyeError(f"oddeye {args[0]} failed: {stdout.strip()}")
-    return {"seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024, "stdout": stdout.strip()}
 
 
 def _csv_rows_in_order(path: Path, n: int) -> bool:

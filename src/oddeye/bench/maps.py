@@ -19,8 +19,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 import oddeye
+from oddeye.bench.common import export_checked
 from oddeye.bench.oneclass import int_list, load_fmnist
 from oddeye.bench.provenance import provenance
+from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 from oddeye.progress import Task
 
@@ -43,15 +45,10 @@ def pasted(images: np.ndarray, others: np.ndarray, rng: np.random.Generator) -> 
 
 def exported_parity(det: oddeye.Detector, name: str) -> dict[str, Any]:
     """``oddeye export``'s check for this fitted detector (saved to a scratch run first)."""
-    from dataclasses import asdict
-
-    from oddeye.errors import OddeyeError
-    from oddeye.export import export_onnx
-
     with tempfile.TemporaryDirectory() as tmp:
         det.save(Path(tmp) / name)
         try:
-            return asdict(export_onnx(Path(tmp) / name, Path(tmp) / "model.onnx").parity)
+            return export_checked(Path(tmp) / name, Path(tmp) / "model.onnx")
         except OddeyeError as e:
             return {"error": str(e)}
 

@@ -19,12 +19,11 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 import oddeye
-from oddeye.bench.args import FMNIST_DIR
 from oddeye.bench.classical import CLASSICAL
+from oddeye.bench.common import FMNIST_DIR
 from oddeye.bench.provenance import provenance
 from oddeye.bench.published import PUBLISHED
-from oddeye.config import TrainConfig
-from oddeye.data import digits_classes, read_idx
+from oddeye.data import as_imageset, digits_classes, read_idx
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 from oddeye.progress import Task
@@ -148,7 +147,7 @@ def run_cases(
     """Every (seed, case) for one method: AUROC and seconds per case, means per seed, provenance."""
     auroc: dict[str, list[float]] = {c.key: [] for c in cases}
     seconds: dict[str, list[float]] = {c.key: [] for c in cases}
-    context = provenance(oddeye.training.device.choose_device(settings.get("device", "auto")))  # at start
+    context: dict[str, Any] | None = None
     build = None
     jobs = [(seed, case) for seed in seeds for case in cases]
     with Task(f"{desc} {name}", len(jobs), "cases") as task:
@@ -157,6 +156,8 @@ def run_cases(
             auroc[case.key].append(a)
             seconds[case.key].append(s)
             build = build or getattr(method, "build_", None)
+            if context is None:  # the device the first fitted method ran on (classical: the CPU)
+                context = provenance(getattr(method, "device_", "cpu"))
             task.update()
             task.set_postfix(last=f"{case.title} {a:.3f}")
     per_seed = [float(np.mean([auroc[c.key][i] for c in cases])) for i in range(len(seeds))]
@@ -170,7 +171,7 @@ def run_cases(
         "mean_auroc": float(np.mean(per_seed)),
         "mean_auroc_per_seed": per_seed,
         "std_over_seeds": float(np.std(per_seed)),
-        **context,
+        **(context or provenance("cpu")),
     }
 
 
@@ -202,7 +203,7 @@ def method_label(name: str, settings: dict[str, Any]) -> str:
     (file-name safe), so runs with different settings keep separate result files."""
     if name in CLASSICAL:
         return name
-    params = {k: v for k, v in settings.items() if k == "epochs" or k not in TrainConfig.fields()}
+    params = {k: v for k, v in settings.items() if k == "epochs" or k not in oddeye.TrainConfig.fields()}
     parts = [name] + [f"{k}-{v}" for k, v in sorted(params.items())]
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
 
@@ -234,14 +235,14 @@ def run(args: argparse.Namespace, dataset: str) -> int:
     from oddeye.bench.report import oneclass_table, write_markdown
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
-    for name in names:
+    for name in names:  # unknown names fail now, listing the valid ones
         if name not in CLASSICAL:
-            oddeye.detectors.get_spec(name)
+            oddeye.create(name)
     classes = int_list(args.classes, "classes", 0, 9)
     seeds = int_list(args.seeds, "seeds")
     settings = dict(args.settings)
     data = load_fmnist(args.data_dir) if dataset == "fmnist" else load_digits_split()
-    shape = oddeye.data.as_imageset(data.train[:1]).shape
+    shape = as_imageset(data.train[:1]).shape
     for name in names:  # bad settings or parameters fail now, not after earlier methods have run
         if name not in CLASSICAL:
             oddeye.create(name, **settings).build(shape)

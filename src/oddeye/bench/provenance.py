@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oddeye._version import __version__
+import oddeye
 
 CODE_PATHS = ("src", "pyproject.toml", "Makefile")  # what a figure depends on; results are not code
 
@@ -58,7 +58,7 @@ def provenance(device: torch.device | str) -> dict[str, Any]:
         else " ".join(sys.argv),
         "git_commit": git_commit(),
         "versions": {
-            "oddeye": __version__,
+            "oddeye": oddeye.__version__,
             "torch": torch.__version__,
             "numpy": np.__version__,
             "python": platform.python_version(),

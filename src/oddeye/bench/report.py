@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from oddeye.bench.common import NOTES
 from oddeye.bench.large import format_result as format_large
 from oddeye.bench.published import PUBLISHED, Published
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
-NOTES = Path("benchmarks/NOTES.md")
 DATASET_TITLES = {
     "fmnist": "One-class Fashion-MNIST (train on the 6,000 images of one class; test on all 10,000)",
     "digits": "One-class digits (scikit-learn's 8x8 digits; half of each class to train)",

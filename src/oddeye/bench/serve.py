@@ -15,15 +15,14 @@ from typing import Any
 import numpy as np
 
 import oddeye
+from oddeye.bench.common import export_checked, generate_images
 from oddeye.bench.provenance import provenance
-from oddeye.bench.speed import generate_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
 
 def run(args: argparse.Namespace) -> int:
     from oddeye.bench.report import write_markdown
-    from oddeye.export import export_onnx
     from oddeye.serving.loadtest import load_test
 
     shape = tuple(args.shape) if len(args.shape) == 3 else (*args.shape, 1)
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = folder / f"serve-run-{args.detector}-{tag}"
     oddeye.train(data, args.detector, run_dir, force=True, progress=False)
     model = folder / f"serve-{args.detector}-{tag}.onnx"
-    export_onnx(run_dir, model)
+    export_checked(run_dir, model)  # oddeye export: refuses a model whose numbers differ
     images = np.load(generate_images(folder / f"serve-test-64-{tag}.npy", 64, seed=4, shape=shape))
     context = provenance("cpu")
     results: dict[str, Any] = {}

@@ -15,6 +15,7 @@ _LAZY = {
     "as_imageset": "oddeye.data.imageset",
     "digits_classes": "oddeye.data.loaders",
     "digits_one_class": "oddeye.data.loaders",
+    "image_files": "oddeye.data.loaders",
     "load_images": "oddeye.data.loaders",
     "load_labels": "oddeye.data.loaders",
     "read_idx": "oddeye.data.loaders",
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from oddeye.data.loaders import (  # noqa: F401
         digits_classes,
         digits_one_class,
+        image_files,
         load_images,
         load_labels,
         read_idx,

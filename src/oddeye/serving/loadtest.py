@@ -10,7 +10,6 @@ request must still succeed, and the server must still answer afterwards.
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import socket
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from oddeye.bench.common import png, status_kib
 
 
 def free_port() -> int:
@@ -36,15 +36,7 @@ def free_port() -> int:
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` and its children (uvicorn's workers), from /proc."""
-    total = 0
-    for p in [pid, *_children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
+    return sum((status_kib("VmRSS", p) or 0) * 1024 for p in [pid, *_children(pid)])
 
 
 def _children(pid: int) -> list[int]:
@@ -129,12 +121,6 @@ def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, dict[str, str]]:
         parts += [head.encode(), content, b"\r\n"]
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
-def png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image if image.shape[-1] == 3 else image[..., 0]).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def malformed(image: np.ndarray, rng: np.random.Generator) -> tuple[str, bytes]:
