@@ -17,6 +17,8 @@ import pytest
 import oddeye
 from helpers import FAST, blobs
 
+pytestmark = pytest.mark.slow  # fresh interpreters under a file-size limit
+
 
 def limited(max_bytes: int):
     def setup() -> None:

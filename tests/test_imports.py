@@ -77,12 +77,12 @@ def test_the_graph_sees_imports_inside_functions() -> None:
     assert imports_of("oddeye._version") == set()
 
 
-PLOTTING = ("matplotlib", "PIL.ImageDraw")
+HEAVY = ("matplotlib", "sklearn", "scipy")  # plotting, and metrics (about a second to import)
 
 
 def test_loading_and_scoring_import_no_plotting_library(tmp_path: Path) -> None:
-    """A server or a batch job that only scores never pays for matplotlib: through the Python API
-    (load, score, oddeye.score with a threshold) and the CLI's score command alike."""
+    """A server or a batch job that only scores never pays for matplotlib (nor scikit-learn): through
+    the Python API (load, score, oddeye.score with a threshold) and the CLI's score command alike."""
     import subprocess
     import sys
 
@@ -102,7 +102,7 @@ det.score({str(tmp_path / "x.npy")!r})
 oddeye.score(det, {str(tmp_path / "x.npy")!r}, out={str(tmp_path / "p.csv")!r}, threshold=True)
 assert main(["score", {str(run)!r}, {str(tmp_path / "x.npy")!r}, "--out", {str(tmp_path / "q.csv")!r},
              "--quiet"]) == 0
-print(sorted(m for m in sys.modules if m.startswith({PLOTTING!r})))
+print(sorted(m for m in sys.modules if m.startswith({HEAVY!r})))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"

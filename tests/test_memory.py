@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # training in a fresh process under a memory watch
 
 N, SHAPE = 6000, (64, 64, 3)  # 70 MiB as uint8; 281 MiB as float32
 

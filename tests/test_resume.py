@@ -220,6 +220,7 @@ def slow_train(tmp_path_factory) -> tuple[Path, list[str], Path]:
     return data, args, reference
 
 
+@pytest.mark.slow  # a real training killed in a fresh process
 def test_sigkill_at_a_random_point_then_resume(slow_train, tmp_path: Path) -> None:
     data, args, reference = slow_train
     run, rng = tmp_path / "run", random.Random()
@@ -246,6 +247,7 @@ def test_sigkill_at_a_random_point_then_resume(slow_train, tmp_path: Path) -> No
     assert_same_run(reference, run)
 
 
+@pytest.mark.slow  # a real training killed in a fresh process
 def test_ctrl_c_stops_cleanly_after_saving_and_says_how_to_resume(slow_train, tmp_path: Path) -> None:
     data, args, reference = slow_train
     run = tmp_path / "run"

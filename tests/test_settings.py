@@ -101,25 +101,20 @@ def test_a_key_given_twice_follows_the_order_and_says_so(cli, homework, tmp_path
         (["--set", "nokey"], "expected KEY=VALUE, found 'nokey'"),
     ],
 )
-def test_bad_settings_on_the_command_line_are_one_line_exit_2(homework, tmp_path, extra, message) -> None:
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "oddeye",
-            "train",
-            homework["train"],
-            *QUICK,
-            "--out",
-            tmp_path / "run",
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 2 and message in p.stderr
-    assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
+def test_bad_settings_on_the_command_line_are_one_line_exit_2(
+    cli, homework, tmp_path, extra, message
+) -> None:
+    r = cli("train", homework["train"], *QUICK, "--out", tmp_path / "run", *extra)
+    assert r.code == 2 and message in r.err
+    assert r.err.strip().count("\n") == 0
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_setting_in_a_fresh_interpreter_prints_no_traceback(homework, tmp_path) -> None:
+    cmd = [sys.executable, "-m", "oddeye", "train", homework["train"], *QUICK, "--out", tmp_path / "run"]
+    p = subprocess.run([*cmd, "--set", "lr=x"], capture_output=True, text=True)
+    assert p.returncode == 2 and "lr expects float, found 'x' (from --set)" in p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.strip().count("\n") == 0
 
 
 def test_set_reaches_training_settings(cli, homework, tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
 
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet, shape_text
@@ -60,7 +59,7 @@ def _check_fits(need: int, record: RunRecord) -> None:
         )
 
 
-class Detector(BaseEstimator):
+class Detector:
     """An anomaly detector: ``fit`` on normal images, then ``decision_function`` (or ``score``) on
     new ones: one score per image, higher = more anomalous.
 
@@ -84,8 +83,19 @@ class Detector(BaseEstimator):
         self.config = config
         self.params = params
 
-    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 - scikit-learn's signature
+    def __repr__(self) -> str:
         return f"Detector({self.detector!r}, params={self._params()})"
+
+    # -- scikit-learn's estimator protocol, without importing scikit-learn (a second at start-up)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments, as given (scikit-learn's ``get_params``)."""
+        return {"detector": self.detector, "config": self.config, "params": self.params}
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's default estimator tags (no target needed): what its meta-estimators ask."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False))
 
     def _settings(self) -> TrainConfig:
         """The settings in force: ``config``; without one, those it was fitted with, or the defaults."""
@@ -100,8 +110,9 @@ class Detector(BaseEstimator):
         """Set ``detector``, ``config`` or ``params`` (scikit-learn's own), or any training setting
         or parameter of the detector by its name (checked as ``oddeye.create`` checks them);
         returns self. The stored objects are replaced, never changed in place."""
-        own = {k: values.pop(k) for k in ("detector", "config", "params") if k in values}
-        super().set_params(**own)
+        for key in ("detector", "config", "params"):
+            if key in values:
+                setattr(self, key, values.pop(key))
         if not values:
             return self
         training = {k: v for k, v in values.items() if k in TrainConfig.fields()}

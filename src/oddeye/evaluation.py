@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from oddeye.errors import InputError
 from oddeye.io import atomic_path
@@ -132,6 +131,8 @@ class Evaluation:
 
 def evaluate(scores: np.ndarray, labels: np.ndarray, source: str = "labels") -> Evaluation:
     """ROC AUC (ties counted as scikit-learn does), average precision and per-class score stats."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # here: scoring alone skips it
+
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
     if len(scores) != len(labels):
