@@ -64,10 +64,12 @@ def test_the_lines_arrive_while_training_still_runs(homework, tmp_path: Path) ->
         p.wait()
 
 
-def test_quiet_prints_no_progress(homework, tmp_path: Path) -> None:
-    args = ["train", homework["train"], "--detector", "cnn", "--epochs", "2", "--quiet"]
-    p = subprocess.run([*CLI, *args, "--out", tmp_path / "run"], capture_output=True, text=True, env=_env())
-    assert p.returncode == 0 and p.stderr == ""
+def test_quiet_prints_no_progress(cli, homework, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ODDEYE_PROGRESS", raising=False)
+    r = cli(
+        "train", homework["train"], "--detector", "cnn", "--epochs", "2", "--quiet", "--out", tmp_path / "run"
+    )
+    assert r.code == 0 and r.err == ""
 
 
 def test_a_terminal_gets_bars_not_lines(homework, tmp_path: Path) -> None:
