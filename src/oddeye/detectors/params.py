@@ -105,7 +105,7 @@ class Fields:
         for f in dataclasses.fields(cls):
             hint = hints[f.name]
             kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
-            default = _jsonable(_default(f))
+            default = jsonable(_default(f))
             text = (
                 ",".join(map(str, default))
                 if isinstance(default, list)
@@ -121,7 +121,7 @@ class Fields:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (tuples as lists), in field order."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
 @dataclass(frozen=True)
@@ -205,11 +205,14 @@ def _tuple(value: Any, args: tuple[Any, ...], what: str) -> tuple[Any, ...]:
     return tuple(_coerce(v, kinds[0] if variadic else kinds[i], what) for i, v in enumerate(value))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively, and numpy or torch scalars as Python numbers: plain JSON."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
     return value
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from oddeye.detectors.params import Params
+from oddeye.detectors.params import Params, jsonable
 from oddeye.errors import OddeyeError
 
 M = TypeVar("M", bound=type)
@@ -84,17 +84,6 @@ def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_short(v) for v in value)
     return str(value)
-
-
-def jsonable(value: Any) -> Any:
-    """Tuples as lists, recursively, and numpy or torch scalars as Python numbers: plain JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value
 
 
 @dataclass(frozen=True)
