@@ -11,6 +11,7 @@ import pytest
 import oddeye
 from helpers import FAST, blobs
 from oddeye.errors import OddeyeError
+from oddeye.evaluation import read_scores_csv
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +47,23 @@ def test_f1_needs_labels_and_writes_nothing_without_them(run: Path, tmp_path: Pa
     with pytest.raises(OddeyeError, match="labels"):
         oddeye.score(run, blobs(4), tmp_path / "p.csv", threshold="f1", progress=False)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_folder_keeps_its_paths_through_prepare_into_scores_and_flags(run: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    for name, img in zip(["b/2.png", "a.png", "ß.png"], blobs(3, seed=5), strict=True):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / name)
+    assert oddeye.load(run, progress=False).prepare(folder).paths == ("a.png", "b/2.png", "ß.png")
+    result = oddeye.score(run, folder, tmp_path / "p.csv", threshold="top:0.34", progress=False)
+    rows = (tmp_path / "p.csv").read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "Id,path,Predicted" and [r.split(",")[1] for r in rows[1:]] == [
+        "a.png",
+        "b/2.png",
+        "ß.png",
+    ]
+    flags = result.flags_path.read_text(encoding="utf-8").splitlines()
+    assert flags[0] == "Id,path,score,calibrated,anomaly" and flags[3].startswith("2,ß.png,")
+    np.testing.assert_array_equal(read_scores_csv(tmp_path / "p.csv"), result.scores)

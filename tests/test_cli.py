@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv as csv_module
 import json
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import numpy as np
 import pytest
 
 import oddeye
+from helpers import blobs
+from oddeye.evaluation import read_scores_csv
 
 EPOCHS = ["--epochs", "3", "--batch-size", "32", "--quiet"]
 
@@ -25,10 +28,37 @@ def test_train_score_evaluate_end_to_end(cli, homework, tmp_path: Path) -> None:
     lines = csv.read_text().splitlines()
     assert lines[0] == "Id,Predicted" and len(lines) == 41
     assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(40))
+    course = "Id,Predicted\n" + "".join(f"{i},{float(s)!r}\n" for i, s in enumerate(read_scores_csv(csv)))
+    assert csv.read_bytes() == course.encode()  # .npy input: the course's file, byte for byte
     r = cli("evaluate", csv, "--labels", homework["labels"], "--json")
     assert r.code == 0, r.err
     result = json.loads(r.out)
     assert 0.0 <= result["auroc"] <= 1.0 and result["n_normal"] == 20
+
+
+def test_a_scored_folder_names_each_file_in_every_csv(cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    run, folder, out = tmp_path / "run", tmp_path / "imgs", tmp_path / "p.csv"
+    oddeye.train(blobs(40, (8, 8, 3)), "pixel-knn", run, progress=False)
+    names = ["z.png", "sub/b.png", "sub/c d,1.png", "ü/é.png"]  # sorted: sub/b, sub/c d,1, z, ü/é
+    imgs = dict(zip(names, np.concatenate([blobs(2, (8, 8, 3), 5), blobs(2, (8, 8, 3), 6, True)])))
+    for name, img in imgs.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / name)
+    r = cli("score", run, folder, "--out", out, "--threshold", "top:0.5", "--quiet")
+    assert r.code == 0, r.err
+    with open(out, encoding="utf-8", newline="") as f:
+        head, *rows = list(csv_module.reader(f))
+    assert head == ["Id", "path", "Predicted"] and [r[1] for r in rows] == sorted(names)
+    assert [int(r[0]) for r in rows] == [0, 1, 2, 3]
+    expected = oddeye.load(run, progress=False).score(np.stack([imgs[n] for n in sorted(names)]))
+    np.testing.assert_array_equal([float(r[2]) for r in rows], expected)  # each score is its file's
+    with open(tmp_path / "p.flags.csv", encoding="utf-8", newline="") as f:
+        head, *flags = list(csv_module.reader(f))
+    assert head[:3] == ["Id", "path", "score"] and [r[1] for r in flags] == sorted(names)
+    labels = _save(tmp_path / "labels.npy", np.array([n.startswith("sub/") for n in sorted(names)], np.int64))
+    assert cli("evaluate", out, "--labels", labels).code == 0  # the path column is read past
 
 
 @pytest.mark.slow  # fresh interpreters

@@ -198,10 +198,29 @@ def test_folder_is_recursive_and_sorted(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
     s = load_images(tmp_path, progress=False)
     assert (len(s), s.shape, s.layout, s.source) == (5, (5, 6, 3), "NHWC", str(tmp_path))
+    assert s.paths == ("10.png", "9.PNG", "a/2.png", "a/c/0.jpeg", "b/1.jpg")  # relative, POSIX
     order = sorted(range(5), key=lambda i: names[i])  # 10.png, 9.PNG, a/2.png, a/c/0.jpeg, b/1.jpg
     got = as_nhwc(s).astype(int)
     for k, i in enumerate(order):
         assert np.abs(got[k] - flat[i].astype(int)).max() <= 2  # JPEG is nearly exact on flat
+
+
+def test_a_lazily_decoded_folder_names_its_files_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from oddeye.data import loaders
+
+    for name, arr in zip(["x/b.png", "é.png", "a.png"], images(n=3), strict=True):
+        save_image(tmp_path / name, arr)
+    monkeypatch.setattr(loaders, "EAGER_SHARE", 0.0)  # as if the folder were larger than memory
+    s = load_images(tmp_path, progress=False)
+    assert isinstance(s.array, loaders.FolderImages) and s.paths == ("a.png", "x/b.png", "é.png")
+
+
+def test_only_folders_have_paths_and_they_must_match_the_images(tmp_path: Path) -> None:
+    assert load_images(images()).paths is None
+    assert load_images(save_npy(tmp_path / "x.npy", images())).paths is None
+    s = as_imageset(images(n=2))
+    with pytest.raises(ValueError, match="2 images but 1 paths"):
+        ImageSet(s.array, s.layout, s.source, s.normalisation, ("a.png",))
 
 
 def test_grayscale_folder_has_one_channel(tmp_path: Path) -> None:

@@ -123,8 +123,9 @@ def score(
 ) -> ScoreResult:
     """``oddeye score``: score ``images`` with a run folder or a fitted detector.
 
-    With ``out``, rows stream into a temporary CSV as they are scored (``Id,Predicted``; the
-    calibrated scale with ``calibrated``), which becomes ``out`` only once everything has worked.
+    With ``out``, rows stream into a temporary CSV as they are scored (``Id,Predicted``, or
+    ``Id,path,Predicted`` for a folder, the file relative to it; the calibrated scale with
+    ``calibrated``), which becomes ``out`` only once everything has worked.
     ``threshold``: True for the run's saved one, a rule (``fpr:0.01``, ``top:0.05``, ``f1`` with
     ``labels``, ``200``), chosen now and saved in the run folder, or a :class:`Threshold`; the 0/1
     flags then go to ``flags`` (default ``NAME.flags.csv`` beside ``out``). ``distributed``: under
@@ -134,7 +135,8 @@ def score(
     data = det.prepare(images, size=size)
     main = world().main
     label_values = _labels(labels, len(data)) if main else None
-    with ScoresCsv(out, header) if out is not None and main else contextlib.nullcontext() as csv_out:
+    writing = ScoresCsv(out, header, data.paths) if out is not None and main else contextlib.nullcontext()
+    with writing as csv_out:
         parts = []
         for chunk in det.iter_scores(data, distributed=distributed):
             parts.append(chunk)
@@ -154,7 +156,7 @@ def score(
         result.flags = chosen.flag(scores)
         if out is not None or flags is not None:
             result.flags_path = Path(flags) if flags is not None else flags_path_for(out)  # type: ignore[arg-type]
-            write_flags_csv(result.flags_path, scores, result.flags, result.calibrated)
+            write_flags_csv(result.flags_path, scores, result.flags, result.calibrated, data.paths)
     return result
 
 

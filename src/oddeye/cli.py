@@ -123,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "score", "score images with a trained run; writes the submission CSV")
     p.add_argument("run", metavar="RUN")
     p.add_argument("images", metavar="IMAGES")
-    p.add_argument("--out", required=True, metavar="CSV")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="CSV",
+        help="Id,Predicted rows (Id,path,Predicted for a folder: each file relative to it)",
+    )
     p.add_argument("--header", default="Id,Predicted", help="CSV header; 'ID,score' for 2022")
     p.add_argument("--threshold", nargs="?", const="", metavar="RULE", help=THRESHOLD_HELP)
     p.add_argument("--flags", metavar="CSV", help="where the 0/1 labels go (default: OUT as NAME.flags.csv)")

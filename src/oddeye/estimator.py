@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -375,7 +376,7 @@ class Detector:
         if data.normalisation.lo < lo or data.normalisation.hi > hi:
             found = f"values spanning [{data.normalisation.lo:g}, {data.normalisation.hi:g}]"
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
-        return ImageSet(data.array, data.layout, data.source, self.normalisation_)
+        return dataclasses.replace(data, normalisation=self.normalisation_)  # paths and all
 
     def iter_scores(self, data: ImageSet, distributed: bool = False) -> Iterator[np.ndarray]:
         """Scores of a prepared image set (:meth:`prepare`) batch by batch, in order, for writing

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
+import itertools
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -15,78 +17,118 @@ from oddeye.errors import InputError
 from oddeye.io import atomic_path
 
 DEFAULT_HEADER = ("Id", "Predicted")  # the 2021 course edition; 2022 used ("ID", "score")
+PATH_COLUMN = "path"  # each image's file, relative to the folder, right after the id
+NAME_BYTES = "surrogateescape"  # a file name's bytes that are not UTF-8 are written (and read) unchanged
+RowsCsv = TypeVar("RowsCsv", bound="ImageRowsCsv")
 
 
-def write_scores_csv(path: str | Path, scores: np.ndarray, header: tuple[str, str] = DEFAULT_HEADER) -> Path:
-    """Write ``Id,Predicted`` rows (Id from 0) atomically, with full float precision."""
-    with ScoresCsv(path, header) as out:
-        out.write(scores)
-    return Path(path)
+def image_rows_header(columns: Sequence[str], paths: Sequence[str] | None) -> list[str]:
+    """``columns`` (an id column first), with :data:`PATH_COLUMN` after the id when ``paths`` are
+    known (images from a folder): ``Id,Predicted`` -> ``Id,path,Predicted``."""
+    return [columns[0], PATH_COLUMN, *columns[1:]] if paths is not None else list(columns)
 
 
-class ScoresCsv:
-    """``Id,Predicted`` rows written chunk by chunk as scores arrive, into a temporary file that
-    replaces ``path`` only when the ``with`` block succeeds (else it is removed)."""
+class ImageRowsCsv:
+    """A CSV with one row per image: the id (from 0), the image's path when ``paths`` are given
+    (one per image, in order), then the values of ``columns[1:]``. Rows are written as they
+    arrive into a temporary file that replaces ``path`` only when the ``with`` block succeeds
+    (else it is removed); floats keep full precision."""
 
-    def __init__(self, path: str | Path, header: tuple[str, str] = DEFAULT_HEADER) -> None:
-        self.path, self.header, self.rows = Path(path), header, 0
+    def __init__(self, path: str | Path, columns: Sequence[str], paths: Sequence[str] | None = None) -> None:
+        self.path, self.columns, self.paths, self.rows = Path(path), tuple(columns), paths, 0
 
-    def __enter__(self) -> ScoresCsv:
+    def __enter__(self: RowsCsv) -> RowsCsv:
         with contextlib.ExitStack() as stack:  # undone if the header cannot be written
             tmp = stack.enter_context(atomic_path(self.path))
-            self._file = stack.enter_context(open(tmp, "w", newline=""))
-            self._file.write(f"{self.header[0]},{self.header[1]}\n")
+            self._file = stack.enter_context(open(tmp, "w", encoding="utf-8", errors=NAME_BYTES, newline=""))
+            self._csv = csv.writer(self._file, lineterminator="\n")
+            self._csv.writerow(image_rows_header(self.columns, self.paths))
             self._stack = stack.pop_all()
         return self
 
-    def write(self, scores: np.ndarray) -> None:
-        first = self.rows
-        self._file.writelines(f"{first + i},{float(s)!r}\n" for i, s in enumerate(scores))
-        self.rows += len(scores)
+    def write_rows(self, rows: Iterable[Sequence[float | int]]) -> None:
+        """The next images' rows: each the values of ``columns[1:]``, without the id or path."""
+        ids = itertools.count(self.rows)
+        self._csv.writerows(self._line(next(ids), row) for row in rows)
+        self.rows = next(ids)
+
+    def _line(self, i: int, row: Sequence[float | int]) -> list[object]:
+        cells = [repr(float(v)) if isinstance(v, float | np.floating) else int(v) for v in row]
+        return [i, self.paths[i], *cells] if self.paths is not None else [i, *cells]
 
     def __exit__(self, *exc: object) -> bool:
         return self._stack.__exit__(*exc)  # closes the file, then renames (or removes) it
 
 
-def write_flags_csv(
-    path: str | Path, scores: np.ndarray, flags: np.ndarray, calibrated: np.ndarray | None = None
+class ScoresCsv(ImageRowsCsv):
+    """``Id,Predicted`` rows (``Id,path,Predicted`` with ``paths``) written chunk by chunk as
+    scores arrive; see :class:`ImageRowsCsv`."""
+
+    def __init__(
+        self, path: str | Path, header: tuple[str, str] = DEFAULT_HEADER, paths: Sequence[str] | None = None
+    ) -> None:
+        super().__init__(path, header, paths)
+
+    def write(self, scores: np.ndarray) -> None:
+        self.write_rows((s,) for s in np.asarray(scores, dtype=np.float64))
+
+
+def write_scores_csv(
+    path: str | Path,
+    scores: np.ndarray,
+    header: tuple[str, str] = DEFAULT_HEADER,
+    paths: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``Id,score[,calibrated],anomaly`` rows atomically: the 0/1 label per image at a threshold."""
-    columns = zip(scores, calibrated) if calibrated is not None else ((s,) for s in scores)
-    head = "Id,score,calibrated,anomaly" if calibrated is not None else "Id,score,anomaly"
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        f.write(head + "\n")
-        f.writelines(
-            f"{i},{','.join(repr(float(v)) for v in vals)},{int(flag)}\n"
-            for i, (vals, flag) in enumerate(zip(columns, flags))
-        )
+    """Write ``Id,Predicted`` rows (Id from 0; ``Id,path,Predicted`` with ``paths``) atomically,
+    with full float precision."""
+    with ScoresCsv(path, header, paths) as out:
+        out.write(scores)
+    return Path(path)
+
+
+def write_flags_csv(
+    path: str | Path,
+    scores: np.ndarray,
+    flags: np.ndarray,
+    calibrated: np.ndarray | None = None,
+    paths: Sequence[str] | None = None,
+) -> Path:
+    """Write ``Id,score[,calibrated],anomaly`` rows atomically (``path`` after ``Id`` with
+    ``paths``): the 0/1 label per image at a threshold."""
+    values = (scores, calibrated) if calibrated is not None else (scores,)
+    columns = (
+        ("Id", "score", "calibrated", "anomaly") if calibrated is not None else ("Id", "score", "anomaly")
+    )
+    with ImageRowsCsv(path, columns, paths) as out:
+        out.write_rows(zip(*(np.asarray(v, dtype=np.float64) for v in values), flags))
     return Path(path)
 
 
 def read_scores_csv(path: str | Path) -> np.ndarray:
-    """Scores from a two-column CSV with a header (``Id,Predicted`` or ``ID,score``), ordered by id."""
+    """Scores from a CSV with a header (``Id,Predicted`` or ``ID,score``, and either with a
+    ``path`` column after the id, as written for a folder), ordered by id."""
     try:
-        text = Path(path).read_text()
+        with open(path, encoding="utf-8-sig", errors=NAME_BYTES, newline="") as f:
+            rows = [r for r in csv.reader(f) if r]
     except FileNotFoundError:
         raise InputError(path, "a CSV file of scores", "nothing there") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, csv.Error) as e:
         raise InputError(path, "a CSV file of scores", f"unreadable data ({e})") from None
-    rows = [r for r in csv.reader(io.StringIO(text)) if r]
     if len(rows) < 2:
         raise InputError(path, "a header line and at least one 'id,score' row", f"{len(rows)} line(s)")
+    named = len(rows[0]) == 3 and rows[0][1].strip() == PATH_COLUMN
+    width, what = (3, "'id,path,score' with numeric ids and scores") if named else (2, "'id,score' numbers")
     ids, scores = [], []
     for line, row in enumerate(rows[1:], start=2):
         try:
-            if len(row) != 2:
+            if len(row) != width:
                 raise ValueError
             ids.append(int(row[0]))
-            scores.append(float(row[1]))
+            scores.append(float(row[-1]))
         except ValueError:
-            raise InputError(
-                path, "rows of 'id,score' numbers", f"{','.join(row)!r} on line {line}"
-            ) from None
+            raise InputError(path, f"rows of {what}", f"{','.join(row)!r} on line {line}") from None
         if not math.isfinite(scores[-1]):
-            raise InputError(path, "finite scores", f"{row[1]!r} on line {line}")
+            raise InputError(path, "finite scores", f"{row[-1]!r} on line {line}")
     order = np.argsort(ids, kind="stable")
     sorted_ids = np.asarray(ids)[order]
     if not np.array_equal(sorted_ids, np.arange(len(ids))):

@@ -47,12 +47,21 @@ class Normalisation:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """N images of shape (H, W, C), C in {1, 3}, backed by a (possibly memory-mapped) array."""
+    """N images of shape (H, W, C), C in {1, 3}, backed by a (possibly memory-mapped) array.
+
+    ``paths``: for a folder, each image's file relative to it (POSIX separators), in image order,
+    which CSVs about the images name; None for arrays and array files.
+    """
 
     array: np.ndarray  # (N, H, W, C) or (N, C, H, W), numeric, finite
     layout: Layout
     source: str
     normalisation: Normalisation
+    paths: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.paths is not None and len(self.paths) != len(self):
+            raise ValueError(f"{self.source}: {len(self)} images but {len(self.paths)} paths")
 
     def __len__(self) -> int:
         return int(self.array.shape[0])

@@ -7,6 +7,7 @@ expected and what was found; no NumPy, Pillow, gzip or zip exception escapes for
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gzip
 import math
@@ -291,7 +292,8 @@ def _read_capped(f: BinaryIO, cap: int) -> bytearray:
 
 # --------------------------------------------------------------------------------------- folder
 def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> ImageSet:
-    """Every image file under ``folder`` (sorted by relative path) as one uint8 (N, H, W, C)."""
+    """Every image file under ``folder`` (sorted by relative path) as one uint8 (N, H, W, C), with
+    those relative paths as ``paths``."""
     files = _image_files(folder)
     if not files:
         expected = f"at least one image file ({', '.join(IMAGE_SUFFIXES)})"
@@ -304,13 +306,15 @@ def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> 
     else:
         h, w = _check_size(size)
     shape = (len(files), h, w, 1 if gray else 3)
+    paths = tuple(f.relative_to(folder).as_posix() for f in files)
     if math.prod(shape) > min(EAGER_MAX, EAGER_SHARE * available_memory()):  # decode when used
-        return ImageSet(FolderImages(files, mode, (w, h), shape[-1]), "NHWC", str(folder), Normalisation())
+        lazy = FolderImages(files, mode, (w, h), shape[-1])
+        return ImageSet(lazy, "NHWC", str(folder), Normalisation(), paths)
     array = np.empty(shape, np.uint8)
     bar = track(files, f"reading {folder}", len(files), "images", progress)
     for i, f in enumerate(bar):  # pass 2: decode into the preallocated array
         array[i] = _decode(f, mode, (w, h)).reshape(array.shape[1:])
-    return as_imageset(array, str(folder))
+    return dataclasses.replace(as_imageset(array, str(folder)), paths=paths)
 
 
 class FolderImages:
