@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from oddeye.bench.emoji import category_cases, load_vendor, style_cases
+from oddeye.bench.emoji import (
+    STYLE_CATEGORIES,
+    TRAIN_SHARE,
+    category_cases,
+    load_vendor,
+    split_bases,
+    style_cases,
+)
 
 CATEGORIES = {"Smileys & Emotion": 6, "People & Body": 6, "Objects": 5, "Food & Drink": 5}
 
@@ -70,8 +77,6 @@ def test_the_protocols_split_by_base_emoji(tmp_path: Path) -> None:
 def test_a_base_emoji_and_its_variants_land_on_the_same_side(tmp_path: Path) -> None:
     root = fake_packages(tmp_path)
     google = load_vendor(root, "google", progress=False)
-    from oddeye.bench.emoji import STYLE_CATEGORIES, TRAIN_SHARE, split_bases
-
     bases = [e.base for e in google.emoji.values() if e.category in STYLE_CATEGORIES]
     train, test = split_bases(bases, TRAIN_SHARE)
     assert not train & test and train | test == set(bases)
@@ -104,3 +109,44 @@ def test_missing_packages_say_how_to_get_them(cli, tmp_path: Path) -> None:
 def test_unknown_protocols_are_refused(cli, tmp_path: Path, protocols: str) -> None:
     r = cli("bench", "emoji", "--data-dir", tmp_path, "--protocols", protocols, "--no-save")
     assert r.code == 2 and "--protocols" in r.err
+
+
+def test_contamination_pools_are_the_anomalous_kind_from_the_training_split(tmp_path: Path) -> None:
+    root = fake_packages(tmp_path)
+    google, twitter = (load_vendor(root, v, progress=False) for v in ("google", "twitter"))
+    (style,) = style_cases(google, twitter)
+    train_bases, _ = split_bases(
+        [e.base for e in google.emoji.values() if e.category in STYLE_CATEGORIES], TRAIN_SHARE
+    )
+    tw = {e.index: e for e in twitter.emoji.values()}
+    assert style.pool is twitter.images and len(style.pool_rows) == len(style.train)
+    assert {tw[i].base for i in style.pool_rows} == train_bases  # Twitter's drawings of training emoji
+    g = {e.index: e for e in google.emoji.values()}
+    cases = category_cases(google, min_images=5)
+    for case in cases:
+        assert case.pool is google.images and {g[i].category for i in case.pool_rows} == set(CATEGORIES) - {
+            case.key
+        }
+    pooled = sum(len(c.train) for c in cases)  # every other category's training images, no test image
+    assert all(len(c.pool_rows) == pooled - len(c.train) for c in cases)
+
+
+def test_bench_emoji_contamination(cli, tmp_path: Path) -> None:
+    root = fake_packages(tmp_path / "data")
+    results, md = tmp_path / "results", tmp_path / "BENCHMARKS.md"
+    r = cli(
+        "bench", "emoji", "--data-dir", root, "--detectors", "knn", "--min-category", "5",
+        "--contamination", "0,0.2", "--results-dir", results, "--markdown", md,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    names = sorted(p.name for p in results.iterdir())
+    assert names == [f"emoji-{p}-knn{c}.json" for p in ("category", "style") for c in ("-contam0.2", "")]
+    record = json.loads((results / "emoji-style-knn-contam0.2.json").read_text())
+    n = record["case_sizes"]["style"][0]
+    assert record["contamination"] == 0.2 and record["replaced_images"] == {"style": round(0.2 * n)}
+    text = md.read_text()
+    assert (
+        "## Emoji, style: held-out Google people and smileys vs the same emoji drawn by Twitter: contaminated"
+        in text
+    )
+    assert text.count("| knn | classical |") == 4  # a clean table and a contaminated one per protocol

@@ -6,23 +6,30 @@ import gzip
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from helpers import blobs
+from oddeye.bench import oneclass
 from oddeye.bench.classical import NearestNeighbour, PCAReconstruction
 from oddeye.bench.oneclass import (
     FMNIST_DIR,
     MultiClass,
+    contaminate,
     fmnist_files,
+    load_digits_split,
     load_fmnist,
     method_label,
+    oneclass_cases,
     results_name,
     run_method,
 )
 from oddeye.bench.report import render_markdown
 from oddeye.errors import OddeyeError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def two_class_set() -> MultiClass:
@@ -129,22 +136,29 @@ def test_fmnist_bench_cli_writes_json_and_markdown(cli, tiny_fmnist: Path, tmp_p
     assert "| knn | classical |" in text and "0.833" in text  # GEOM's Shirt
 
 
-def test_subset_runs_are_saved_but_not_in_the_main_table() -> None:
-    full = {
+def fake_record(mean_auroc: float, **more: Any) -> dict[str, Any]:
+    """A one-class Fashion-MNIST record of detector ``x`` as load_results returns it."""
+    return {
+        "benchmark": "oneclass",
         "dataset": "fmnist",
         "detector": "x",
         "kind": "oddeye",
         "classes": list(range(10)),
         "class_names": [str(i) for i in range(10)],
         "seeds": [0],
-        "mean_auroc": 0.5,
-        "auroc": {str(c): [0.5] for c in range(10)},
+        "mean_auroc": mean_auroc,
+        "auroc": {str(c): [mean_auroc] for c in range(10)},
         "seconds": {str(c): [1.0] for c in range(10)},
         "machine": {"cpu": "c", "torch_threads": 2, "device": "cpu"},
         "git_commit": "abc",
         "command": "oddeye bench fmnist",
         "_file": "a.json",
+        **more,
     }
+
+
+def test_subset_runs_are_saved_but_not_in_the_main_table() -> None:
+    full = fake_record(0.5)
     part = {**full, "detector": "y", "classes": [0], "auroc": {"0": [0.9]}, "_file": "b.json"}
     text = render_markdown([full, part])
     assert "| x | oddeye |" in text and "| y |" not in text
@@ -180,3 +194,116 @@ def test_runs_with_parameters_get_their_own_label_and_file(cli, tiny_fmnist: Pat
     assert "| pixel-1nn | oddeye |" in md.read_text()
     r = cli(*args, "--detectors", "pca,knn", "--label", "both")
     assert r.code == 2 and "--label names the results of one detector" in r.err
+
+
+# ----------------------------------------------------------------------------------- contamination
+def numbered_set() -> tuple[np.ndarray, np.ndarray]:
+    """100 uint8 images, each filled with its own index; class = index % 5."""
+    images = np.broadcast_to(np.arange(100, dtype=np.uint8)[:, None, None, None], (100, 4, 4, 1)).copy()
+    return images, np.arange(100) % 5
+
+
+def test_contaminate_replaces_the_count_asked_by_other_classes_only() -> None:
+    pool, classes = numbered_set()
+    train, rows = pool[classes == 0], np.flatnonzero(classes != 0)
+    images, positions = contaminate(train, pool, 0.25, 0, "0", rows)
+    assert images.dtype == np.uint8 and images.shape == train.shape and len(positions) == 5  # 25% of 20
+    assert len(set(positions.tolist())) == 5
+    drawn = images[positions, 0, 0, 0]
+    assert np.all(drawn % 5 != 0) and len(set(drawn.tolist())) == 5  # others, without replacement
+    kept = np.setdiff1d(np.arange(len(train)), positions)
+    assert np.array_equal(images[kept], train[kept]) and np.array_equal(
+        train[:, 0, 0, 0], np.arange(0, 100, 5)
+    )
+
+
+def test_contaminate_is_deterministic_and_clean_is_untouched() -> None:
+    pool, classes = numbered_set()
+    train, rows = pool[classes == 0], np.flatnonzero(classes != 0)
+    first, again = contaminate(train, pool, 0.25, 3, "0", rows), contaminate(train, pool, 0.25, 3, "0", rows)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    other = [contaminate(train, pool, 0.25, 4, "0", rows), contaminate(train, pool, 0.25, 3, "1", rows)]
+    assert all(not np.array_equal(first[0], o[0]) for o in other)  # the seed and the case change the draw
+    images, positions = contaminate(train, pool, 0.0, 3, "0", rows)
+    assert images is train and len(positions) == 0
+    with pytest.raises(OddeyeError, match="expected 5 images of other classes"):
+        contaminate(train, pool, 0.25, 0, "0", rows[:4])
+
+
+class Spy:
+    """A reference that remembers what it was trained on."""
+
+    seen: list[np.ndarray] = []
+
+    def get_params(self) -> dict[str, float]:
+        return {}
+
+    def fit(self, images: np.ndarray) -> Spy:
+        Spy.seen.append(images.copy())
+        return self
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1).mean(1)
+
+
+def test_every_detector_trains_on_the_same_contaminated_digits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(oneclass.CLASSICAL, "spy-a", Spy)
+    monkeypatch.setitem(oneclass.CLASSICAL, "spy-b", Spy)
+    data = load_digits_split()
+    Spy.seen = []
+    records = [run_method(data, name, [3], [0], {}, contamination=0.1) for name in ("spy-a", "spy-b")]
+    a, b = Spy.seen
+    (case,) = oneclass_cases(data, [3])
+    assert np.array_equal(a, b) and a.dtype == np.uint8 and not np.array_equal(a, case.train)
+    changed = int((a != case.train).any(axis=(1, 2, 3)).sum())
+    assert records[0]["replaced_images"] == {"3": round(0.1 * len(case.train))} == {"3": changed}
+    assert records[0]["contamination"] == 0.1
+
+
+def test_digits_bench_contamination_runs_each_fraction(cli, tmp_path: Path) -> None:
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli(
+        "bench", "digits", "--detectors", "knn,pca", "--contamination", "0,0.1",
+        "--results-dir", results, "--markdown", md,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "digits contaminated 10%" in r.out
+    names = sorted(p.name for p in results.iterdir())
+    assert names == [f"oneclass-digits-{d}{c}.json" for d in ("knn", "pca") for c in ("-contam0.1", "")]
+    clean = json.loads((results / "oneclass-digits-knn.json").read_text())
+    dirty = json.loads((results / "oneclass-digits-knn-contam0.1.json").read_text())
+    assert clean["contamination"] == 0.0 and clean["replaced_images"] == {str(c): 0 for c in range(10)}
+    committed = json.loads((ROOT / "benchmarks/results/oneclass-digits-knn.json").read_text())
+    assert clean["auroc"] == committed["auroc"]  # fraction 0 is the clean protocol, exactly
+    assert dirty["contamination"] == 0.1 and all(9 <= n <= 10 for n in dirty["replaced_images"].values())
+    assert dirty["mean_auroc"] < clean["mean_auroc"]  # 1-NN trusts every training image
+    text = md.read_text()
+    clean_table, contaminated = text.split("## One-class digits")[1:3]
+    assert contaminated.startswith(" (scikit-learn's 8x8 digits; half of each class to train): contaminated")
+    assert clean_table.count("| knn | classical |") == 1 and f"**{clean['mean_auroc']:.4f}**" in clean_table
+    change = dirty["mean_auroc"] - clean["mean_auroc"]
+    assert (
+        f"| knn | classical | 0 | {clean['mean_auroc']:.4f} | {dirty['mean_auroc']:.4f} ({change:+.4f}) |"
+        in contaminated
+    )
+    r = cli("bench", "digits", "--detectors", "knn", "--contamination", "0.5", "--no-save")
+    assert r.code == 2 and "--contamination: expected a comma list of fractions in [0, 0.5)" in r.err
+
+
+def test_contaminated_runs_get_their_own_table_only() -> None:
+    full = fake_record(0.9)
+    command = "oddeye bench fmnist --contamination 0.05,0.1"
+    dirty = [
+        fake_record(m, contamination=f, replaced_images={str(c): n for c in range(10)}, command=command)
+        for f, m, n in ((0.05, 0.85, 300), (0.1, 0.8, 600))
+    ]
+    ref = {**dirty[1], "detector": "knn", "kind": "classical", "mean_auroc": 0.7, "_file": "k.json"}
+    clean_text = render_markdown([full])
+    text = render_markdown([full, *dirty, ref])
+    assert text.startswith(clean_text)  # the clean table as it was; the contaminated after it
+    rest = text[len(clean_text) :]
+    assert "## One-class Fashion-MNIST" in rest and "contaminated training sets" in rest
+    assert "| method | kind | seeds | clean | 5% | 10% |" in rest
+    assert "| x | oddeye | 0 | 0.9000 | 0.8500 (-0.0500) | 0.8000 (-0.1000) |" in rest
+    assert "| knn | classical | 0 | - | - | 0.7000 |" in rest  # no clean run with its seeds: no change
+    assert "5%: 300; 10%: 600" in rest

@@ -31,7 +31,8 @@ EXAMPLES = {
     "  oddeye export runs/default --format triton --out model_repository --name faces",
     "demo": "example:\n  oddeye demo --out demo-output",
     "bench": "examples:\n  oddeye bench fmnist --detectors cnn-bn,pca,knn --classes 0,6 --seeds 0,1,2\n"
-    "  oddeye bench digits\n  oddeye bench emoji --protocols style --detectors default,knn\n"
+    "  oddeye bench digits\n  oddeye bench digits --detectors knn,pca --contamination 0,0.05,0.1\n"
+    "  oddeye bench emoji --protocols style --detectors default,knn\n"
     "  oddeye bench homework --n 140001 --test 19999\n"
     "  oddeye bench speed --detectors cnn-bn --max-images 20000\n"
     "  oddeye bench large --n 1000000",

@@ -23,6 +23,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> 
         help=f"comma list of detectors and references (pca, knn); default {default_methods}",
     )
     parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
+    parser.add_argument(
+        "--contamination",
+        default="0",
+        metavar="F,...",
+        help="comma list of fractions in [0, 0.5), each a run of its own: that share of every training "
+        "set replaced by images of the anomalous kind (other classes; Twitter's drawings for emoji "
+        "style), the same images for every detector (drawn per seed and case); 0 (default) = clean",
+    )
     add_set_option(parser, "settings", "training setting or detector parameter for all")
     parser.add_argument(
         "--label",

@@ -29,6 +29,18 @@ RESULTS_DIR = Path("benchmarks/results")  # the JSON records BENCHMARKS.md is ma
 MARKDOWN = Path("BENCHMARKS.md")
 NOTES = Path("benchmarks/NOTES.md")  # appended to BENCHMARKS.md
 
+
+# ---------------------------------------------------------------------------------- contaminated runs
+def contamination_suffix(fraction: float) -> str:
+    """``-contam0.05`` for a contaminated run; nothing for a clean one (its file keeps its name)."""
+    return f"-contam{fraction:g}" if fraction else ""
+
+
+def contamination_desc(fraction: float) -> str:
+    """What progress and the printed tables add for a contaminated run (`` contaminated 5%``)."""
+    return f" contaminated {fraction * 100:g}%" if fraction else ""
+
+
 # ------------------------------------------------------------------------------------ generated images
 SHAPE = (64, 64, 3)  # the homework's images
 SEED = 0

@@ -18,6 +18,10 @@ ever trained on; the 70/30 split by base emoji is fixed, seed 0, whatever the tr
 ``--validation`` runs the same protocols inside the 70% training split only (80/20 by base emoji;
 for ``style`` the anomalies are Twitter's drawings of held-out *training* emoji): the place to
 choose settings. The test split is never used for that.
+
+``--contamination F`` replaces a fraction F of each training set by images of the anomalous kind,
+from the training split only: for ``style``, Twitter's drawings of the training emoji (never of a
+test emoji); for ``category``, the other categories' training images.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import numpy as np
 import oddeye
 from oddeye.bench.args import MIN_CATEGORY
 from oddeye.bench.classical import CLASSICAL
-from oddeye.bench.oneclass import Case, int_list, method_label, run_cases
+from oddeye.bench.common import contamination_desc, contamination_suffix
+from oddeye.bench.oneclass import Case, fractions, int_list, method_label, run_cases
 from oddeye.data import image_files, load_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
@@ -123,7 +128,8 @@ def style_cases(google: Vendor, twitter: Vendor, validation: bool = False) -> li
     fit = google.images[_rows(google, lambda e: e.category in cats and e.base in train)]
     test_images = np.concatenate([google.images[normal], twitter.images[odd]])
     anomalous = np.r_[np.zeros(len(normal), bool), np.ones(len(odd), bool)]
-    return [Case("style", "Google vs Twitter", fit, test_images, anomalous)]
+    pool = _rows(twitter, lambda e: e.category in cats and e.base in train)  # the training emoji only
+    return [Case("style", "Google vs Twitter", fit, test_images, anomalous, twitter.images, pool)]
 
 
 def category_cases(google: Vendor, validation: bool = False, min_images: int = MIN_CATEGORY) -> list[Case]:
@@ -139,10 +145,13 @@ def category_cases(google: Vendor, validation: bool = False, min_images: int = M
     test_rows = _rows(google, lambda e: e.category in split and e.base in split[e.category][1])
     by_row = {e.index: e.category for e in google.emoji.values()}
     test_categories = np.array([by_row[i] for i in test_rows])
+    train_rows = _rows(google, lambda e: e.category in split and e.base in split[e.category][0])
+    train_categories = np.array([by_row[i] for i in train_rows])
     cases = []
     for c in categories:
-        fit = google.images[_rows(google, lambda e, c=c: e.category == c and e.base in split[c][0])]
-        cases.append(Case(c, c, fit, google.images[test_rows], test_categories != c))
+        fit = google.images[train_rows[train_categories == c]]
+        pool = train_rows[train_categories != c]  # the other categories' training images
+        cases.append(Case(c, c, fit, google.images[test_rows], test_categories != c, google.images, pool))
     return cases
 
 
@@ -154,9 +163,12 @@ def cases_for(
     return category_cases(google, validation, min_images)
 
 
-def results_name(protocol: str, label: str, seeds: list[int], validation: bool) -> str:
+def results_name(
+    protocol: str, label: str, seeds: list[int], validation: bool, contamination: float = 0.0
+) -> str:
     stem = f"emoji-{protocol}{'-validation' if validation else ''}-{label}"
-    return stem + ("" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))) + ".json"
+    stem += "" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))
+    return stem + contamination_suffix(contamination) + ".json"
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -176,33 +188,32 @@ def run(args: argparse.Namespace) -> int:
         if name not in CLASSICAL:
             oddeye.create(name, **settings).build((64, 64, 3))
     seeds = int_list(args.seeds, "seeds")
+    contaminations = fractions(args.contamination)
     google, twitter = (load_vendor(args.data_dir, v) for v in VENDORS)
     for protocol in protocols:
         cases = cases_for(protocol, google, twitter, args.validation, args.min_category)
         if not cases:
             raise OddeyeError(f"{args.data_dir}: no category has {args.min_category} images")
-        results = []
-        for name in names:
-            record = run_cases(cases, name, seeds, settings, f"emoji {protocol}")
-            record = {
-                "benchmark": "emoji",
-                "dataset": f"emoji-{protocol}{'-validation' if args.validation else ''}",
-                "protocol": protocol,
-                "validation": args.validation,
-                "cases": [c.key for c in cases],
-                "case_sizes": {
-                    c.key: [len(c.train), int((~c.anomalous).sum()), int(c.anomalous.sum())] for c in cases
-                },
-                **record,
-                "label": args.label or method_label(name, settings),
-            }
-            results.append(record)
-            if not args.no_save:
-                path = Path(args.results_dir) / results_name(
-                    protocol, record["label"], seeds, args.validation
-                )
-                write_text(path, json.dumps(record, indent=2) + "\n")
-        print(emoji_table(results))
+        sizes = {c.key: [len(c.train), int((~c.anomalous).sum()), int(c.anomalous.sum())] for c in cases}
+        for fraction in contaminations:
+            results = []
+            for name in names:
+                desc = f"emoji {protocol}{contamination_desc(fraction)}"
+                record = {
+                    "benchmark": "emoji",
+                    "dataset": f"emoji-{protocol}{'-validation' if args.validation else ''}",
+                    "protocol": protocol,
+                    "validation": args.validation,
+                    "cases": [c.key for c in cases],
+                    "case_sizes": sizes,
+                    **run_cases(cases, name, seeds, settings, desc, fraction),
+                    "label": args.label or method_label(name, settings),
+                }
+                results.append(record)
+                if not args.no_save:
+                    file = results_name(protocol, record["label"], seeds, args.validation, fraction)
+                    write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
+            print(emoji_table(results))
     if not args.no_save:
         write_markdown(Path(args.results_dir), Path(args.markdown))
         print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")

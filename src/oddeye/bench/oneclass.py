@@ -3,14 +3,19 @@
 For each class c: fit on the training images of c; score every test image; AUROC with c normal
 (label 0) and every other class anomalous (label 1). The protocol of the one-class Fashion-MNIST
 literature (GEOM, GOAD, ARNet), and the same on scikit-learn's digits (half of each class to train).
+
+``--contamination F`` runs it again with a fraction F of each training set replaced by the other
+classes' training images (:func:`contaminate`): how much a detector suffers from unclean data.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 import oddeye
 from oddeye.bench.classical import CLASSICAL
-from oddeye.bench.common import FMNIST_DIR
+from oddeye.bench.common import FMNIST_DIR, contamination_desc, contamination_suffix
 from oddeye.bench.provenance import provenance
 from oddeye.bench.published import PUBLISHED
 from oddeye.data import as_imageset, digits_classes, read_idx
@@ -115,10 +120,13 @@ class Case:
     train: np.ndarray
     test: np.ndarray
     anomalous: np.ndarray  # (n_test,) bool: True = anomaly
+    pool: np.ndarray  # what contamination draws from (shared by the cases, never copied whole)
+    pool_rows: np.ndarray  # (k,) int64: the rows of ``pool`` that may go in (other classes' training)
 
 
 def oneclass_cases(data: MultiClass, classes: list[int]) -> list[Case]:
-    """Class ``c`` normal, for each ``c``: its training images; the whole test set, others anomalous."""
+    """Class ``c`` normal, for each ``c``: its training images; the whole test set, others anomalous;
+    the other classes' training images as the contamination pool."""
     return [
         Case(
             str(c),
@@ -126,9 +134,37 @@ def oneclass_cases(data: MultiClass, classes: list[int]) -> list[Case]:
             data.train[data.train_classes == c],
             data.test,
             data.test_classes != c,
+            data.train,
+            np.flatnonzero(data.train_classes != c),
         )
         for c in classes
     ]
+
+
+def contaminate(
+    train: np.ndarray, pool: np.ndarray, fraction: float, seed: int, key: str, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(images, replaced positions): ``round(fraction * len(train))`` random positions of ``train``
+    replaced by images of ``pool`` (of its ``rows`` only, when given) drawn without replacement.
+
+    The draw depends on ``(seed, key, fraction)`` alone, so every detector of a run trains on the same
+    images. Only the drawn images are copied out of ``pool``, in its dtype (uint8 stays uint8);
+    fraction 0 returns ``train`` itself.
+    """
+    k = int(round(fraction * len(train)))
+    if k == 0:
+        return train, np.empty(0, np.int64)
+    rows = np.arange(len(pool)) if rows is None else np.asarray(rows, np.int64)
+    if k > len(rows):
+        raise OddeyeError(
+            f"--contamination {fraction:g} of {key!r}: expected {k} images of other classes to draw, "
+            f"found {len(rows)}"
+        )
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode()), round(fraction * 1_000_000)])
+    positions = np.sort(rng.choice(len(train), k, replace=False))
+    images = train.copy()
+    images[positions] = pool[rows[rng.choice(len(rows), k, replace=False)]]
+    return images, positions
 
 
 def run_case(case: Case, name: str, seed: int, settings: dict[str, Any]) -> tuple[float, float, Estimator]:
@@ -142,17 +178,28 @@ def run_case(case: Case, name: str, seed: int, settings: dict[str, Any]) -> tupl
 
 
 def run_cases(
-    cases: list[Case], name: str, seeds: list[int], settings: dict[str, Any], desc: str
+    cases: list[Case],
+    name: str,
+    seeds: list[int],
+    settings: dict[str, Any],
+    desc: str,
+    contamination: float = 0.0,
 ) -> dict[str, Any]:
-    """Every (seed, case) for one method: AUROC and seconds per case, means per seed, provenance."""
+    """Every (seed, case) for one method: AUROC and seconds per case, means per seed, provenance;
+    each training set contaminated by ``contamination`` of its case's pool (the draw of each seed)."""
     auroc: dict[str, list[float]] = {c.key: [] for c in cases}
     seconds: dict[str, list[float]] = {c.key: [] for c in cases}
+    replaced: dict[str, int] = {}
     context: dict[str, Any] | None = None
     build = None
     jobs = [(seed, case) for seed in seeds for case in cases]
     with Task(f"{desc} {name}", len(jobs), "cases") as task:
         for seed, case in jobs:
-            a, s, method = run_case(case, name, seed, settings)
+            train, positions = contaminate(
+                case.train, case.pool, contamination, seed, case.key, case.pool_rows
+            )
+            replaced[case.key] = len(positions)
+            a, s, method = run_case(dataclasses.replace(case, train=train), name, seed, settings)
             auroc[case.key].append(a)
             seconds[case.key].append(s)
             build = build or getattr(method, "build_", None)
@@ -171,15 +218,25 @@ def run_cases(
         "mean_auroc": float(np.mean(per_seed)),
         "mean_auroc_per_seed": per_seed,
         "std_over_seeds": float(np.std(per_seed)),
+        "contamination": contamination,
+        "replaced_images": replaced,
         **(context or provenance("cpu")),
     }
 
 
 def run_method(
-    data: MultiClass, name: str, classes: list[int], seeds: list[int], settings: dict[str, Any]
+    data: MultiClass,
+    name: str,
+    classes: list[int],
+    seeds: list[int],
+    settings: dict[str, Any],
+    contamination: float = 0.0,
 ) -> dict[str, Any]:
     """Every (seed, class) for one method; the results record with its provenance."""
-    record = run_cases(oneclass_cases(data, classes), name, seeds, settings, data.name)
+    cases = oneclass_cases(data, classes)
+    record = run_cases(
+        cases, name, seeds, settings, data.name + contamination_desc(contamination), contamination
+    )
     return {
         "benchmark": "oneclass",
         "dataset": data.name,
@@ -208,14 +265,16 @@ def method_label(name: str, settings: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
 
 
-def results_name(dataset: str, name: str, classes: list[int], seeds: list[int]) -> str:
-    """File name of a run: the full protocol gets the plain name, subsets say what they cover."""
+def results_name(
+    dataset: str, name: str, classes: list[int], seeds: list[int], contamination: float = 0.0
+) -> str:
+    """File name of a run: the full clean protocol gets the plain name, others say what they cover."""
     stem = f"oneclass-{dataset}-{name}"
     if classes != list(range(10)):
         stem += "-classes-" + "-".join(map(str, classes))
     if seeds != [0]:
         stem += "-seeds-" + "-".join(map(str, seeds))
-    return stem + ".json"
+    return stem + contamination_suffix(contamination) + ".json"
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -230,6 +289,17 @@ def int_list(text: str, what: str, lo: int = 0, hi: int | None = None) -> list[i
     return values
 
 
+def fractions(text: str) -> list[float]:
+    """``--contamination``: the distinct fractions in [0, 0.5), in the order given."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or any(not 0 <= v < 0.5 for v in values):
+        raise OddeyeError(f"--contamination: expected a comma list of fractions in [0, 0.5), found {text!r}")
+    return list(dict.fromkeys(values))
+
+
 def run(args: argparse.Namespace, dataset: str) -> int:
     """``oddeye bench fmnist|digits``: run, print the table, save JSON, regenerate the markdown."""
     from oddeye.bench.report import oneclass_table, write_markdown
@@ -240,6 +310,7 @@ def run(args: argparse.Namespace, dataset: str) -> int:
             oddeye.create(name)
     classes = int_list(args.classes, "classes", 0, 9)
     seeds = int_list(args.seeds, "seeds")
+    contaminations = fractions(args.contamination)
     settings = dict(args.settings)
     data = load_fmnist(args.data_dir) if dataset == "fmnist" else load_digits_split()
     shape = as_imageset(data.train[:1]).shape
@@ -248,15 +319,19 @@ def run(args: argparse.Namespace, dataset: str) -> int:
             oddeye.create(name, **settings).build(shape)
     if args.label and len(names) != 1:
         raise OddeyeError("--label names the results of one detector; give one name in --detectors")
-    results = []
-    for name in names:
-        result = run_method(data, name, classes, seeds, settings)
-        result["label"] = args.label or method_label(name, settings)
-        results.append(result)
-        if not args.no_save:
-            path = Path(args.results_dir) / results_name(dataset, result["label"], classes, seeds)
-            write_text(path, json.dumps(result, indent=2) + "\n")
-    print(oneclass_table(results, PUBLISHED[dataset] if classes == list(range(10)) else []))
+    for fraction in contaminations:
+        results = []
+        for name in names:
+            result = run_method(data, name, classes, seeds, settings, fraction)
+            result["label"] = args.label or method_label(name, settings)
+            results.append(result)
+            if not args.no_save:
+                file = results_name(dataset, result["label"], classes, seeds, fraction)
+                write_text(Path(args.results_dir) / file, json.dumps(result, indent=2) + "\n")
+        if fraction:
+            print(f"\n{dataset}{contamination_desc(fraction)}")
+        published = PUBLISHED[dataset] if classes == list(range(10)) and not fraction else []
+        print(oneclass_table(results, published))
     if not args.no_save:
         write_markdown(Path(args.results_dir), Path(args.markdown))
         print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from oddeye.bench.common import NOTES
+from oddeye.bench.common import NOTES, contamination_desc
 from oddeye.bench.large import format_result as format_large
 from oddeye.bench.published import PUBLISHED, Published
 from oddeye.errors import OddeyeError
@@ -85,7 +85,11 @@ def emoji_table(results: Sequence[dict[str, Any]]) -> str:
     cases = results[0]["cases"]
     short = [c.split(" ")[0][:9] for c in cases]
     head = f"{'method':<24}{'mean AUROC':>18}" + "".join(f"{c:>10}" for c in short) + f"{'s/case':>9}"
-    lines = [f"{results[0]['dataset']}", head, "-" * len(head)]
+    lines = [
+        results[0]["dataset"] + contamination_desc(results[0].get("contamination", 0.0)),
+        head,
+        "-" * len(head),
+    ]
     for r in sorted(results, key=lambda r: -r["mean_auroc"]):
         cells = "".join(f"{a:10.3f}" for a in _case_means(r))
         lines.append(f"{r.get('label', r['detector']):<24}{_mean_cell(r):>18}{cells}{_seconds(r):9.1f}")
@@ -161,6 +165,77 @@ def _oneclass_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]
         f"Produced by: {commands}",
         "",
     ]
+
+
+CONTAMINATION_POOLS = {
+    "fmnist": "the other classes' training images",
+    "digits": "the other digits' training images",
+    "emoji-style": "Twitter's drawings of the training emoji",
+    "emoji-category": "the other categories' training images",
+}
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:g}%"
+
+
+def _contamination_markdown(dataset: str, title: str, results: list[dict[str, Any]]) -> list[str]:
+    """The protocol's records at every contamination: a row per method run contaminated, a column per
+    fraction (clean first), each cell the mean AUROC and its change from clean (same seeds)."""
+    runs = {
+        (r.get("label", r["detector"]), tuple(r["seeds"]), r.get("contamination", 0.0)): r for r in results
+    }
+    fractions = sorted({f for *_, f in runs if f})
+    if not fractions:
+        return []
+    table = {
+        (label, seeds): [runs.get((label, seeds, f)) for f in (0.0, *fractions)] for label, seeds, f in runs
+    }
+    table = {row: found for row, found in table.items() if any(found[1:])}
+    first = {row: next(r for r in found if r) for row, found in table.items()}  # clean, else the least dirty
+    pool = CONTAMINATION_POOLS[dataset.removesuffix("-validation")]
+    lines = [
+        f"## {title}: contaminated training sets (`--contamination`)",
+        "",
+        f"A fraction of each training set replaced by {pool} (drawn per seed and case, the same images "
+        "for every method); the test set unchanged. Mean AUROC and, in parentheses, its change from the "
+        "clean run with the same seeds.",
+        "",
+        "| method | kind | seeds | clean | " + " | ".join(map(_percent, fractions)) + " |",
+        "|---" * (len(fractions) + 4) + "|",
+    ]
+    for row in sorted(table, key=lambda row: (-first[row]["mean_auroc"], row)):
+        clean, *dirty = table[row]
+        cells = [f"{clean['mean_auroc']:.4f}" if clean else "-"] + [_change(r, clean) for r in dirty]
+        seeds = ",".join(map(str, row[1]))
+        lines.append(f"| {row[0]} | {first[row]['kind']} | {seeds} | " + " | ".join(cells) + " |")
+    dirty_runs = [r for r in results if r.get("contamination")]
+    counts = {f: [n for r in dirty_runs if r["contamination"] == f for n in r["replaced_images"].values()]
+              for f in fractions}  # fmt: skip
+    replaced = "; ".join(f"{_percent(f)}: {_span(n)}" for f, n in counts.items())
+    commits = ", ".join(sorted({_short_commit(r.get("git_commit")) for r in dirty_runs}))
+    commands = "; ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in dirty_runs}))
+    return [
+        *lines,
+        "",
+        f"Images replaced per training set: {replaced}. Commits: {commits}.",
+        "",
+        f"Produced by: {commands}",
+        "",
+    ]
+
+
+def _change(r: dict[str, Any] | None, clean: dict[str, Any] | None) -> str:
+    """``0.9512 (-0.0301)``: a contaminated mean AUROC and its change from clean (``-``: not run)."""
+    if r is None:
+        return "-"
+    change = f" ({r['mean_auroc'] - clean['mean_auroc']:+.4f})" if clean else ""
+    return f"{r['mean_auroc']:.4f}{change}"
+
+
+def _span(counts: list[int]) -> str:
+    lo, hi = min(counts), max(counts)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
 
 
 def _short_commit(commit: str | None) -> str:
@@ -302,10 +377,14 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
         "split; see Notes). Nothing is tuned on test labels.",
         "",
     ]
-    for dataset in DATASET_TITLES:
-        lines += _oneclass_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
-    for dataset in EMOJI_TITLES:
-        lines += _emoji_markdown(dataset, [r for r in results if r.get("dataset") == dataset])
+    clean = [r for r in results if not r.get("contamination")]  # contaminated runs: their own tables
+    for dataset, title in DATASET_TITLES.items():
+        lines += _oneclass_markdown(dataset, [r for r in clean if r.get("dataset") == dataset])
+        full = [r for r in results if r.get("benchmark") == "oneclass" and r.get("dataset") == dataset]
+        lines += _contamination_markdown(dataset, title, [r for r in full if r["classes"] == list(range(10))])
+    for dataset, title in EMOJI_TITLES.items():
+        lines += _emoji_markdown(dataset, [r for r in clean if r.get("dataset") == dataset])
+        lines += _contamination_markdown(dataset, title, [r for r in results if r.get("dataset") == dataset])
     for r in results:
         if r.get("benchmark") == "maps":
             lines += _maps_markdown(r)
