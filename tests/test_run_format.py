@@ -16,11 +16,12 @@ import oddeye
 from helpers import REGISTRY_SHAPE, REGISTRY_TEST, blobs
 from oddeye.detectors import available, get_spec, memory, transforms
 from oddeye.errors import OddeyeError
-from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2
+from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2, upgrade_v3
 
 SHAPE = REGISTRY_SHAPE
 FORMAT1 = Path(__file__).parent / "data" / "format1-digits-default"
 FORMAT2 = Path(__file__).parent / "data" / "format2-digits-default"
+FORMAT3 = Path(__file__).parent / "data" / "format3-digits-default"
 # Another valid value for every string parameter (other types are changed by rule, see other_value).
 OTHER_CHOICE = {
     ("boss", "score"): "classifier",
@@ -72,7 +73,7 @@ def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_detector_records_its_resolved_build(name: str, trained_run) -> None:
     run = trained_run(name).run
     meta = json.loads((run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/3"
+    assert meta["format"] == "oddeye-run/4"
     spec = get_spec(name)
     assert set(meta["params"]) == set(spec.arch_defaults())  # every parameter, not just the typed ones
     assert set(meta["derived"]) == set(spec.model_cls.Derived.names())
@@ -172,7 +173,7 @@ def test_saving_a_threshold_into_a_format1_run_keeps_its_scores(format1_run: Pat
     )
     assert r.code == 0, r.err
     meta = json.loads((format1_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/3" and meta["upgraded_from"] == "oddeye-run/1"
+    assert meta["format"] == "oddeye-run/4" and meta["upgraded_from"] == "oddeye-run/1"
     assert meta["threshold"]["rule"] == "fpr:0.5"
     assert_format1_scores(format1_run)
 
@@ -263,7 +264,7 @@ def test_saving_a_threshold_into_a_format2_run_writes_format3_and_keeps_its_scor
     r = cli("score", format2_run, FORMAT2 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
     assert r.code == 0, r.err
     meta = json.loads((format2_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/3" and meta["upgraded_from"] == "oddeye-run/2"
+    assert meta["format"] == "oddeye-run/4" and meta["upgraded_from"] == "oddeye-run/2"
     assert "gray_members" not in meta["params"]  # the record stays as written: no migration step
     assert oddeye.load(format2_run, progress=False).build_.params["gray_members"] == []  # its before
     assert_format2_scores(format2_run)
@@ -278,3 +279,54 @@ def test_format2_upgrade_changes_only_the_format() -> None:
     assert get_spec("default").params_cls.from_record(params, "default").gray_members == ()
     kept = get_spec("default").params_cls.from_record({**params, "gray_members": ["shape-knn"]}, "default")
     assert kept.gray_members == ("shape-knn",)  # a recorded value is never replaced
+
+
+# -- format 3 -----------------------------------------------------------------------------------
+@pytest.fixture
+def format3_run(tmp_path: Path) -> Path:
+    """The checked-in format-3 run (written by the last format-3 code), copied so tests may write."""
+    return Path(shutil.copytree(FORMAT3 / "run", tmp_path / "run"))
+
+
+def test_the_checked_in_format3_run_still_loads_and_scores_as_written(format3_run: Path) -> None:
+    assert json.loads((format3_run / "model.json").read_text())["format"] == "oddeye-run/3"
+    assert_scores_as_written(format3_run, FORMAT3)
+    det = oddeye.load(format3_run, progress=False)
+    assert det.config_.contamination == "0"  # format 3 kept every training image: so it reads
+    assert det.record_.set_aside is None
+    # its members are as format-3 code built them (k=3, k=1, k=3), not today's default k=20
+    assert [m["params"]["k"] for m in det.build_.params["members"]] == [3, 1, 3]
+
+
+def test_format3_runs_ignore_todays_defaults(format3_run: Path, monkeypatch) -> None:
+    change_every_default(monkeypatch)
+    assert_scores_as_written(format3_run, FORMAT3)
+
+
+def test_saving_a_threshold_into_a_format3_run_writes_format4_and_keeps_its_scores(
+    format3_run: Path, cli, tmp_path
+) -> None:
+    r = cli(
+        "score",
+        format3_run,
+        FORMAT3 / "test_images.npy",
+        "--out",
+        tmp_path / "p.csv",
+        "--threshold",
+        "fpr:0.5",
+    )
+    assert r.code == 0, r.err
+    meta = json.loads((format3_run / "model.json").read_text())
+    assert meta["format"] == "oddeye-run/4" and meta["upgraded_from"] == "oddeye-run/3"
+    assert meta["config"]["contamination"] == "0"
+    assert_scores_as_written(format3_run, FORMAT3)
+
+
+def test_format3_upgrade_adds_only_contamination_0() -> None:
+    meta = {"format": "oddeye-run/3", "detector": "default", "params": {}, "config": {"seed": 3}}
+    up = upgrade_v3(meta)
+    assert up["config"] == {"seed": 3, "contamination": "0"}
+    assert up["format"] == "oddeye-run/4" and up["upgraded_from"] == "oddeye-run/3"
+    assert upgrade_v3({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
+    with pytest.raises(ValueError, match="config"):
+        upgrade_v3({"format": "oddeye-run/3"})

@@ -17,6 +17,25 @@ def _flag(help_text: str, metavar: str | None = None, **more: Any) -> dict[str, 
     return {"help": help_text, "metavar": metavar, **more}
 
 
+AUTO = "auto"
+
+
+def contamination_share(text: str) -> float | None:
+    """The ``contamination`` setting as a share of the training images to set aside: None for
+    ``auto`` (a robust rule decides), 0.0 for none; OddeyeError for anything else."""
+    if str(text).strip().lower() == AUTO:
+        return None
+    try:
+        share = float(text)
+    except (TypeError, ValueError):
+        share = float("nan")
+    if not 0.0 <= share < 0.5:
+        raise OddeyeError(
+            f"training setting contamination expects auto, 0 or a fraction below 0.5, found {text!r}"
+        )
+    return share
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How a detector is trained and scored. Saved with every model.
@@ -59,6 +78,14 @@ class TrainConfig:
         default="fpr:0.01",
         metadata=_flag("the run's operating threshold: VALUE or fpr:A (default fpr:0.01)", "RULE"),
     )
+    contamination: str = field(
+        default=AUTO,
+        metadata=_flag(
+            "training images that may not be normal: auto (default: set aside the ones a robust rule "
+            "finds unlike the rest), a FRACTION (set aside that share, the oddest), or 0 (keep all)",
+            "auto|FRACTION|0",
+        ),
+    )
 
     def __post_init__(self) -> None:
         checks = {
@@ -73,6 +100,7 @@ class TrainConfig:
             "budget": self.budget is None or self.budget > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
+        contamination_share(self.contamination)
         if bad:
             raise OddeyeError(f"invalid training setting {bad[0]}={getattr(self, bad[0])!r}")
         from oddeye.thresholds import parse_rule

@@ -29,7 +29,7 @@ from oddeye.training.budget import Budget
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.distributed import world
-from oddeye.training.loop import EpochRecord, fit_model, trained_parts
+from oddeye.training.loop import EpochRecord, SetAside, fit_model, trained_parts
 
 ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
@@ -46,6 +46,21 @@ def heldout_sample(data: ImageSet, heldout: np.ndarray | None) -> np.ndarray | N
     per_image = max(1, int(np.prod(data.shape)) * data.array.dtype.itemsize)
     n = max(1, min(SAMPLE_IMAGES, len(heldout), SAMPLE_BYTES // per_image))
     return data.batch(np.asarray(heldout[:n])).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def set_aside_sample(data: ImageSet, set_aside: SetAside | None) -> np.ndarray | None:
+    """The most atypical of the set-aside images (as many as ``heldout_sample`` keeps), NHWC as
+    stored, in set_aside.csv's order: the report's gallery."""
+    if set_aside is None or not len(set_aside.indices):
+        return None
+    oddest = set_aside.indices[np.argsort(-set_aside.scores, kind="stable")]
+    return heldout_sample(data, oddest)
+
+
+def _paths_of(data: ImageSet, set_aside: SetAside | None) -> tuple[str, ...] | None:
+    if set_aside is None or data.paths is None:
+        return None
+    return tuple(data.paths[i] for i in set_aside.indices)
 
 
 def _check_fits(need: int, record: RunRecord) -> None:
@@ -204,6 +219,9 @@ class Detector:
             heldout_basis=basis,
             threshold=choose_threshold(config.threshold, heldout=scores, heldout_basis=basis),
             versions=versions(),
+            set_aside=result.set_aside,
+            set_aside_paths=_paths_of(data, result.set_aside),
+            set_aside_sample=set_aside_sample(data, result.set_aside),
         )
         self._set_fitted(record, model, device)
         self.fit_seconds_ = seconds

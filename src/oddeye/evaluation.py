@@ -29,13 +29,20 @@ def image_rows_header(columns: Sequence[str], paths: Sequence[str] | None) -> li
 
 
 class ImageRowsCsv:
-    """A CSV with one row per image: the id (from 0), the image's path when ``paths`` are given
+    """A CSV with one row per image: the id (from 0, or ``ids``), the image's path when ``paths`` are given
     (one per image, in order), then the values of ``columns[1:]``. Rows are written as they
     arrive into a temporary file that replaces ``path`` only when the ``with`` block succeeds
     (else it is removed); floats keep full precision."""
 
-    def __init__(self, path: str | Path, columns: Sequence[str], paths: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        columns: Sequence[str],
+        paths: Sequence[str] | None = None,
+        ids: Sequence[int] | None = None,
+    ) -> None:
         self.path, self.columns, self.paths, self.rows = Path(path), tuple(columns), paths, 0
+        self.ids = ids  # the rows' ids when they are not 0, 1, ... (a subset of a set's images)
 
     def __enter__(self: RowsCsv) -> RowsCsv:
         with contextlib.ExitStack() as stack:  # undone if the header cannot be written
@@ -54,7 +61,8 @@ class ImageRowsCsv:
 
     def _line(self, i: int, row: Sequence[float | int]) -> list[object]:
         cells = [repr(float(v)) if isinstance(v, float | np.floating) else int(v) for v in row]
-        return [i, self.paths[i], *cells] if self.paths is not None else [i, *cells]
+        ident = int(self.ids[i]) if self.ids is not None else i
+        return [ident, self.paths[i], *cells] if self.paths is not None else [ident, *cells]
 
     def __exit__(self, *exc: object) -> bool:
         return self._stack.__exit__(*exc)  # closes the file, then renames (or removes) it

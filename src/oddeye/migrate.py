@@ -9,8 +9,10 @@ Since format 2 (``oddeye-run/2``) every run records every parameter it was built
 parameter added later needs no step here: its field says the value older runs had
 (``before=``, see :mod:`oddeye.detectors.params`), which a record that lacks it rebuilds with.
 Format 3 only marked the first such addition (``default``'s ``gray_members``); a format-2 record
-reads as format 3 unchanged. A change of the record's structure (not a new parameter) would add an
-upgrade step and a test that loads a run written by the previous format.
+reads as format 3 unchanged. Format 4 added a training setting, ``contamination`` (training images
+set aside before the banks are kept); a format-3 record reads with ``"0"``, what its code did.
+A change of the record's structure (not a new parameter) adds an upgrade step and a test that
+loads a run written by the previous format.
 """
 
 from __future__ import annotations
@@ -162,8 +164,26 @@ def upgrade_v2(meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "format": "oddeye-run/3", "upgraded_from": meta.get("upgraded_from", "oddeye-run/2")}
 
 
+# Training settings added with format 4, with the value that does what format-3 code did.
+V3_CONFIG_LATER: dict[str, Any] = {"contamination": "0"}
+
+
+def upgrade_v3(meta: dict[str, Any]) -> dict[str, Any]:
+    """A format-3 model.json as format 4: its settings gain ``contamination: "0"`` (format-3 code
+    kept every training image in the banks), nothing else changes."""
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError("format 3 metadata needs a config object")
+    return {
+        **meta,
+        "config": {**meta["config"], **V3_CONFIG_LATER},
+        "format": "oddeye-run/4",
+        "upgraded_from": meta.get("upgraded_from", "oddeye-run/3"),
+    }
+
+
 # format -> the step that turns its metadata into the next format's
 UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "oddeye-run/1": upgrade_v1,
     "oddeye-run/2": upgrade_v2,
+    "oddeye-run/3": upgrade_v3,
 }

@@ -40,12 +40,13 @@ from oddeye.io import UMASK, atomic_dir, json_text, unwritable, write_text
 from oddeye.migrate import UPGRADES
 from oddeye.thresholds import Threshold
 from oddeye.training.checkpoint import CHECKPOINT
-from oddeye.training.loop import EpochRecord
+from oddeye.training.loop import EpochRecord, SetAside
 
-FORMAT = "oddeye-run/3"
+FORMAT = "oddeye-run/4"
 WEIGHTS, META, HISTORY, CURVE = "model.safetensors", "model.json", "history.csv", "training_curve.png"
 HELDOUT_SCORES = "heldout_scores.npy"
 HELDOUT_SAMPLE = "heldout_sample.npy"
+SET_ASIDE, SET_ASIDE_SAMPLE = "set_aside.csv", "set_aside_sample.npy"
 HISTORY_COLUMNS = ["model", "epoch", "train_loss", "val_loss", "seconds", "images_per_s", "improved"]
 HELDOUT = "held-out normal training images"
 
@@ -83,6 +84,9 @@ class RunRecord:
     threshold: Threshold | None
     versions: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # other keys of model.json, kept as read
+    set_aside: SetAside | None = None  # training images screening set aside (contamination)
+    set_aside_paths: tuple[str, ...] | None = None  # their paths, for a folder
+    set_aside_sample: np.ndarray | None = None  # the oddest of them, NHWC as stored (the report)
 
     @property
     def detector(self) -> str:
@@ -107,7 +111,67 @@ def metadata(record: RunRecord) -> dict[str, Any]:
         "heldout_scores": {**record.heldout_stats, "basis": record.heldout_basis},
         "threshold": record.threshold.to_dict() if record.threshold is not None else None,
         "versions": record.versions,
+        **({"screening": screening_summary(record.set_aside)} if record.set_aside is not None else {}),
     }
+
+
+def screening_summary(s: SetAside) -> dict[str, Any]:
+    """model.json's account of what screening set aside (the images are listed in set_aside.csv)."""
+    return {
+        "rule": s.rule,
+        "bank_images_screened": s.screened,
+        "bank_images_set_aside": int((~s.heldout).sum()),
+        "heldout_images_set_aside": int(s.heldout.sum()),
+        "list": SET_ASIDE,
+    }
+
+
+def write_set_aside(record: RunRecord, folder: Path) -> None:
+    """set_aside.csv (``Id[,path],score,heldout``: the training images' ids, most atypical first)
+    and a sample of the images (the report's gallery)."""
+    s = record.set_aside
+    if s is None:
+        return
+    from oddeye.evaluation import ImageRowsCsv
+
+    order = np.argsort(-s.scores, kind="stable")
+    paths = [record.set_aside_paths[i] for i in order] if record.set_aside_paths is not None else None
+    with ImageRowsCsv(folder / SET_ASIDE, ("Id", "score", "heldout"), paths, ids=s.indices[order]) as out:
+        out.write_rows((float(s.scores[i]), int(s.heldout[i])) for i in order)
+    if record.set_aside_sample is not None and len(record.set_aside_sample):
+        np.save(folder / SET_ASIDE_SAMPLE, np.ascontiguousarray(record.set_aside_sample))
+
+
+def read_set_aside(
+    run_dir: str | Path, summary: Any
+) -> tuple[SetAside | None, tuple[str, ...] | None, np.ndarray | None]:
+    """What a run's screening set aside (from ``summary``, model.json's ``screening``, and
+    set_aside.csv), the images' paths (a folder's) and the sample of them; Nones for a run
+    without screening."""
+    if not isinstance(summary, dict):
+        return None, None, None
+    path = Path(run_dir) / SET_ASIDE
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8", errors="surrogateescape"))))
+        ids = np.array([int(r["Id"]) for r in rows], dtype=np.int64)
+        scores = np.array([float(r["score"]) for r in rows], dtype=np.float32)
+        heldout = np.array([bool(int(r["heldout"])) for r in rows], dtype=bool)
+        paths = tuple(r["path"] for r in rows) if rows and "path" in rows[0] else None
+        found = SetAside(str(summary["rule"]), int(summary["bank_images_screened"]), ids, scores, heldout)
+    except FileNotFoundError:
+        raise OddeyeError(
+            f"{path}: expected the run's list of set-aside images, found nothing there"
+        ) from None
+    except (OSError, csv.Error, KeyError, TypeError, ValueError) as e:
+        raise OddeyeError(
+            f"{path}: expected the run's list of set-aside images, found a problem: {e}"
+        ) from None
+    sample_path = Path(run_dir) / SET_ASIDE_SAMPLE
+    try:
+        sample = np.load(sample_path, allow_pickle=False) if sample_path.exists() else None
+    except (OSError, ValueError) as e:
+        raise OddeyeError(f"{sample_path}: expected set-aside images, found unreadable data ({e})") from None
+    return found, paths, sample
 
 
 def all_histories(record: RunRecord) -> dict[str, list[EpochRecord]]:
@@ -175,6 +239,7 @@ def write_run(
             np.save(tmp / HELDOUT_SCORES, np.asarray(record.heldout_scores, dtype=np.float64))
         if record.heldout_sample is not None:
             np.save(tmp / HELDOUT_SAMPLE, np.ascontiguousarray(record.heldout_sample))
+        write_set_aside(record, tmp)
         from oddeye.reports.plots import plot_training_curve  # here: loading never imports matplotlib
 
         plot_training_curve(all_histories(record), tmp / CURVE, title=f"{record.detector} training")
@@ -238,6 +303,7 @@ def read_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -
     except (SafetensorError, OSError) as e:
         raise OddeyeError(f"{weights}: expected safetensors weights, found unreadable data ({e})") from None
     histories = read_history(run_dir, build.detector)
+    set_aside, set_aside_paths, set_aside_sample = read_set_aside(run_dir, meta.get("screening"))
     record = RunRecord(
         build=build,
         config=config,
@@ -254,6 +320,9 @@ def read_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -
         threshold=threshold,
         versions=saved_versions,
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
+        set_aside=set_aside,
+        set_aside_paths=set_aside_paths,
+        set_aside_sample=set_aside_sample,
     )
     return record, state
 

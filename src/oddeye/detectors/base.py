@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,11 @@ class AnomalyModel(nn.Module):
     # :mod:`oddeye.detectors.params`); subclasses name their own dataclasses.
     Params: type[Params] = NoParams
     Derived: type[Derived] = NoDerived
+    # The share of training images to set aside before a bank is kept (None: ``auto``, a robust
+    # rule decides; 0: none), set by the training loop from the ``contamination`` setting on the
+    # model it trains (an ensemble screens its members' banks together, so they keep 0).
+    contamination: float | None = 0.0
+    screening_: Any = None  # after fit_end: what screening set aside (a Screening), or None
 
     def __init__(
         self, shape: tuple[int, int, int], params: Params | None = None, derived: Derived | None = None
@@ -99,6 +105,22 @@ class AnomalyModel(nn.Module):
     def fit_end_work(self) -> str:
         """What :meth:`fit_end` builds, in words, for progress lines ('' when it does nothing)."""
         return ""
+
+    def banks(self) -> list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]]:
+        """The memory banks (``KNNBank``) whose rows are training images, each with the features
+        of a batch it holds: what screening for contamination may trim (none by default)."""
+        return []
+
+    def screen_training(self, heldout: Callable[[], Iterator[torch.Tensor]]) -> Batches | None:
+        """Set aside the banks' atypical training images as ``contamination`` asks (see
+        :mod:`oddeye.detectors.screening`); ``screening_`` records what was set aside, and the
+        held-out images that are kept come back (None when nothing was screened)."""
+        from oddeye.detectors.screening import screen_banks
+
+        self.screening_ = (
+            None if self.contamination == 0 else screen_banks(self.banks(), heldout, self.contamination)
+        )
+        return self.screening_.kept_heldout(heldout) if self.screening_ is not None else None
 
     def reference_scores(self) -> torch.Tensor | None:
         """Scores of normal images the fitted model gives without held-out images (a memory

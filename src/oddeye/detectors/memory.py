@@ -138,6 +138,7 @@ class KNNBank(nn.Module):
         self.k, self.max_bank, self.normalize = k, max_bank, normalize
         self.register_buffer("bank", torch.zeros(0, 0))
         self.register_buffer("offset", torch.zeros(0))
+        self.positions: np.ndarray | None = None  # after build: each row's image in the pass
 
     def _prepare(self, f: torch.Tensor) -> torch.Tensor:
         f = f.float().flatten(1)
@@ -159,6 +160,7 @@ class KNNBank(nn.Module):
             else np.unique(np.linspace(0, n - 1, self.max_bank).astype(np.int64))
         )
         rows, seen = [], 0
+        positions = np.arange(n) if keep is None and n is not None else keep
         for x in batches():
             if keep is None:
                 rows.append(self._prepare(features(x)))
@@ -168,10 +170,25 @@ class KNNBank(nn.Module):
                     rows.append(self._prepare(features(x[torch.from_numpy(keep[lo:hi] - seen)])))
             seen += len(x)
         bank = torch.cat(rows) if rows else torch.zeros(0, 0)
+        positions = np.arange(len(bank)) if positions is None else positions
         if keep is None and len(bank) > self.max_bank:  # a pass of unknown length: subsample after
-            bank = bank[torch.linspace(0, len(bank) - 1, self.max_bank).long()]
+            picked = torch.linspace(0, len(bank) - 1, self.max_bank).long()
+            bank, positions = bank[picked], picked.numpy()
         self.offset = bank.mean(0) if len(bank) else torch.zeros(bank.shape[1])
         self.bank = (bank - self.offset).contiguous()
+        self.positions = np.asarray(positions, dtype=np.int64)
+
+    def centred(self, f: torch.Tensor) -> torch.Tensor:
+        """Feature rows as the bank holds its own (prepared, less the offset)."""
+        return self._centred(f)
+
+    def drop(self, mask: np.ndarray) -> None:
+        """Remove the rows where ``mask`` is True (set aside); the offset stays, so the rows kept
+        and every distance are unchanged."""
+        keep = torch.from_numpy(~np.asarray(mask, bool))
+        self.bank = self.bank[keep].contiguous()
+        if self.positions is not None:
+            self.positions = self.positions[keep.numpy()]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return knn_distance(self._centred(features), self.bank, self.k)
@@ -225,9 +242,13 @@ class BankDetector(AnomalyModel):
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:
         self.memory.build(batches, self.features)
+        self.screen_training(heldout)
 
     def fit_end_work(self) -> str:
         return "memory bank"
+
+    def banks(self) -> list[tuple[KNNBank, Callable[[torch.Tensor], torch.Tensor]]]:
+        return [(self.memory, self.features)]
 
     def reference_scores(self) -> torch.Tensor | None:
         return self.memory.leave_one_out()

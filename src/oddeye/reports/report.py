@@ -72,6 +72,7 @@ def write_report(
         lambda: _histogram_section(inputs),
         lambda: _roc_section(inputs),
         lambda: _image_sections(inputs, n_images),
+        lambda: _set_aside_section(inputs),
         lambda: _reconstruction_section(inputs),
         lambda: _latent_section(inputs, embed_max, tsne_max, seed, progress),
     ]
@@ -181,6 +182,36 @@ def _image_sections(inputs: ReportInputs, n: int) -> list[Section]:
     return sections
 
 
+def _set_aside_section(inputs: ReportInputs) -> Section | None:
+    """The training images screening set aside (the oddest first), from the run's sample of them."""
+    det = inputs.det
+    record = det.record_ if det is not None else None
+    if record is None or record.set_aside is None or record.set_aside_sample is None:
+        return None
+    s, images = record.set_aside, record.set_aside_sample
+    order = np.argsort(-s.scores, kind="stable")[: len(images)]
+    names = record.set_aside_paths
+    captions = [
+        f"{names[i] if names is not None else '#' + str(s.indices[i])}  {s.scores[i]:.3g}" for i in order
+    ]
+    shown = det.normalisation_.apply(torch_from_nhwc(images)).float()
+    fig = plots.image_grid_figure(
+        ((shown.permute(0, 2, 3, 1).numpy() + 1) / 2).clip(0, 1), captions, "Training images set aside"
+    )
+    caption = (
+        f"{len(s.indices)} training images were set aside as unlike the rest ({s.rule}); the "
+        f"{len(order)} oddest, each with its training-set id (or path) and atypicality. The full "
+        "list is the run's set_aside.csv."
+    )
+    return Section("set_aside", "Training images set aside", caption, plots.png_bytes(fig))
+
+
+def torch_from_nhwc(images: np.ndarray) -> Any:
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+
+
 def _reconstruction_section(inputs: ReportInputs, n_top: int = 5, n_bottom: int = 3) -> Section | None:
     det, data = inputs.det, inputs.data
     if det is None or data is None:
@@ -286,6 +317,11 @@ def _training_rows(det: Detector) -> list[tuple[str, str]]:
         ("training images", f"{tr.get('n_images', '?')} of {shape} (HxWxC)"),
         ("training", f"{how}, {_epochs_text(det, tr)}"),
     ]
+    screening = meta.get("screening")
+    if screening:
+        bank, held = screening["bank_images_set_aside"], screening["heldout_images_set_aside"]
+        told = f"{bank} of {screening['bank_images_screened']} bank images and {held} held-out images"
+        rows.append(("set aside", f"{told} ({screening['rule']}; set_aside.csv)"))
     held = meta.get("heldout_scores") or {}
     if held.get("n"):
         stats = f"median {held['median']:.4g}, p99 {held['p99']:.4g}"

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from oddeye.config import TrainConfig
+from oddeye.config import TrainConfig, contamination_share
 from oddeye.data.imageset import ImageSet, batch_images
 from oddeye.detectors.base import AnomalyModel, Batches
+from oddeye.detectors.screening import Screening
 from oddeye.progress import EpochProgress, Task, clock, say
 from oddeye.training.budget import Budget, Pacer
 from oddeye.training.checkpoint import Checkpoint, ScopeState
@@ -39,6 +40,18 @@ class EpochRecord:
 
 
 @dataclass
+class SetAside:
+    """Training images set aside as not normal (``contamination``): their indices in the training
+    set, their atypicality, whether each was a bank image or a held-out one, and the rule."""
+
+    rule: str
+    screened: int  # bank images looked at
+    indices: np.ndarray  # (s,) int64, ascending
+    scores: np.ndarray  # (s,) atypicality (robust z-score), higher = odder
+    heldout: np.ndarray  # (s,) bool: a held-out image (not in a bank)
+
+
+@dataclass
 class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
@@ -46,6 +59,7 @@ class TrainResult:
     val_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     members: list[tuple[str, TrainResult]] = field(default_factory=list)
     budget_reached: bool = False
+    set_aside: SetAside | None = None  # training images screening set aside (contamination)
 
     def member_histories(self) -> dict[str, list[EpochRecord]]:
         """Per-epoch histories of the members that trained (ensembles), by member label."""
@@ -120,6 +134,8 @@ def fit_model(
 
     train_batches, heldout_batches = batches_of(train_idx, "training"), batches_of(val_idx, "held-out")
     result = TrainResult(val_indices=val_idx)
+    if not scope:  # the model trained, not an ensemble's member: its banks are screened together
+        model.contamination = contamination_share(config.contamination)
     members = model.members()
     for i, member in enumerate(members):  # ensembles: each member through this loop, same split
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
@@ -189,6 +205,9 @@ def fit_model(
     started = time.perf_counter()
     with torch.no_grad():
         model.fit_end(train_batches, heldout_batches)
+    if model.screening_ is not None:
+        result.set_aside, result.val_indices = _set_aside(model.screening_, train_idx, val_idx)
+        say(f"{name}: {describe_set_aside(result.set_aside)}", shown)
     if model.fit_end_work():
         say(f"{name}: {model.fit_end_work()} built in {clock(time.perf_counter() - started)}", shown)
     model.eval()
@@ -196,6 +215,28 @@ def fit_model(
         epoch = result.history[-1].epoch if result.history else 0
         ckpt.save(scope, _scope_state(result, epoch, True, best_loss, waited, rng), model, None, None)
     return result
+
+
+def _set_aside(
+    screening: Screening, train_idx: np.ndarray, val_idx: np.ndarray
+) -> tuple[SetAside, np.ndarray]:
+    """What screening set aside, as training-set indices, and the held-out indices kept."""
+    indices = np.concatenate([train_idx[screening.positions], val_idx[screening.heldout_positions]])
+    scores = np.concatenate([screening.scores, screening.heldout_scores])
+    heldout = np.concatenate(
+        [np.zeros(len(screening.positions), bool), np.ones(len(screening.heldout_positions), bool)]
+    )
+    order = np.argsort(indices, kind="stable")
+    kept = np.delete(val_idx, screening.heldout_positions)
+    return SetAside(screening.rule, screening.screened, indices[order], scores[order], heldout[order]), kept
+
+
+def describe_set_aside(s: SetAside) -> str:
+    held = int(s.heldout.sum())
+    return (
+        f"set aside {len(s.indices) - held} of {s.screened} bank images and {held} held-out images "
+        f"as unlike the rest ({s.rule})"
+    )
 
 
 def _summary(result: TrainResult) -> str:
