@@ -168,7 +168,7 @@ def test_detectors_lists_names_and_counts(cli) -> None:
         assert any(line.split()[:2] == [name, count] for line in r.out.splitlines())
 
 
-@pytest.mark.parametrize("command", ["train", "score", "evaluate", "report", "detectors", "demo"])
+@pytest.mark.parametrize("command", ["train", "update", "score", "evaluate", "report", "detectors", "demo"])
 def test_help_shows_an_example(cli, command: str) -> None:
     r = cli(command, "--help")
     assert r.code == 0 and f"oddeye {command}" in r.out and "example" in r.out

@@ -21,6 +21,7 @@ _LAZY = {
     "report": "oddeye.api",
     "score": "oddeye.api",
     "train": "oddeye.api",
+    "update": "oddeye.api",
     "TrainConfig": "oddeye.config",
     "DEFAULT_DETECTOR": "oddeye.detectors",
     "available": "oddeye.detectors",
@@ -38,7 +39,7 @@ _SUBMODULES = ("data", "detectors", "training", "reports", "bench")
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from oddeye.api import ScoreResult, create, evaluate, load, report, score, train  # noqa: F401
+    from oddeye.api import ScoreResult, create, evaluate, load, report, score, train, update  # noqa: F401
     from oddeye.config import TrainConfig  # noqa: F401
     from oddeye.detectors import DEFAULT_DETECTOR, available  # noqa: F401
     from oddeye.errors import InputError, OddeyeError  # noqa: F401

@@ -1,5 +1,5 @@
-"""The Python API, mirroring the CLI: ``create``, ``train``, ``load``, ``score``, ``evaluate``,
-``report``. The CLI calls these same functions; it only parses arguments and prints."""
+"""The Python API, mirroring the CLI: ``create``, ``train``, ``load``, ``update``, ``score``,
+``evaluate``, ``report``. The CLI calls these same functions; it only parses arguments and prints."""
 
 from __future__ import annotations
 
@@ -83,6 +83,39 @@ def train(
 def load(run: str | Path, device: str = "auto", progress: bool = True) -> Detector:
     """A fitted detector from a run folder (weights never unpickled)."""
     return Detector.load(run, device=device, progress=progress)
+
+
+def update(
+    run: str | Path,
+    images: ImagesLike,
+    out: str | Path | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """``oddeye update``: new normal ``images`` join the run without training
+    (:meth:`Detector.partial_fit`), written as a new run folder ``out`` (default: ``RUN-updated``
+    beside it), atomically; returns its path. ``run`` itself is never changed, and an ``out``
+    that exists is refused. Detectors that need training refuse in one line."""
+    source = Path(run)
+    target = Path(out) if out is not None else updated_path(source)
+    inside = source.resolve() in (target.resolve(), *target.resolve().parents)
+    if target.exists() or inside:
+        what = "the run folder (never changed)" if inside else "one there"
+        raise OddeyeError(
+            f"{target}: expected a new folder for the updated run, found {what}; give another --out"
+        )
+    det = load(run, device=device, progress=progress)
+    det.partial_fit(images, size=size)
+    return det.save(target)
+
+
+def updated_path(run: str | Path) -> Path:
+    """runs/default -> runs/default-updated: where ``update`` writes by default."""
+    path = Path(run)
+    path = path.resolve() if path.name in ("", ".", "..") else path
+    return path.with_name(f"{path.name}-updated")
 
 
 @dataclass

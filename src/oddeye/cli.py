@@ -1,4 +1,4 @@
-"""Command line: ``oddeye train | score | evaluate | detectors | demo``. Parses and dispatches only."""
+"""Command line: ``oddeye train | update | score | evaluate | report | ...``. Parses and dispatches only."""
 
 from __future__ import annotations
 
@@ -19,6 +19,10 @@ EXAMPLES = {
     "train": "example:\n  oddeye train trainingset.npy --detector cnn-bn --out runs/cnn-bn --epochs 50\n\n"
     "settings: defaults < --config FILE < --set KEY=VALUE (last wins) < flags; unknown keys are\n"
     "refused. Progress: bars on a terminal, one line per epoch in a pipe or log (--quiet: none).",
+    "update": "examples:\n  oddeye update runs/default new_normal_images/\n"
+    "  oddeye update runs/default more.npy --out runs/default-v2\n\n"
+    "memory banks absorb the images (no training; within max_bank); fusion scales and the threshold\n"
+    "are refitted on held-out images. RUN is never changed. Detectors that train are refused.",
     "score": "examples:\n  oddeye score runs/cnn-bn data/testingset.npy --out prediction.csv\n"
     "  oddeye score runs/cnn-bn test.npy --out prediction.csv --threshold fpr:0.01 --report report.html",
     "evaluate": "examples:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy\n"
@@ -119,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted training in RUN from its checkpoint"
     )
+    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
+
+    p = _command(sub, "update", "add normal images to a trained memory-bank run, without retraining")
+    p.add_argument("run", metavar="RUN", help="the run folder (left unchanged)")
+    p.add_argument("images", metavar="IMAGES", help=".npy/.npz/idx file or folder of new normal images")
+    p.add_argument("--out", metavar="NEWRUN", help="the updated run folder to create (default: RUN-updated)")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
+    p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
 
     p = _command(sub, "score", "score images with a trained run; writes the submission CSV")

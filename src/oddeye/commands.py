@@ -20,6 +20,7 @@ from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
 from oddeye.evaluation import read_scores_csv
+from oddeye.runs import read_metadata
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, threshold_rows
 from oddeye.training.distributed import world
@@ -48,6 +49,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     if det.threshold_ is not None:
         print(det.threshold_.describe())
     print(f"run folder: {args.out}  (model.safetensors, model.json, history.csv, training_curve.png)")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    out = oddeye.update(
+        args.run, args.images, args.out, size=args.size, device=args.device, progress=not args.quiet
+    )
+    meta = read_metadata(out)  # what was written (the weights need not be read again)
+    done = meta["updates"][-1]
+    print(
+        f"added {done['added']} images to {meta['detector']} without training: {done['absorbed']} joined "
+        f"the memory banks, {done['held_out']} held out ({meta['training']['n_images']} images in all)"
+    )
+    if meta.get("threshold"):
+        print(Threshold.from_dict(meta["threshold"]).describe())
+    print(f"updated run folder: {out}  ({args.run} unchanged)")
     return 0
 
 

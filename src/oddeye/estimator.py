@@ -6,17 +6,20 @@ import dataclasses
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from oddeye._version import __version__
 from oddeye.config import TrainConfig
-from oddeye.data.imageset import ImageSet, shape_text
+from oddeye.data.imageset import ImageSet, as_imageset, shape_text
 from oddeye.data.loaders import available_memory, load_images
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
-from oddeye.detectors.base import AnomalyModel
+from oddeye.detectors.base import AnomalyModel, needs_training
+from oddeye.detectors.memory import spaced
 from oddeye.detectors.registry import Build, record_of
 from oddeye.errors import InputError, OddeyeError, TrainingInterrupted, first_line
 from oddeye.evaluation import score_stats
@@ -24,12 +27,13 @@ from oddeye.progress import line as progress_line
 from oddeye.progress import mode as progress_mode
 from oddeye.runs import HELDOUT, RunRecord, TrainingInfo, read_run, versions, write_run
 from oddeye.scoring import InferenceResult, infer, iter_scores
-from oddeye.thresholds import Threshold, calibrate, choose_threshold
+from oddeye.thresholds import Threshold, calibrate, choose_threshold, parse_rule
 from oddeye.training.budget import Budget
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.distributed import world
 from oddeye.training.loop import EpochRecord, SetAside, fit_model, trained_parts
+from oddeye.training.update import Absorbed, absorb_images, bank_images, images_sha256
 
 ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
@@ -227,6 +231,77 @@ class Detector:
         self.fit_seconds_ = seconds
         return self
 
+    def partial_fit(
+        self, images: ImagesLike, y: Any = None, *, size: tuple[int, int] | None = None
+    ) -> Detector:
+        """New normal ``images`` join the fitted detector without training (``oddeye update``;
+        scikit-learn's ``partial_fit``, so an unfitted detector is fitted on them); returns self.
+        ``y`` is ignored.
+
+        The images are split by the run's ``val_fraction`` and seed: memory banks absorb most of
+        them (within ``max_bank``, old and new in proportion), and an ensemble's fusion scales and
+        the operating threshold (its rule; a ``top:Q`` one becomes the settings' rule) are fitted
+        again on the held-out images: the run's kept sample and the new held-out ones, which
+        become the held-out scores and the next kept sample (see :mod:`oddeye.training.update`).
+        ``updates_`` gains what was added. A detector that needs training raises a one-line
+        OddeyeError saying what to do instead, before anything is read.
+        """
+        if not hasattr(self, "model_"):
+            return self.fit(images, size=size)
+        refusal = needs_training(self.model_)
+        if refusal is not None:
+            raise OddeyeError(refusal)
+        record, config = self.record_, self._settings()
+        data = self.prepare(images, size=size)
+        start = time.perf_counter()
+        digest = images_sha256(data)
+        seen = bank_images(record.training.n_images, record.updates, record.config.val_fraction)
+        done = absorb_images(self.model_, data, self._kept_sample(), seen, config, self.device_)
+        entry = {
+            "added": len(data),
+            "absorbed": len(done.absorbed),
+            "held_out": len(done.held_out),
+            "sha256": digest,
+            "source": str(images) if isinstance(images, (str, Path)) else data.source,
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "oddeye": __version__,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        self._set_fitted(self._updated(record, data, done, entry), self.model_, self.device_)
+        return self
+
+    def _kept_sample(self) -> ImageSet | None:
+        """The held-out images the run kept, as an image set on the run's scale (None: none)."""
+        sample = self.record_.heldout_sample
+        if sample is None or len(sample) == 0:
+            return None
+        kept = as_imageset(sample, "<the run's held-out sample>")
+        return dataclasses.replace(kept, normalisation=self.normalisation_)
+
+    def _updated(self, record: RunRecord, data: ImageSet, done: Absorbed, entry: dict[str, Any]) -> RunRecord:
+        """The run record after an update: held-out scores, sample and threshold refitted, the
+        update recorded; the analysis threshold is dropped (chosen on scores of another scale)."""
+        saved = self.threshold_  # the operating threshold in force (save() writes this one)
+        rule = saved.rule if saved is not None and parse_rule(saved.rule)[0] in ("value", "fpr") else None
+        threshold = choose_threshold(
+            rule or record.config.threshold, heldout=done.scores, heldout_basis=done.basis
+        )
+        new = data.batch(done.held_out).permute(0, 2, 3, 1).numpy() if len(done.held_out) else None
+        parts = [a for a in (record.heldout_sample, new) if a is not None and len(a)]
+        both = as_imageset(np.concatenate(parts), "<held-out images>") if parts else None
+        sample = heldout_sample(both, spaced(len(both), SAMPLE_IMAGES)) if both is not None else None
+        return dataclasses.replace(
+            record,
+            training=dataclasses.replace(record.training, n_images=record.training.n_images + len(data)),
+            heldout_scores=done.scores,
+            heldout_sample=sample,
+            heldout_stats=score_stats(done.scores),
+            heldout_basis=done.basis,
+            threshold=threshold,
+            updates=[*record.updates, entry],
+            extra={k: v for k, v in record.extra.items() if k != "analysis_threshold"},
+        )
+
     def _budget(self, model: AnomalyModel) -> Budget | None:
         """The time budget's plan for training ``model`` (None without a budget), printed."""
         config = self._settings()
@@ -259,6 +334,7 @@ class Detector:
         self.heldout_stats_ = record.heldout_stats
         self.heldout_basis_ = record.heldout_basis
         self.threshold_: Threshold | None = record.threshold
+        self.updates_: list[dict[str, Any]] = record.updates  # images added since (partial_fit)
 
     @property
     def labels_(self) -> np.ndarray | None:

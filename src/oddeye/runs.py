@@ -6,7 +6,8 @@ estimator. Layout of a run folder::
     model.safetensors   state dict (tensors only)
     model.json          format, the resolved build (detector, every parameter, derived values,
                         epoch caps; ensemble members nested), settings, input shape,
-                        normalisation, versions, statistics, the operating threshold
+                        normalisation, versions, statistics, the operating threshold, the
+                        images added since training (``updates``, from ``oddeye update``)
     heldout_scores.npy  the held-out normal training images' scores (thresholds, calibration)
     history.csv         one row per epoch (per member, for ensembles)
     training_curve.png  train and held-out loss per epoch
@@ -83,6 +84,7 @@ class RunRecord:
     heldout_basis: str
     threshold: Threshold | None
     versions: dict[str, str] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)  # images added since (oddeye update)
     extra: dict[str, Any] = field(default_factory=dict)  # other keys of model.json, kept as read
     set_aside: SetAside | None = None  # training images screening set aside (contamination)
     set_aside_paths: tuple[str, ...] | None = None  # their paths, for a folder
@@ -112,6 +114,7 @@ def metadata(record: RunRecord) -> dict[str, Any]:
         "threshold": record.threshold.to_dict() if record.threshold is not None else None,
         "versions": record.versions,
         **({"screening": screening_summary(record.set_aside)} if record.set_aside is not None else {}),
+        **({"updates": record.updates} if record.updates else {}),  # a key older code keeps as read
     }
 
 
@@ -271,7 +274,7 @@ def read_metadata(run_dir: str | Path) -> dict[str, Any]:
 
 KNOWN_KEYS = {
     "format", "detector", "params", "derived", "epoch_cap", "config", "input_shape", "normalisation",
-    "n_parameters", "training", "heldout_scores", "threshold", "versions",
+    "n_parameters", "training", "heldout_scores", "threshold", "versions", "updates",
 }  # fmt: skip
 
 
@@ -294,6 +297,7 @@ def read_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -
         threshold = Threshold.from_dict(meta["threshold"], str(source)) if meta.get("threshold") else None
         n_parameters = int(meta["n_parameters"])
         saved_versions = dict(meta.get("versions") or {})
+        updates = read_updates(meta.get("updates") or [])
     except (KeyError, TypeError, ValueError, OddeyeError) as e:
         raise OddeyeError(f"{source}: expected complete metadata, found a problem: {e}") from None
     try:
@@ -319,12 +323,25 @@ def read_run(run_dir: str | Path, device: str = "auto", progress: bool = True) -
         heldout_basis=basis,
         threshold=threshold,
         versions=saved_versions,
+        updates=updates,
         extra={k: v for k, v in meta.items() if k not in KNOWN_KEYS},
         set_aside=set_aside,
         set_aside_paths=set_aside_paths,
         set_aside_sample=set_aside_sample,
     )
     return record, state
+
+
+def read_updates(value: Any) -> list[dict[str, Any]]:
+    """model.json's ``updates``: one record per ``oddeye update``, each with its ``added`` and
+    ``absorbed`` image counts (a ValueError otherwise)."""
+    if not isinstance(value, list) or not all(isinstance(u, dict) for u in value):
+        raise ValueError(f"updates must be a list of records, found {value!r:.60}")
+    for u in value:
+        counts = [u.get("added"), u.get("absorbed")]
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError(f"an update must count its added and absorbed images, found {u!r:.60}")
+    return [dict(u) for u in value]
 
 
 def read_heldout_scores(run_dir: str | Path) -> np.ndarray | None:

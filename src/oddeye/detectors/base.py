@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oddeye.detectors.params import Derived, NoDerived, NoParams, Params
+from oddeye.errors import OddeyeError
 
 
 class Batches:
@@ -50,6 +51,7 @@ class AnomalyModel(nn.Module):
     channels_last: bool = False
     cpu_bf16: bool = True
     trainable: bool = True  # False: no epochs; the model is built by ``fit_end`` (memory banks)
+    updatable: bool = False  # True: ``absorb`` adds normal images to it without training (banks)
     default_epochs: int = 50  # the family's epoch cap; ``epoch_cap`` is this model's own
     label: str = ""  # the registry name, set by ``DetectorSpec.build`` (names ensemble members)
     latent: str = "the input pixels"  # what ``embed`` returns, in words (the report's latent map)
@@ -127,6 +129,14 @@ class AnomalyModel(nn.Module):
         bank's leave-one-out scores), or None: more data to put scores on one scale."""
         return None
 
+    def absorb(self, batches: Batches, heldout: Batches, seen: int) -> None:
+        """Take the normal images ``batches()`` yields into the fitted model without training
+        (``oddeye update``), then refit on ``heldout()`` what :meth:`fit_end` fits there (score
+        scales). ``seen``: how many images the model's banks were built from, so that a full bank
+        keeps old and new in proportion. Only ``updatable`` models can; others raise the one-line
+        error of :func:`needs_training`."""
+        raise OddeyeError(needs_training(self))
+
     def members(self) -> list[AnomalyModel]:
         """Sub-detectors the training loop fits first, each on its own (ensembles)."""
         return []
@@ -139,6 +149,19 @@ class AnomalyModel(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, D) latent codes (what ``latent`` says) for the report's 2-D map; eval mode, no grad."""
         return x.flatten(1).float()
+
+
+def needs_training(model: AnomalyModel) -> str | None:
+    """Why ``model`` cannot absorb new images, as one line saying what to do instead (None: it
+    can, every part of it being ``updatable``)."""
+    for part in (*model.members(), model):
+        if not part.updatable:
+            name = part.label or type(part).__name__
+            where = f"{model.label or type(model).__name__} member " if part is not model else ""
+            return (
+                f"{where}{name} needs training: retrain with oddeye train on the old and new images together"
+            )
+    return None
 
 
 class ReconstructionModel(AnomalyModel):

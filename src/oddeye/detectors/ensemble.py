@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_training
 from oddeye.detectors.fusion import ScoreFusion, collect
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import Build, DetectorSpec, get_spec, record_of, register
@@ -88,6 +88,7 @@ class Ensemble(AnomalyModel):
     """
 
     trainable = False  # the members train; the ensemble itself only fits the fusion scale
+    updatable = True  # where every member is (``absorb`` refuses otherwise, naming the member)
 
     Params = EnsembleParams
 
@@ -129,15 +130,32 @@ class Ensemble(AnomalyModel):
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:
         self.eval()
-        heldout = self.screen_training(heldout) or heldout
-        extra = [m.reference_scores() for m in self.detectors] if self.references != "heldout" else None
-        self.fusion.fit(collect(self._components, heldout, batches), extra)
+        self.fit_fusion(batches, self.screen_training(heldout) or heldout)
 
     def fit_end_work(self) -> str:
         return "score fusion scales"
 
     def banks(self) -> list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]]:
         return [bank for m in self.detectors for bank in m.banks()]
+
+    def absorb(self, batches: Batches, heldout: Batches, seen: int) -> None:
+        """Every member absorbs the new images, then the fusion scales are fitted again, as
+        :meth:`fit_end` fits them: on ``heldout()`` (or, with none, ``batches()``) and, with
+        ``references="heldout+bank"``, the banks' leave-one-out scores, which now count the new
+        rows. Refused before any member changes if one of them needs training."""
+        refusal = needs_training(self)
+        if refusal is not None:
+            raise OddeyeError(refusal)
+        for member in self.detectors:
+            member.absorb(batches, heldout, seen)
+        self.fit_fusion(batches, heldout)
+
+    def fit_fusion(self, batches: Batches, heldout: Batches) -> None:
+        """The fusion scales on the held-out component scores (or the training ones, with none
+        held out) and the members' reference scores where ``references`` counts them."""
+        self.eval()
+        extra = [m.reference_scores() for m in self.detectors] if self.references != "heldout" else None
+        self.fusion.fit(collect(self._components, heldout, batches), extra)
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
         """Map: the members' maps, each divided by the spread its score is divided by when the

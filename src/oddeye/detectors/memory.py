@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
 
@@ -120,13 +120,30 @@ def knn_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Ten
 BANK_CHUNK = 8192  # bank rows per distance block
 
 
+def spaced(n: int, k: int) -> np.ndarray:
+    """``k`` evenly spaced indices of ``range(n)``, ascending (all of them when ``k >= n``)."""
+    return np.arange(n) if k >= n else np.unique(np.linspace(0, n - 1, k).astype(np.int64))
+
+
+def bank_shares(rows: int, seen: int, new: int, bound: int) -> tuple[int, int]:
+    """(old rows, new images) a bank of at most ``bound`` rows keeps when ``new`` images join its
+    ``rows``, which stand for ``seen`` images: all when they fit, else shares in proportion to the
+    images each part stands for (the bank stays an even sample of every image it was given)."""
+    if rows + new <= bound:
+        return rows, new
+    take_new = min(new, round(bound * new / (max(seen, rows) + new)))
+    take_old = min(rows, bound - take_new)
+    return take_old, min(new, bound - take_old)
+
+
 class KNNBank(nn.Module):
     """A memory bank of feature rows; score = mean distance to the ``k`` nearest.
 
     Built streaming from the training batches: only the rows of an evenly spaced subset of at
     most ``max_bank`` images are kept, so memory is bounded by ``max_bank`` x the feature size
     whatever the number or size of the images. ``normalize``: rows scaled to unit length (learned
-    features). The bank's length is known only once it is built or loaded.
+    features). The bank's length is known only once it is built or loaded. ``absorb`` adds images
+    to a built bank, within the same bound (``oddeye update``).
 
     The rows are kept less their mean (``offset``, subtracted from queries too): distances do not
     change, but they are computed from far smaller numbers, so float32 loses less to cancellation
@@ -190,6 +207,24 @@ class KNNBank(nn.Module):
         if self.positions is not None:
             self.positions = self.positions[keep.numpy()]
 
+    @torch.no_grad()
+    def absorb(self, batches: Batches, features: Callable[[torch.Tensor], torch.Tensor], seen: int) -> None:
+        """``features`` of the images of ``batches()`` join the built bank (one pass). Its rows stay
+        as they are, bit for bit, and so does ``offset`` (new rows are stored less it too). Beyond
+        ``max_bank`` rows, evenly spaced subsets of the old rows and the new images are kept, in
+        proportion to the images each stands for (``seen``: those the bank was built from)."""
+        take_old, take_new = bank_shares(len(self.bank), seen, len(batches), self.max_bank)
+        keep, rows, start = spaced(len(batches), take_new), [], 0
+        for x in batches():
+            lo, hi = np.searchsorted(keep, [start, start + len(x)])
+            if hi > lo:
+                rows.append(self._centred(features(x[torch.from_numpy(keep[lo:hi] - start)])))
+            start += len(x)
+        if take_old:
+            rows.insert(0, self.bank[torch.from_numpy(spaced(len(self.bank), take_old))])
+        if rows:
+            self.bank = torch.cat(rows).contiguous()
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return knn_distance(self._centred(features), self.bank, self.k)
 
@@ -225,6 +260,7 @@ class BankDetector(AnomalyModel):
     Its ``Params`` have ``k`` and ``max_bank``."""
 
     trainable = False
+    updatable = True
 
     def __init__(
         self, shape: tuple[int, int, int], params: Params | None = None, derived: Derived | None = None
@@ -249,6 +285,10 @@ class BankDetector(AnomalyModel):
 
     def banks(self) -> list[tuple[KNNBank, Callable[[torch.Tensor], torch.Tensor]]]:
         return [(self.memory, self.features)]
+
+    def absorb(self, batches: Batches, heldout: Batches, seen: int) -> None:
+        """The new images join the bank (within ``max_bank``); nothing is fitted on held-out ones."""
+        self.memory.absorb(batches, self.features, seen)
 
     def reference_scores(self) -> torch.Tensor | None:
         return self.memory.leave_one_out()
