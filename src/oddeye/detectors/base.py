@@ -110,19 +110,9 @@ class AnomalyModel(nn.Module):
 
     def banks(self) -> list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]]:
         """The memory banks (``KNNBank``) whose rows are training images, each with the features
-        of a batch it holds: what screening for contamination may trim (none by default)."""
+        of a batch it holds: what screening for contamination may trim (none by default; see
+        :func:`oddeye.detectors.screening.screen_training`)."""
         return []
-
-    def screen_training(self, heldout: Callable[[], Iterator[torch.Tensor]]) -> Batches | None:
-        """Set aside the banks' atypical training images as ``contamination`` asks (see
-        :mod:`oddeye.detectors.screening`); ``screening_`` records what was set aside, and the
-        held-out images that are kept come back (None when nothing was screened)."""
-        from oddeye.detectors.screening import screen_banks
-
-        self.screening_ = (
-            None if self.contamination == 0 else screen_banks(self.banks(), heldout, self.contamination)
-        )
-        return self.screening_.kept_heldout(heldout) if self.screening_ is not None else None
 
     def reference_scores(self) -> torch.Tensor | None:
         """Scores of normal images the fitted model gives without held-out images (a memory

@@ -15,6 +15,7 @@ from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_t
 from oddeye.detectors.fusion import ScoreFusion, collect
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import Build, DetectorSpec, get_spec, record_of, register
+from oddeye.detectors.screening import screen_training
 from oddeye.errors import OddeyeError
 
 
@@ -130,7 +131,7 @@ class Ensemble(AnomalyModel):
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:
         self.eval()
-        self.fit_fusion(batches, self.screen_training(heldout) or heldout)
+        self.fit_fusion(batches, screen_training(self, heldout) or heldout)
 
     def fit_end_work(self) -> str:
         return "score fusion scales"

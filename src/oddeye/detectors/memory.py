@@ -15,6 +15,7 @@ from torch import nn
 from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
+from oddeye.detectors.screening import screen_training
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -278,7 +279,7 @@ class BankDetector(AnomalyModel):
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:
         self.memory.build(batches, self.features)
-        self.screen_training(heldout)
+        screen_training(self, heldout)
 
     def fit_end_work(self) -> str:
         return "memory bank"

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from oddeye.detectors.base import Batches
+from oddeye.detectors.base import AnomalyModel, Batches
 
-REFERENCE = 4096  # rows the density step compares (a random sample of larger banks)
+REFERENCE = 8192  # rows the density step compares (a random sample of larger banks)
 DENSITY_SHARE = 0.035  # K of the density step, as a share of the reference sample
 CORE_K = 5  # core rows a row's atypicality averages
 AUTO_CUT = 2.0  # robust z-score beyond which ``auto`` sets a row aside
@@ -214,3 +214,13 @@ def screen_banks(
         np.concatenate(held_positions or [np.zeros(0)]).astype(np.int64),
         np.concatenate(held_scores or [np.zeros(0)]).astype(np.float32),
     )
+
+
+def screen_training(model: AnomalyModel, heldout: Callable[[], Iterator[torch.Tensor]]) -> Batches | None:
+    """Set aside ``model``'s atypical bank images as its ``contamination`` asks (its ``banks()``
+    screened together); ``model.screening_`` records what was set aside, and the held-out images
+    kept come back (None when nothing was screened). Called by a model's ``fit_end`` once its
+    banks are built."""
+    share = model.contamination
+    model.screening_ = None if share == 0 else screen_banks(model.banks(), heldout, share)
+    return model.screening_.kept_heldout(heldout) if model.screening_ is not None else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,7 @@ from oddeye.detectors.base import AnomalyModel, InferenceBatch
 from oddeye.detectors.memory import FeatureBank, grow
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
+from oddeye.detectors.screening import screen_training
 
 
 def bias_free_encoder(in_ch: int, width: int, dim: int) -> nn.Sequential:
@@ -102,6 +104,10 @@ class DeepSVDD(AnomalyModel):
     ) -> None:
         if self.score_mode == "knn":
             self.features.build(batches, self.net)
+            screen_training(self, heldout)  # trained on every image; the bank keeps the typical
+
+    def banks(self) -> list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]]:
+        return [(self.features, self.net)] if self.score_mode == "knn" else []
 
     def fit_end_work(self) -> str:
         return "feature bank" if self.score_mode == "knn" else ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,7 @@ from oddeye.detectors.fusion import ScoreFusion, collect
 from oddeye.detectors.memory import FeatureBank, grow, reduced_size, shrink
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
+from oddeye.detectors.screening import screen_training
 
 
 def pad_to_square(x: torch.Tensor) -> torch.Tensor:
@@ -201,9 +203,16 @@ class TransformationClassifier(AnomalyModel):
     ) -> None:
         if self.score_mode == "ce":
             return
-        self.features.build(batches, lambda x: self._forward(x)[1])
+        self.features.build(batches, self.bank_features)
+        heldout = screen_training(self, heldout) or heldout  # trained on every image; bank: typical
         if self.score_mode == "both":
             self.fusion.fit(collect(self._components, heldout, batches))
+
+    def bank_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._forward(x)[1]
+
+    def banks(self) -> list[tuple[Any, Callable[[torch.Tensor], torch.Tensor]]]:
+        return [] if self.score_mode == "ce" else [(self.features, self.bank_features)]
 
     def fit_end_work(self) -> str:
         return {"ce": "", "knn": "feature bank", "both": "feature bank and score scales"}[self.score_mode]

@@ -194,22 +194,11 @@ def _set_aside_section(inputs: ReportInputs) -> Section | None:
     captions = [
         f"{names[i] if names is not None else '#' + str(s.indices[i])}  {s.scores[i]:.3g}" for i in order
     ]
-    shown = det.normalisation_.apply(torch_from_nhwc(images)).float()
-    fig = plots.image_grid_figure(
-        ((shown.permute(0, 2, 3, 1).numpy() + 1) / 2).clip(0, 1), captions, "Training images set aside"
-    )
-    caption = (
-        f"{len(s.indices)} training images were set aside as unlike the rest ({s.rule}); the "
-        f"{len(order)} oddest, each with its training-set id (or path) and atypicality. The full "
-        "list is the run's set_aside.csv."
-    )
+    shown = ((det.normalisation_.apply(_as_tensor(images)).numpy() + 1) / 2).clip(0, 1)  # NHWC
+    fig = plots.image_grid_figure(shown, captions, "Training images set aside")
+    told = f"{len(s.indices)} training images were set aside as unlike the rest ({s.rule})"
+    caption = f"{told}; the {len(order)} oddest, each with its id (or path) and atypicality (set_aside.csv)."
     return Section("set_aside", "Training images set aside", caption, plots.png_bytes(fig))
-
-
-def torch_from_nhwc(images: np.ndarray) -> Any:
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
 
 
 def _reconstruction_section(inputs: ReportInputs, n_top: int = 5, n_bottom: int = 3) -> Section | None:

@@ -1,0 +1,124 @@
+"""Screening training sets for contamination: atypical bank rows set aside, recorded, reported."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+import oddeye
+from oddeye.detectors import screening
+from oddeye.errors import OddeyeError
+
+
+def digits_with_strays(normal: int = 0, strays: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Digit ``normal`` (8x8, uint8) with ``strays`` images of other digits planted at random
+    positions; returns the images and the planted positions."""
+    d = load_digits()
+    images = (d.images * 255 / 16).astype(np.uint8)[..., None]
+    rng = np.random.default_rng(seed)
+    x = images[d.target == normal].copy()
+    where = np.sort(rng.choice(len(x), strays, replace=False))
+    x[where] = images[rng.choice(np.flatnonzero(d.target != normal), strays, replace=False)]
+    return x, where
+
+
+def test_strays_that_vouch_for_each_other_still_stand_out() -> None:
+    gen = torch.Generator().manual_seed(0)
+    normal = torch.randn(400, 32, generator=gen)
+    strays = 6.0 + 0.05 * torch.randn(12, 32, generator=gen)  # a tight crowd, far from the rest
+    z = screening.screen(torch.cat([normal, strays])).z
+    assert z[400:].min() > z[:400].max()  # each stray's nearest rows are strays: k=1 would miss them
+    aside = screening.set_aside(z, None)
+    assert aside[400:].all() and aside[:400].mean() < 0.1
+
+
+def test_a_fraction_sets_aside_exactly_that_share_and_0_none() -> None:
+    z = torch.arange(100.0)
+    assert screening.set_aside(z, 0.05).sum() == 5 and screening.set_aside(z, 0.05)[-5:].all()
+    assert not screening.set_aside(z, 0.0).any()
+    assert screening.screen(torch.zeros(5, 3)) is None  # too few rows to tell typical from not
+
+
+@pytest.mark.parametrize("text", ["0.7", "-0.1", "most", "nan"])
+def test_bad_contamination_settings_are_refused_in_one_line(text: str, cli, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", digits_with_strays()[0])
+    r = cli("train", tmp_path / "x.npy", "--out", tmp_path / "run", "--contamination", text, "--quiet")
+    assert r.code == 2 and "contamination" in r.err and r.err.count("\n") <= 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_default_sets_aside_planted_images_and_records_them(tmp_path: Path) -> None:
+    x, planted = digits_with_strays()
+    det = oddeye.create("default", progress=False).fit(x)
+    det.save(tmp_path / "run")
+    s = det.record_.set_aside
+    found = set(s.indices.tolist())
+    assert len(found & set(planted.tolist())) >= 7  # of 9 planted, the members agree on most
+    assert len(found) <= 0.2 * len(x)
+    banks = [bank.bank.shape[0] for bank, _ in det.model_.banks()]
+    assert len(set(banks)) == 1  # the members' banks were screened together: the same images left
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/4"
+    assert meta["screening"]["bank_images_set_aside"] + meta["screening"]["heldout_images_set_aside"] == len(
+        found
+    )
+    with open(tmp_path / "run" / "set_aside.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {int(r["Id"]) for r in rows} == found
+    assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
+    again = oddeye.load(tmp_path / "run", progress=False)  # read back whole
+    assert set(again.record_.set_aside.indices.tolist()) == found
+    np.testing.assert_array_equal(again.score(x), det.score(x))
+
+
+def test_contamination_0_keeps_every_image_as_before(tmp_path: Path) -> None:
+    x, _ = digits_with_strays()
+    det = oddeye.create("pixel-knn", contamination="0", progress=False).fit(x)
+    assert det.record_.set_aside is None
+    n_heldout = len(det.heldout_scores_)
+    assert det.model_.memory.bank.shape[0] == len(x) - n_heldout
+    det.save(tmp_path / "run")
+    assert not (tmp_path / "run" / "set_aside.csv").exists()
+    assert "screening" not in json.loads((tmp_path / "run" / "model.json").read_text())
+
+
+def test_a_fraction_sets_aside_its_share_of_the_bank(tmp_path: Path) -> None:
+    x, _ = digits_with_strays()
+    det = oddeye.create("pixel-knn", contamination="0.1", progress=False, val_fraction=0.0).fit(x)
+    s = det.record_.set_aside
+    assert int((~s.heldout).sum()) == round(0.1 * len(x))
+    assert det.model_.memory.bank.shape[0] == len(x) - round(0.1 * len(x))
+
+
+def test_a_folder_run_lists_set_aside_images_by_path_and_the_report_shows_them(tmp_path: Path, cli) -> None:
+    x, planted = digits_with_strays()
+    folder = tmp_path / "normal"
+    folder.mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray(img[..., 0]).save(folder / f"img{i:03d}.png")
+    assert cli("train", folder, "--out", tmp_path / "run", "--quiet").code == 0
+    with open(tmp_path / "run" / "set_aside.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0]) == ["Id", "path", "score", "heldout"]
+    assert all(r["path"] == f"img{int(r['Id']):03d}.png" for r in rows)
+    assert len({int(r["Id"]) for r in rows} & set(planted.tolist())) >= 7
+    r = cli("report", tmp_path / "run", folder, "--out", tmp_path / "r.html", "--quiet")
+    assert r.code == 0, r.err
+    page = (tmp_path / "r.html").read_text()
+    assert "Training images set aside" in page and (tmp_path / "r_figures" / "set_aside.png").exists()
+
+
+def test_a_damaged_set_aside_list_is_refused_in_one_line(tmp_path: Path) -> None:
+    x, _ = digits_with_strays()
+    oddeye.create("pixel-knn", progress=False).fit(x).save(tmp_path / "run")
+    (tmp_path / "run" / "set_aside.csv").write_text("Id,score\nnot-a-number,1\n")
+    with pytest.raises(OddeyeError, match="set_aside.csv") as info:
+        oddeye.load(tmp_path / "run", progress=False)
+    assert "\n" not in str(info.value)
