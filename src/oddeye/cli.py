@@ -39,7 +39,8 @@ EXAMPLES = {
     "  oddeye bench emoji --protocols style --detectors default,knn\n"
     "  oddeye bench homework --n 140001 --test 19999\n"
     "  oddeye bench speed --detectors cnn-bn --max-images 20000\n"
-    "  oddeye bench large --n 1000000",
+    "  oddeye bench large --n 1000000\n"
+    "  oddeye bench outliers --planted 0.05",
 }
 
 
@@ -230,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_args.serve(bench.add_parser("serve", help=what, description=what))
     what = "pixel AUROC of every detector's anomaly map on pasted patches (Fashion-MNIST)"
     bench_args.maps(bench.add_parser("maps", help=what, description=what))
+    what = "oddeye outliers on Fashion-MNIST with planted images: precision, beside cleanlab's outlier check"
+    bench_args.outliers(bench.add_parser("outliers", help=what, description=what))
     what = "train/score images/s at the homework scale: ours vs a course-style loop"
     bench_args.speed(bench.add_parser("speed", help=what, description=what))
     what = "score a generated set larger than memory (1M images): peak RSS and images/s"

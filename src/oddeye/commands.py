@@ -235,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return emoji.run(args)
     if args.bench == "homework":
         return homework.run(args)
-    if args.bench in ("serve", "maps"):
+    if args.bench in ("serve", "maps", "outliers"):
         return importlib.import_module(f"oddeye.bench.{args.bench}").run(args)
     if args.bench == "report":
         print(f"wrote {report.write_markdown(Path(args.results_dir), Path(args.markdown))}")

@@ -152,6 +152,20 @@ def serve(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser)
 
 
+def outliers(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench outliers``."""
+    parser.add_argument(
+        "--classes", default="0,1,2,3,4,5,6,7,8,9", help="Fashion-MNIST classes (default all)"
+    )
+    parser.add_argument(
+        "--planted", type=float, default=0.05, help="share of each class's images replaced (default 0.05)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=FMNIST_DIR, help=f"the idx files (default {FMNIST_DIR})"
+    )
+    add_output_arguments(parser)
+
+
 def maps(parser: argparse.ArgumentParser) -> None:
     """``oddeye bench maps``."""
     parser.add_argument("--detectors", default="all", help="comma list of detectors, or all (default)")

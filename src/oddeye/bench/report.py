@@ -280,6 +280,33 @@ def _maps_markdown(r: dict[str, Any]) -> list[str]:
             f"Produced by: `{r.get('command', 'oddeye bench maps')}`", ""]  # fmt: skip
 
 
+def _outliers_markdown(r: dict[str, Any]) -> list[str]:
+    share = _percent(r["planted"])
+    lines = [
+        f"## Finding planted images: `oddeye outliers` (Fashion-MNIST, {share} planted)",
+        "",
+        f"Each class's 6,000 training images with {share} replaced by other classes' training images "
+        "(the contamination protocol's draw); every image ranked. Precision among the top-ranked as "
+        "many images as were planted, and the AUROC of the ranking (planted vs not), per class and "
+        "mean; cleanlab's Datalab outlier issue on the same raw pixels in the same run.",
+        "",
+        "| method | mean precision | mean AUROC | " + " | ".join(r["class_names"]) + " | s/class |",
+        "|---|---|---|" + "---|" * len(r["classes"]) + "---|",
+    ]
+    for name, rows in r["methods"].items():
+        m = r["mean"][name]
+        cells = " | ".join(f"{rows[str(c)]['precision_at_planted']:.3f}" for c in r["classes"])
+        mean = f"**{m['precision_at_planted']:.3f}** | {m['auroc']:.3f}"
+        lines.append(f"| {name} | {mean} | {cells} | {m['seconds']:.1f} |")
+    return [
+        *lines,
+        "",
+        f"Machine: {_machine(r)}; commit {_short_commit(r.get('git_commit'))}; "
+        f"command `{r.get('command', 'oddeye bench outliers')}`.",
+        "",
+    ]
+
+
 def _serve_markdown(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Serving: a load test on loopback (`oddeye bench serve`)",
@@ -388,6 +415,9 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     for r in results:
         if r.get("benchmark") == "maps":
             lines += _maps_markdown(r)
+    for r in results:
+        if r.get("benchmark") == "outliers":
+            lines += _outliers_markdown(r)
     serving = [r for r in results if r.get("benchmark") == "serve"]
     if serving:
         lines += _serve_markdown(serving)
