@@ -18,6 +18,7 @@ _LAZY = {
     "create": "oddeye.api",
     "evaluate": "oddeye.api",
     "load": "oddeye.api",
+    "outliers": "oddeye.api",
     "report": "oddeye.api",
     "score": "oddeye.api",
     "train": "oddeye.api",
@@ -29,6 +30,7 @@ _LAZY = {
     "OddeyeError": "oddeye.errors",
     "Detector": "oddeye.estimator",
     "Evaluation": "oddeye.evaluation",
+    "OutlierResult": "oddeye.ranking",
     "InferenceResult": "oddeye.scoring",
     "Settings": "oddeye.settings",
     "resolve_settings": "oddeye.settings",
@@ -39,12 +41,23 @@ _SUBMODULES = ("data", "detectors", "training", "reports", "bench")
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, eagerly
-    from oddeye.api import ScoreResult, create, evaluate, load, report, score, train, update  # noqa: F401
+    from oddeye.api import (  # noqa: F401
+        ScoreResult,
+        create,
+        evaluate,
+        load,
+        outliers,
+        report,
+        score,
+        train,
+        update,
+    )
     from oddeye.config import TrainConfig  # noqa: F401
     from oddeye.detectors import DEFAULT_DETECTOR, available  # noqa: F401
     from oddeye.errors import InputError, OddeyeError  # noqa: F401
     from oddeye.estimator import Detector  # noqa: F401
     from oddeye.evaluation import Evaluation  # noqa: F401
+    from oddeye.ranking import OutlierResult  # noqa: F401
     from oddeye.scoring import InferenceResult  # noqa: F401
     from oddeye.settings import Settings, resolve_settings  # noqa: F401
     from oddeye.thresholds import Threshold  # noqa: F401

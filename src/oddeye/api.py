@@ -1,5 +1,6 @@
 """The Python API, mirroring the CLI: ``create``, ``train``, ``load``, ``update``, ``score``,
-``evaluate``, ``report``. The CLI calls these same functions; it only parses arguments and prints."""
+``evaluate``, ``report``, ``outliers``. The CLI calls these same functions; it only parses
+arguments and prints."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from oddeye.data.loaders import load_classes, load_labels
+from oddeye.data.loaders import load_classes, load_images, load_labels
 from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_csv, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
+from oddeye.io import atomic_path
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, resolve_threshold
 from oddeye.training.distributed import barrier, on_main, world
 
 if TYPE_CHECKING:
+    from oddeye.ranking import OutlierResult
     from oddeye.reports.report import ReportFiles
 
 LabelsLike = str | Path | np.ndarray
@@ -247,6 +250,57 @@ def report(
         title=f"oddeye report: {det.detector}" if det is not None else "oddeye report",
     )
     return write_report(out, inputs, progress=progress)
+
+
+def outliers(
+    images: ImagesLike,
+    out: str | Path | None = None,
+    csv: str | Path | None = None,
+    *,
+    detector: str | Detector | None = None,
+    top: int = 32,
+    size: tuple[int, int] | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> OutlierResult:
+    """``oddeye outliers``: every image of ``images`` ranked by how odd it is among the others
+    (higher = odder), exact and near duplicates grouped, unreadable files of a folder skipped and
+    listed; no model is kept (see :mod:`oddeye.ranking` and :mod:`oddeye.data.duplicates`).
+
+    ``detector``: a memory-bank detector's name (default: ``default``) or an unfitted
+    :class:`Detector`; ``settings`` as for :func:`create` (contamination and the held-out share are
+    always 0 here: every image is in the banks). ``out``: an HTML page of the ``top`` oddest images
+    beside their anomaly maps, the duplicate groups and the unreadable files; ``csv``:
+    ``Id,score,duplicate_group,duplicate`` rows (``Id,path,...`` for a folder) in the input's
+    order. Both are written only once everything has worked.
+    """
+    if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+        raise OddeyeError(f"top: expected a positive number of images for the gallery, found {top!r}")
+    if out is not None and csv is not None and Path(out).resolve() == Path(csv).resolve():
+        raise OddeyeError(f"{csv}: expected the CSV apart from the HTML report, found the same file")
+    if isinstance(detector, Detector):
+        if settings:
+            raise OddeyeError("give settings to create() (or a detector name here), not beside a Detector")
+        det = detector
+    else:
+        det = create(detector, **settings)
+    from oddeye.ranking import rank_outliers, write_csv
+
+    data = load_images(images, size=size, progress=progress, skip_unreadable=True)
+    result = rank_outliers(data, det, top=top, progress=progress)
+    page = None
+    if out is not None:
+        from oddeye.reports.outliers import render_outliers_html  # plotting: only with a report
+
+        page = render_outliers_html(result, data)
+    with contextlib.ExitStack() as done:  # both files, or neither
+        if page is not None:
+            tmp = done.enter_context(atomic_path(out))  # type: ignore[arg-type]
+            tmp.write_text(page, encoding="utf-8")
+            result.out = Path(out)  # type: ignore[arg-type]
+        if csv is not None:
+            result.csv = write_csv(csv, result)
+    return result
 
 
 def _labels(labels: LabelsLike | None, n: int) -> np.ndarray | None:

@@ -1,4 +1,5 @@
-"""Command line: ``oddeye train | update | score | evaluate | report | ...``. Parses and dispatches only."""
+"""Command line: ``oddeye train | update | score | evaluate | report | outliers | ...``. Parses and
+dispatches only."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ EXAMPLES = {
     "evaluate": "examples:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy\n"
     "  oddeye evaluate prediction.csv --labels labels.npy --threshold f1 --report report.html",
     "report": "example:\n  oddeye report runs/cnn-bn testingset.npy --labels labels.npy --out report.html",
+    "outliers": "examples:\n  oddeye outliers photos/ --out outliers.html --csv outliers.csv\n"
+    "  oddeye outliers trainingset.npy --out outliers.html --top 64 --detector pixel-knn\n\n"
+    "no model is kept: a memory-bank detector is built on every image, and each image's score is its\n"
+    "atypicality among the others (higher = odder). Unreadable files are skipped and listed.",
     "detectors": "examples:\n  oddeye detectors --shape 64x64x3\n  oddeye detectors pixel-knn",
     "serve": "examples:\n  oddeye serve model.onnx --port 8000\n  oddeye serve runs/default --workers 2\n"
     "  curl -F files=@face.png http://127.0.0.1:8000/score",
@@ -179,6 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=parse_dims, metavar="HxW")
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
+
+    p = _command(sub, "outliers", "rank every image of a set by how odd it is among the others (no model)")
+    p.add_argument("images", metavar="IMAGES", help=".npy/.npz/idx file or folder of images")
+    p.add_argument(
+        "--out", required=True, metavar="HTML", help="the page: the oddest images with their anomaly maps"
+    )
+    p.add_argument(
+        "--csv",
+        metavar="CSV",
+        help="Id,score,duplicate_group,duplicate rows in the input's order (Id,path,... for a folder)",
+    )
+    p.add_argument("--top", type=int, default=32, metavar="N", help="oddest images in the gallery (32)")
+    p.add_argument("--detector", default=None, help="a memory-bank detector (default: default)")
+    add_set_option(p, "sets", "a detector parameter or setting, e.g. score_batch_size=256 (pixel-knn: k=10)")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda[:N] or mps")
+    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
 
     p = _command(sub, "export", "export a run for serving: one ONNX graph (checked) or a Triton repository")
     p.add_argument("run", metavar="RUN")

@@ -168,6 +168,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outliers(args: argparse.Namespace) -> int:
+    from oddeye.ranking import unreadable_text
+
+    explicit = {"device": args.device, "progress": False if args.quiet else None}
+    settings = resolve_settings(args.detector, None, args.sets, explicit)
+    det = oddeye.Detector(settings.detector, settings.config, settings.params)
+    result = oddeye.outliers(
+        args.images, args.out, args.csv, detector=det, top=args.top, size=args.size, progress=not args.quiet
+    )
+    s = result.scores
+    print(
+        f"ranked {len(s)} images of {'x'.join(map(str, result.shape))} by how odd each is among the "
+        f"others (higher = odder): median {float(np.median(s)):.4g}, max {s.max():.4g}"
+    )
+    if result.unreadable:
+        print(unreadable_text(result.unreadable))
+    print(f"duplicates: {result.duplicates.describe()}")
+    oddest = ", ".join(f"{result.name(int(i))} {s[i]:.3g}" for i in result.oddest(5))
+    print(f"oddest: {oddest}")
+    print(f"wrote {result.out} (the {len(result.gallery)} oddest with their anomaly maps, duplicates)")
+    if result.csv is not None:
+        print(f"wrote {result.csv} (one row per image, in the input's order)")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from oddeye.export import export_onnx, export_triton
 

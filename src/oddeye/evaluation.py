@@ -53,14 +53,18 @@ class ImageRowsCsv:
             self._stack = stack.pop_all()
         return self
 
-    def write_rows(self, rows: Iterable[Sequence[float | int]]) -> None:
-        """The next images' rows: each the values of ``columns[1:]``, without the id or path."""
+    def write_rows(self, rows: Iterable[Sequence[float | int | str]]) -> None:
+        """The next images' rows: each the values of ``columns[1:]``, without the id or path
+        (floats at full precision, whole numbers as they are, text unchanged)."""
         ids = itertools.count(self.rows)
         self._csv.writerows(self._line(next(ids), row) for row in rows)
         self.rows = next(ids)
 
-    def _line(self, i: int, row: Sequence[float | int]) -> list[object]:
-        cells = [repr(float(v)) if isinstance(v, float | np.floating) else int(v) for v in row]
+    def _line(self, i: int, row: Sequence[float | int | str]) -> list[object]:
+        cells = [
+            repr(float(v)) if isinstance(v, float | np.floating) else v if isinstance(v, str) else int(v)
+            for v in row
+        ]
         ident = int(self.ids[i]) if self.ids is not None else i
         return [ident, self.paths[i], *cells] if self.paths is not None else [ident, *cells]
 

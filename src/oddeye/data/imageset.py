@@ -46,11 +46,20 @@ class Normalisation:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """A file of a folder that was skipped: its path relative to the folder, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class ImageSet:
     """N images of shape (H, W, C), C in {1, 3}, backed by a (possibly memory-mapped) array.
 
     ``paths``: for a folder, each image's file relative to it (POSIX separators), in image order,
-    which CSVs about the images name; None for arrays and array files.
+    which CSVs about the images name; None for arrays and array files. ``unreadable``: the folder's
+    files that were skipped (``load_images(..., skip_unreadable=True)``), sorted by path.
     """
 
     array: np.ndarray  # (N, H, W, C) or (N, C, H, W), numeric, finite
@@ -58,6 +67,7 @@ class ImageSet:
     source: str
     normalisation: Normalisation
     paths: tuple[str, ...] | None = None
+    unreadable: tuple[Unreadable, ...] = ()
 
     def __post_init__(self) -> None:
         if self.paths is not None and len(self.paths) != len(self):

@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from oddeye.data.decode import decode, is_gray, reason, warnings_as_errors
-from oddeye.data.imageset import ImageSet, Normalisation, as_imageset
+from oddeye.data.imageset import ImageSet, Normalisation, Unreadable, as_imageset
 from oddeye.errors import InputError
-from oddeye.progress import track
+from oddeye.progress import Task, track
 
 PathArg = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -35,6 +35,7 @@ IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0
 EAGER_SHARE = 0.25  # a folder is decoded whole when it takes at most this share of free memory
 EAGER_MAX = 4_000_000_000  # and at most this many bytes (the homework set is 1.7 GB)
 READ_CHUNK = 1 << 20  # bytes per read when decompressing an idx.gz file
+CHECK_CHUNK = 256  # files per step when checking that a folder read lazily decodes
 # what np.load raises on a bad file; zipfile adds NotImplementedError (unknown compression) and
 # RuntimeError (encrypted member)
 NPY_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
@@ -56,11 +57,15 @@ def load_images(
     *,
     size: tuple[int, int] | None = None,
     progress: bool = True,
+    skip_unreadable: bool = False,
 ) -> ImageSet:
     """Images from a .npy/.npz(:NAME)/idx(.gz) file or a folder of image files (or an array).
 
     ``size`` = (height, width) resizes the images of a folder (ignored for arrays); ``progress``
-    shows a progress bar while a folder is decoded.
+    shows a progress bar while a folder is decoded. ``skip_unreadable``: a folder's files that
+    cannot be decoded, and without ``size`` those of another size than most, are left out and
+    listed in the set's ``unreadable`` (path and reason) instead of stopping with an error (a
+    folder too large to decode at once is then decoded once more, to check every file).
     """
     if isinstance(path, ImageSet):
         return path
@@ -68,7 +73,7 @@ def load_images(
         return as_imageset(path, "<array>")
     p, name = _resolve(path)
     if p.is_dir() and name is None:
-        return _load_folder(p, size, progress)
+        return _load_folder(p, size, progress, skip_unreadable)
     if name is not None or _suffix(p) == ".npz":
         return as_imageset(_read_npz(p, name), str(path))
     if _suffix(p) == ".npy":
@@ -291,30 +296,136 @@ def _read_capped(f: BinaryIO, cap: int) -> bytearray:
 
 
 # --------------------------------------------------------------------------------------- folder
-def _load_folder(folder: Path, size: tuple[int, int] | None, progress: bool) -> ImageSet:
+def _load_folder(
+    folder: Path, size: tuple[int, int] | None, progress: bool, skip_unreadable: bool = False
+) -> ImageSet:
     """Every image file under ``folder`` (sorted by relative path) as one uint8 (N, H, W, C), with
-    those relative paths as ``paths``."""
+    those relative paths as ``paths``. ``skip_unreadable``: files that cannot be decoded (and,
+    without ``size``, files of another size than most) are listed in ``unreadable`` and left out,
+    instead of stopping with an error."""
     files = _image_files(folder)
     if not files:
         expected = f"at least one image file ({', '.join(IMAGE_SUFFIXES)})"
         raise InputError(folder, expected, "none")
-    infos = [_peek(f) for f in files]  # pass 1: sizes and modes, no pixels decoded
-    gray = all(is_gray(mode) for _, mode in infos)
-    mode = "L" if gray else "RGB"
+    skipped: list[Unreadable] | None = [] if skip_unreadable else None
+    files, infos = _headers(folder, files, skipped)  # pass 1: sizes and modes, no pixels decoded
     if size is None:
-        w, h = _common_size(folder, files, [s for s, _ in infos])
+        w, h = _common_size(folder, files, [s for s, _ in infos], skipped)
+        files, infos = _of_size(folder, files, infos, (w, h), skipped)
     else:
         h, w = _check_size(size)
-    shape = (len(files), h, w, 1 if gray else 3)
-    paths = tuple(f.relative_to(folder).as_posix() for f in files)
-    if math.prod(shape) > min(EAGER_MAX, EAGER_SHARE * available_memory()):  # decode when used
-        lazy = FolderImages(files, mode, (w, h), shape[-1])
-        return ImageSet(lazy, "NHWC", str(folder), Normalisation(), paths)
-    array = np.empty(shape, np.uint8)
-    bar = track(files, f"reading {folder}", len(files), "images", progress)
-    for i, f in enumerate(bar):  # pass 2: decode into the preallocated array
-        array[i] = _decode(f, mode, (w, h)).reshape(array.shape[1:])
-    return dataclasses.replace(as_imageset(array, str(folder)), paths=paths)
+    _check_any(folder, files, skipped)
+    gray = all(is_gray(mode) for _, mode in infos)
+    mode, channels = ("L", 1) if gray else ("RGB", 3)
+    if len(files) * h * w * channels > min(EAGER_MAX, EAGER_SHARE * available_memory()):  # decode when used
+        if skipped is not None:
+            files = _decodable(folder, files, mode, (w, h), skipped, progress)
+        lazy = FolderImages(files, mode, (w, h), channels)
+        paths = _relative(folder, files)
+        return ImageSet(lazy, "NHWC", str(folder), Normalisation(), paths, _sorted(skipped))
+    array = np.empty((len(files), h, w, channels), np.uint8)
+    kept: list[Path] = []
+    for f in track(files, f"reading {folder}", len(files), "images", progress):  # pass 2: decode
+        try:
+            array[len(kept)] = _decode(f, mode, (w, h)).reshape(array.shape[1:])
+        except UnreadableImage as e:  # a truncated file fails only here
+            if skipped is None:
+                raise
+            skipped.append(Unreadable(_name(folder, f), e.reason))
+            continue
+        kept.append(f)
+    _check_any(folder, kept, skipped)
+    data = as_imageset(array[: len(kept)], str(folder))
+    return dataclasses.replace(data, paths=_relative(folder, kept), unreadable=_sorted(skipped))
+
+
+def _name(folder: Path, f: Path) -> str:
+    return f.relative_to(folder).as_posix()
+
+
+def _relative(folder: Path, files: list[Path]) -> tuple[str, ...]:
+    return tuple(_name(folder, f) for f in files)
+
+
+def _sorted(skipped: list[Unreadable] | None) -> tuple[Unreadable, ...]:
+    return tuple(sorted(skipped or (), key=lambda u: u.path))
+
+
+def _headers(
+    folder: Path, files: list[Path], skipped: list[Unreadable] | None
+) -> tuple[list[Path], list[tuple[tuple[int, int], str]]]:
+    """The files whose headers read, with their (width, height) and mode; an unreadable one
+    raises, or joins ``skipped`` when there is such a list."""
+    kept, infos = [], []
+    for f in files:
+        try:
+            infos.append(_peek(f))
+        except UnreadableImage as e:
+            if skipped is None:
+                raise
+            skipped.append(Unreadable(_name(folder, f), e.reason))
+            continue
+        kept.append(f)
+    return kept, infos
+
+
+def _of_size(
+    folder: Path,
+    files: list[Path],
+    infos: list[tuple[tuple[int, int], str]],
+    wh: tuple[int, int],
+    skipped: list[Unreadable] | None,
+) -> tuple[list[Path], list[tuple[tuple[int, int], str]]]:
+    """The files of size ``wh`` (every file, unless ``skipped`` collects the others)."""
+    if skipped is None:
+        return files, infos
+    kept = [i for i, (found, _) in enumerate(infos) if found == wh]
+    for f, ((fw, fh), _) in zip(files, infos, strict=True):
+        if (fw, fh) != wh:
+            sizes = f"expected {wh[1]}x{wh[0]} (HxW) like most images here, found {fh}x{fw}"
+            skipped.append(Unreadable(_name(folder, f), f"{sizes} (a size option resizes all)"))
+    return [files[i] for i in kept], [infos[i] for i in kept]
+
+
+def _check_any(folder: Path, files: list[Path], skipped: list[Unreadable] | None) -> None:
+    """At least one readable image must remain once the unreadable ones are skipped."""
+    if files or not skipped:
+        return
+    first = min(skipped, key=lambda u: u.path)
+    found = f"none ({len(skipped)} unreadable, e.g. {first.path}: {first.reason})"
+    raise InputError(folder, "at least one readable image file", found)
+
+
+def _decodable(
+    folder: Path,
+    files: list[Path],
+    mode: str,
+    wh: tuple[int, int],
+    skipped: list[Unreadable],
+    progress: bool,
+) -> list[Path]:
+    """The files that decode (a full pass, in parallel threads, pixels dropped): a folder read
+    lazily must fail on no file later; the others join ``skipped``."""
+
+    def check(f: Path) -> str | None:
+        try:
+            _decode(f, mode, wh)
+        except UnreadableImage as e:
+            return e.reason
+        return None
+
+    kept = []
+    with Task(f"checking {folder}", len(files), "images", progress) as task:
+        for start in range(0, len(files), CHECK_CHUNK):
+            chunk = files[start : start + CHECK_CHUNK]
+            for f, reason in zip(chunk, _decoder_pool().map(check, chunk), strict=True):
+                if reason is None:
+                    kept.append(f)
+                else:
+                    skipped.append(Unreadable(_name(folder, f), reason))
+            task.update(len(chunk))
+    _check_any(folder, kept, skipped)
+    return kept
 
 
 class FolderImages:
@@ -362,24 +473,39 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
 
 
+class UnreadableImage(InputError):
+    """An image file the image library cannot read; ``reason`` says why, in its own words."""
+
+    def __init__(self, f: Path, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f, "a readable image", f"unreadable image data ({reason})")
+
+
 def _peek(f: Path) -> tuple[tuple[int, int], str]:
     """(width, height) and Pillow mode of an image file, read from its header only."""
     try:
         with warnings_as_errors(), Image.open(f) as im:
             return im.size, im.mode
     except Exception as e:  # noqa: BLE001 - Pillow's plugins raise many kinds on malformed files
-        raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
+        raise UnreadableImage(f, _reason(e)) from None
 
 
 def _decode(f: Path, mode: str, wh: tuple[int, int]) -> np.ndarray:
     try:
         return decode(f, mode, wh)
     except Exception as e:  # noqa: BLE001 - as in _peek; a truncated file fails only here
-        raise InputError(f, "a readable image", f"unreadable image data ({_reason(e)})") from None
+        raise UnreadableImage(f, _reason(e)) from None
 
 
-def _common_size(folder: Path, files: list[Path], sizes: list[tuple[int, int]]) -> tuple[int, int]:
-    """The (width, height) shared by all images; names the first file that differs."""
+def _common_size(
+    folder: Path, files: list[Path], sizes: list[tuple[int, int]], skipped: list[Unreadable] | None = None
+) -> tuple[int, int]:
+    """The (width, height) shared by all images; names the first file that differs. With
+    ``skipped`` (files of other sizes are skipped, not refused): the size of most images."""
+    if not sizes:
+        return 1, 1  # no readable file: the caller says so
+    if skipped is not None:
+        return Counter(sizes).most_common(1)[0][0]  # a tie: the first file's
     w, h = sizes[0]
     for f, (fw, fh) in zip(files, sizes, strict=True):
         if (fw, fh) != (w, h):

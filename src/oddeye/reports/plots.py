@@ -32,6 +32,33 @@ def png_bytes(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def image_png(image: np.ndarray, side: int = 96) -> bytes:
+    """An (H, W, C) image in [0, 1] (C = 1 or 3) as PNG bytes, its longer side scaled to ``side``
+    pixels (enlarged without smoothing, so small images keep their pixels sharp)."""
+    pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+    return _thumbnail_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, side)
+
+
+def map_png(amap: np.ndarray, vmin: float, vmax: float, side: int = 96) -> bytes:
+    """An (H, W) anomaly map as PNG bytes in the colours of the reports' maps (``inferno``,
+    ``vmin`` dark to ``vmax`` bright), its longer side scaled to ``side`` pixels."""
+    scaled = (np.asarray(amap, np.float64) - vmin) / max(vmax - vmin, 1e-12)
+    colours = matplotlib.colormaps["inferno"](np.clip(np.nan_to_num(scaled), 0.0, 1.0))[..., :3]
+    return _thumbnail_png(np.round(colours * 255).astype(np.uint8), side)
+
+
+def _thumbnail_png(pixels: np.ndarray, side: int) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(pixels)
+    scale = side / max(im.size)
+    size = (max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale)))
+    im = im.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Write the figure as a PNG atomically; the figure is closed."""
     data = png_bytes(fig)

@@ -355,12 +355,17 @@ def render_html(inputs: ReportInputs, sections: list[Section]) -> str:
             body.append(f"<figure>{img}<figcaption>{esc(s.caption)}</figcaption></figure>")
         else:
             body.append(f"<p>{esc(s.caption)}</p>")
+    return html_page(inputs.title, body)
+
+
+def html_page(title: str, body: list[str], css: str = CSS) -> str:
+    """A self-contained page: ``body``'s parts in order, then a footer with the version and time."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    body.append(f"<footer>oddeye {esc(__version__)}, {stamp}</footer>")
+    footer = f"<footer>oddeye {html.escape(__version__)}, {stamp}</footer>"
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(inputs.title)}</title><style>{CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
+        f"<title>{html.escape(title)}</title><style>{css}</style></head>\n<body>\n"
+        + "\n".join([*body, footer])
         + "\n</body></html>\n"
     )
