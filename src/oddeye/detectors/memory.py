@@ -203,10 +203,10 @@ class KNNBank(nn.Module):
     def drop(self, mask: np.ndarray) -> None:
         """Remove the rows where ``mask`` is True (set aside); the offset stays, so the rows kept
         and every distance are unchanged."""
-        keep = torch.from_numpy(~np.asarray(mask, bool))
-        self.bank = self.bank[keep].contiguous()
+        keep = ~np.asarray(mask, bool)
+        self.bank = self.bank[torch.from_numpy(keep).to(self.bank.device)].contiguous()
         if self.positions is not None:
-            self.positions = self.positions[keep.numpy()]
+            self.positions = self.positions[keep]
 
     @torch.no_grad()
     def absorb(self, batches: Batches, features: Callable[[torch.Tensor], torch.Tensor], seen: int) -> None:

@@ -43,16 +43,16 @@ class Screen:
     """What screening a bank found: each row's atypicality (robust z-score), and what a new row is
     measured against (the core rows, projected, and the z-score's centre and scale)."""
 
-    z: torch.Tensor  # (n,) per bank row
+    z: torch.Tensor  # (n,) per bank row, on the CPU
     core: torch.Tensor  # (m, d) projected core rows
     projection: torch.Tensor | None  # (D, d), or None when D <= PROJECTED
     centre: float
     spread: float
 
     def measure(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B,) atypicality of new rows (held-out images) on the bank's scale."""
-        d = _core_distance(_project(rows, self.projection), self.core, None)
-        return (d - self.centre) / self.spread
+        """(B,) atypicality of new rows (held-out images) on the bank's scale, on the CPU."""
+        d = _core_distance(_project(rows.to(self.core.device), self.projection), self.core, None)
+        return ((d - self.centre) / self.spread).cpu()
 
 
 def _project(rows: torch.Tensor, projection: torch.Tensor | None) -> torch.Tensor:
@@ -81,28 +81,31 @@ def screen(bank: torch.Tensor) -> Screen | None:
     n = bank.shape[0]
     if n < MIN_ROWS:
         return None
-    gen = torch.Generator().manual_seed(SEED)
+    gen = torch.Generator().manual_seed(SEED)  # on the CPU: the same draw on every device
+    device = bank.device
     dims = bank[0].numel()
     projection = None
     if dims > PROJECTED:
-        projection = torch.randn(dims, PROJECTED, generator=gen) / PROJECTED**0.5
+        projection = (torch.randn(dims, PROJECTED, generator=gen) / PROJECTED**0.5).to(device)
     rows = _project(bank, projection)
     sample = torch.randperm(n, generator=gen)[:REFERENCE].sort().values if n > REFERENCE else torch.arange(n)
+    sample = sample.to(device)
     ref = rows[sample]
     k = max(2, min(len(sample) - 1, round(DENSITY_SHARE * len(sample))))
     density = []
     for start in range(0, len(sample), 2048):
         d = torch.cdist(ref[start : start + 2048], ref)
-        d[torch.arange(d.shape[0]), torch.arange(start, start + d.shape[0])] = float("inf")
+        own = torch.arange(d.shape[0], device=device)
+        d[own, own + start] = float("inf")
         density.append(d.topk(k, 1, largest=False).values.mean(1))
     dens = torch.cat(density)
     core_rows = sample[dens <= dens.median()]
-    position = torch.full((n,), -1, dtype=torch.long)
-    position[core_rows] = torch.arange(len(core_rows))
+    position = torch.full((n,), -1, dtype=torch.long, device=device)
+    position[core_rows] = torch.arange(len(core_rows), device=device)
     dist = _core_distance(rows, rows[core_rows], position)
     centre = float(dist.median())
     spread = float((dist - centre).abs().median() * 1.4826) or 1.0
-    return Screen((dist - centre) / spread, rows[core_rows], projection, centre, spread)
+    return Screen(((dist - centre) / spread).cpu(), rows[core_rows], projection, centre, spread)
 
 
 def set_aside(z: torch.Tensor, share: float | None) -> np.ndarray:
