@@ -406,7 +406,8 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     ]
     clean = [r for r in results if not r.get("contamination")]  # contaminated runs: their own tables
     for dataset, title in DATASET_TITLES.items():
-        lines += _oneclass_markdown(dataset, [r for r in clean if r.get("dataset") == dataset])
+        oneclass = [r for r in clean if r.get("benchmark") == "oneclass" and r.get("dataset") == dataset]
+        lines += _oneclass_markdown(dataset, oneclass)
         full = [r for r in results if r.get("benchmark") == "oneclass" and r.get("dataset") == dataset]
         lines += _contamination_markdown(dataset, title, [r for r in full if r["classes"] == list(range(10))])
     for dataset, title in EMOJI_TITLES.items():
