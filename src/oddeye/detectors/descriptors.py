@@ -19,7 +19,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from oddeye.detectors.memory import BankDetector, PixelKNN, PixelKNNParams, grow, reduced_size, shrink
+from oddeye.detectors.memory import (
+    BankDetector,
+    PixelKNN,
+    PixelKNNParams,
+    grow,
+    k_max_param,
+    k_share_param,
+    reduced_size,
+    shrink,
+)
 from oddeye.detectors.params import Derived, Params, WorkSize, param
 from oddeye.detectors.registry import register
 
@@ -89,6 +98,8 @@ class ColorKNNParams(Params):
     bins: int = param(8, help="levels per colour channel (gray images: 4x as many gray levels)")
     k: int = param(1, help="training images whose distances are averaged")
     max_bank: int = param(20000, help="training images the bank keeps at most (evenly spaced)")
+    k_share: float = k_share_param()
+    k_max: int = k_max_param()
 
 
 @register("color-knn", "distance to the k nearest training images' colour distributions (no training)")
@@ -134,6 +145,8 @@ class OrientationKNNParams(Params):
     max_side: int = param(64, help="the working resolution: pixels a side at most (0: full)")
     k: int = param(1, help="training images whose distances are averaged")
     max_bank: int = param(20000, help="training images the bank keeps at most (evenly spaced)")
+    k_share: float = k_share_param()
+    k_max: int = k_max_param()
 
 
 @register("hog-knn", "distance to the k nearest training images' edge-direction histograms (no training)")

@@ -151,9 +151,17 @@ class KNNBank(nn.Module):
     and an exported graph (another matrix-product library) gives the same scores to 1e-6.
     """
 
-    def __init__(self, k: int = 3, max_bank: int = 20000, normalize: bool = False) -> None:
+    def __init__(
+        self,
+        k: int = 3,
+        max_bank: int = 20000,
+        normalize: bool = False,
+        k_share: float = 0.0,
+        k_max: int = 20,
+    ) -> None:
         super().__init__()
         self.k, self.max_bank, self.normalize = k, max_bank, normalize
+        self.k_share, self.k_max = k_share, k_max
         self.register_buffer("bank", torch.zeros(0, 0))
         self.register_buffer("offset", torch.zeros(0))
         self.positions: np.ndarray | None = None  # after build: each row's image in the pass
@@ -227,7 +235,12 @@ class KNNBank(nn.Module):
             self.bank = torch.cat(rows).contiguous()
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return knn_distance(self._centred(features), self.bank, self.k)
+        return knn_distance(self._centred(features), self.bank, self.k_now)
+
+    @property
+    def k_now(self) -> int:
+        """The k this bank averages at its size (see :func:`bank_k`)."""
+        return bank_k(self.k, self.k_share, self.k_max, self.bank.shape[0])
 
     def closest(self, features: torch.Tensor) -> torch.Tensor:
         """(B, D) the nearest bank row of each (prepared) feature row, as a feature row (what a map
@@ -249,7 +262,7 @@ class KNNBank(nn.Module):
             idx = rows[start : start + 512]
             d = euclidean(self.bank[idx].float(), self.bank.float())  # (b, n)
             d[torch.arange(len(idx)), idx] = float("inf")  # not itself
-            out.append(d.topk(min(self.k, n - 1), dim=1, largest=False).values.mean(1))
+            out.append(d.topk(min(self.k_now, n - 1), dim=1, largest=False).values.mean(1))
         return torch.cat(out)
 
     _load_from_state_dict = resize_bank_on_load  # type: ignore[assignment]
@@ -267,7 +280,8 @@ class BankDetector(AnomalyModel):
         self, shape: tuple[int, int, int], params: Params | None = None, derived: Derived | None = None
     ) -> None:
         super().__init__(shape, params, derived)
-        self.memory = KNNBank(self.params.k, self.params.max_bank)
+        p = self.params
+        self.memory = KNNBank(p.k, p.max_bank, k_share=p.k_share, k_max=p.k_max)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -304,12 +318,32 @@ class BankDetector(AnomalyModel):
         raise NotImplementedError
 
 
+def k_share_param() -> Any:
+    """Every bank family's ``k_share``: a k that grows with the bank, so that a share of stray
+    images hides a test image no more in a large bank than in a small one (0: the fixed ``k``)."""
+    return param(
+        0.0, before=0.0, help="k grows with the bank: at least this share of its images (0: k alone)"
+    )
+
+
+def k_max_param() -> Any:
+    return param(20, before=20, help="the most images a k grown by k_share averages")
+
+
+def bank_k(k: int, share: float, cap: int, n: int) -> int:
+    """The k a bank of ``n`` rows averages: ``k``, or with a ``share``, at least that share of the
+    bank (rounded), at most ``cap`` (and never below ``k``)."""
+    return k if share <= 0 else max(k, min(cap, round(share * n)))
+
+
 @dataclass(frozen=True)
 class PixelKNNParams(Params):
     k: int = param(3, help="training images whose distances are averaged")
     blur: float = param(1 / 28, help="the Gaussian blur's sigma, as a fraction of the shorter side")
     max_bank: int = param(20000, help="training images the bank keeps at most (evenly spaced)")
     max_side: int = param(32, before=0, help="the bank's resolution: pixels a side at most (0: full)")
+    k_share: float = k_share_param()
+    k_max: int = k_max_param()
 
 
 @dataclass(frozen=True)
