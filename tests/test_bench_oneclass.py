@@ -307,3 +307,12 @@ def test_contaminated_runs_get_their_own_table_only() -> None:
     assert "| x | oddeye | 0 | 0.9000 | 0.8500 (-0.0500) | 0.8000 (-0.1000) |" in rest
     assert "| knn | classical | 0 | - | - | 0.7000 |" in rest  # no clean run with its seeds: no change
     assert "5%: 300; 10%: 600" in rest
+
+
+def test_a_label_with_slashes_or_spaces_names_one_file() -> None:
+    from oddeye.bench.emoji import results_name as emoji_name
+    from oddeye.bench.oneclass import results_name
+
+    name = results_name("fmnist", "default until issue 22 (k=3/1/3)", list(range(10)), [0], 0.05)
+    assert name == "oneclass-fmnist-default-until-issue-22-k-3-1-3-contam0.05.json" and "/" not in name
+    assert "/" not in emoji_name("category", "a/b c", [0], False)

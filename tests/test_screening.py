@@ -122,3 +122,24 @@ def test_a_damaged_set_aside_list_is_refused_in_one_line(tmp_path: Path) -> None
     with pytest.raises(OddeyeError, match="set_aside.csv") as info:
         oddeye.load(tmp_path / "run", progress=False)
     assert "\n" not in str(info.value)
+
+
+def test_k_grows_with_the_bank_within_its_bounds() -> None:
+    from oddeye.detectors.memory import KNNBank, bank_k
+
+    assert bank_k(3, 0.0, 20, 100_000) == 3  # no share: the fixed k, as every run before
+    assert bank_k(3, 0.0035, 20, 85) == 3 and bank_k(1, 0.0035, 20, 85) == 1  # small: the k of before
+    assert bank_k(3, 0.0035, 20, 5700) == 20 and bank_k(3, 0.0035, 20, 140_000) == 20  # capped
+    bank = KNNBank(k=1, k_share=0.01, k_max=20)
+    bank.bank = torch.zeros(500, 4)
+    assert bank.k_now == 5
+
+
+def test_the_default_records_its_growing_k_and_old_records_keep_a_fixed_one() -> None:
+    x, _ = digits_with_strays()
+    det = oddeye.create("default", progress=False).fit(x)
+    members = det.build_.params["members"]
+    assert all(m["params"]["k_share"] == 0.0035 and m["params"]["k_max"] == 20 for m in members[:2])
+    assert [m.memory.k_now for m in det.model_.detectors] == [3, 1, 3]  # 80-odd images: k as before
+    fixed = oddeye.create("pixel-knn", progress=False).fit(x)
+    assert fixed.build_.params["k_share"] == 0.0 and fixed.model_.memory.k_now == 3

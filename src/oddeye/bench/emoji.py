@@ -38,7 +38,7 @@ import oddeye
 from oddeye.bench.args import MIN_CATEGORY
 from oddeye.bench.classical import CLASSICAL
 from oddeye.bench.common import contamination_desc, contamination_suffix
-from oddeye.bench.oneclass import Case, fractions, int_list, method_label, run_cases
+from oddeye.bench.oneclass import Case, fractions, int_list, method_label, run_cases, safe_name
 from oddeye.data import image_files, load_images
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
@@ -166,7 +166,7 @@ def cases_for(
 def results_name(
     protocol: str, label: str, seeds: list[int], validation: bool, contamination: float = 0.0
 ) -> str:
-    stem = f"emoji-{protocol}{'-validation' if validation else ''}-{label}"
+    stem = f"emoji-{protocol}{'-validation' if validation else ''}-{safe_name(label)}"
     stem += "" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))
     return stem + contamination_suffix(contamination) + ".json"
 

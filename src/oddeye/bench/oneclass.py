@@ -265,11 +265,19 @@ def method_label(name: str, settings: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
 
 
+def safe_name(label: str) -> str:
+    """``label`` as a file-name part: runs of other characters than letters, digits, ``._-``
+    become one ``-``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "run"
+
+
 def results_name(
     dataset: str, name: str, classes: list[int], seeds: list[int], contamination: float = 0.0
 ) -> str:
-    """File name of a run: the full clean protocol gets the plain name, others say what they cover."""
-    stem = f"oneclass-{dataset}-{name}"
+    """File name of a run: the full clean protocol gets the plain name, others say what they cover.
+    A label's characters other than letters, digits, '.', '_' and '-' become '-' (a '/' in a label
+    made a folder)."""
+    stem = f"oneclass-{dataset}-{safe_name(name)}"
     if classes != list(range(10)):
         stem += "-classes-" + "-".join(map(str, classes))
     if seeds != [0]:
