@@ -123,7 +123,7 @@ def atypicality(
     were built from, in order (what their ``positions`` index)."""
     measured = []
     for bank, features in model.banks():
-        found = screen(bank.bank.float().cpu()) if bank.positions is not None else None
+        found = screen(bank.bank) if bank.positions is not None else None
         if found is not None:
             measured.append((bank, features, found))
     if not measured:
@@ -138,7 +138,7 @@ def atypicality(
         return total / len(measured)
 
     def measure(x: torch.Tensor) -> list[torch.Tensor]:
-        return [found.measure(bank.centred(features(x)).float().cpu()) for bank, features, found in measured]
+        return [found.measure(bank.centred(features(x))) for bank, features, found in measured]
 
     done = 0
     desc = "measuring the images outside the banks"

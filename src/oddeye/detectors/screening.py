@@ -190,10 +190,8 @@ def screen_banks(
     positions, scores, cuts = [], [], []
     for group in groups:
         z = torch.stack([found.z for _, found in group]).mean(0)
-        mask = set_aside(z, share)
-        cuts.append(float(z[torch.from_numpy(mask)].min()) if mask.any() else float("inf"))
-        if share is None:
-            cuts[-1] = AUTO_CUT
+        mask = set_aside(z, share)  # held-out images beyond the least atypical row set aside go too
+        cuts.append(AUTO_CUT if share is None else float(z[mask].min()) if mask.any() else float("inf"))
         positions.append(group[0][0][0].positions[mask])
         scores.append(z.numpy()[mask])
         for (bank, _), _found in group:
@@ -211,7 +209,7 @@ def screen_banks(
         seen += len(x)
     return Screening(
         rule_text(share),
-        sum(len(found.z) for group in groups for _, found in group[:1]),
+        sum(len(group[0][1].z) for group in groups),
         np.concatenate(positions).astype(np.int64),
         np.concatenate(scores).astype(np.float32),
         np.concatenate(held_positions or [np.zeros(0)]).astype(np.int64),
