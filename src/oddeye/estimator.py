@@ -17,6 +17,7 @@ from oddeye._version import __version__
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet, as_imageset, shape_text
 from oddeye.data.loaders import available_memory, load_images
+from oddeye.data.masks import Split, images_of
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel, needs_training
 from oddeye.detectors.memory import spaced
@@ -172,7 +173,7 @@ class Detector:
         last finished epoch is saved.
         """
         config = self._settings()
-        data = load_images(images, size=size, progress=config.progress)
+        data = load_images(images_of(images, "train"), size=size, progress=config.progress)
         device = choose_device(config.device)
         torch.manual_seed(config.seed)
         model = self.build(data.shape)
@@ -252,7 +253,7 @@ class Detector:
         if refusal is not None:
             raise OddeyeError(refusal)
         record, config = self.record_, self._settings()
-        data = self.prepare(images, size=size)
+        data = self.prepare(images, size=size, split="train")
         start = time.perf_counter()
         digest = images_sha256(data)
         seen = bank_images(record.training.n_images, record.updates, record.config.val_fraction)
@@ -455,11 +456,13 @@ class Detector:
         only, when given). ``distributed``: shard the scoring over torchrun's ranks."""
         return self._infer(self.prepare(images, size=size), maps, indices, distributed)
 
-    def prepare(self, images: ImagesLike, size: tuple[int, int] | None = None) -> ImageSet:
+    def prepare(
+        self, images: ImagesLike, size: tuple[int, int] | None = None, split: Split = "test"
+    ) -> ImageSet:
         """``images`` loaded and checked against the training shape and value range, with the
-        training images' scaling."""
+        training images' scaling; an MVTec AD category folder means its ``split``'s images."""
         self._check_fitted()
-        data = load_images(images, size=size, progress=self._settings().progress)
+        data = load_images(images_of(images, split), size=size, progress=self._settings().progress)
         if data.shape != self.input_shape_:
             raise InputError(
                 data.source,
