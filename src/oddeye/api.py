@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from oddeye.data.loaders import load_classes, load_images, load_labels
+from oddeye.data.masks import ANOMALOUS, NORMAL, GroundTruth, ground_truth
 from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
-from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_csv, write_flags_csv
+from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_table, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.io import atomic_path
+from oddeye.pixel_metrics import per_defect_auroc
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, resolve_threshold
@@ -196,12 +198,50 @@ def score(
     return result
 
 
-def evaluate(scores: str | Path | np.ndarray, labels: str | Path | np.ndarray) -> Evaluation:
-    """``oddeye evaluate``: ROC AUC, average precision and score distributions per class."""
-    values = read_scores_csv(scores) if isinstance(scores, (str, Path)) else np.asarray(scores)
-    if isinstance(labels, (str, Path)):
-        return _evaluate(values, load_labels(labels, n=len(values)), str(labels))
-    return _evaluate(values, np.asarray(labels))
+def evaluate(
+    scores: str | Path | np.ndarray,
+    labels: LabelsLike | None = None,
+    *,
+    dataset: str | Path | None = None,
+    masks: str | Path | np.ndarray | None = None,
+) -> Evaluation:
+    """``oddeye evaluate``: ROC AUC, average precision and score distributions per class, and
+    with defect types known (an MVTec AD ``dataset``, or labelled images in folders) the ROC AUC
+    per type. ``scores``: a CSV (its path column is checked against the data set) or an array.
+
+    The ground truth is ``labels``, or the ``dataset`` (an MVTec AD category folder: labels,
+    defect types and masks from its layout); ``masks`` (a folder matched to the CSV's paths by
+    file name, or (N, H, W) as .npy or an array) go with ``labels``.
+    """
+    return evaluate_truth(*scores_and_truth(scores, labels, dataset=dataset, masks=masks))
+
+
+def scores_and_truth(
+    scores: str | Path | np.ndarray,
+    labels: LabelsLike | None = None,
+    *,
+    dataset: str | Path | None = None,
+    masks: str | Path | np.ndarray | None = None,
+) -> tuple[np.ndarray, GroundTruth]:
+    """The scores of a CSV (or an array) and the ground truth of their images, checked against
+    each other (the CSV's path column against the data set's images)."""
+    if isinstance(scores, (str, Path)):
+        values, paths = read_scores_table(scores)
+    else:
+        values, paths = np.asarray(scores, dtype=np.float64), None
+    source = str(scores) if isinstance(scores, (str, Path)) else "<scores>"
+    truth = ground_truth(
+        dataset, n=len(values), paths=paths, labels=labels, masks=masks, scores_source=source
+    )
+    return values, truth
+
+
+def evaluate_truth(scores: np.ndarray, truth: GroundTruth) -> Evaluation:
+    """Image metrics of ``scores`` against ``truth``, and per defect type when types are known."""
+    result = _evaluate(scores, truth.labels, truth.source)
+    if any(d not in (NORMAL, ANOMALOUS) for d in truth.defects):
+        result.per_defect = per_defect_auroc(scores, truth.labels, truth.defects)
+    return result
 
 
 def report(

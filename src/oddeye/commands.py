@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 import oddeye
-from oddeye.api import threshold_for
+from oddeye.api import evaluate_truth, scores_and_truth, threshold_for
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
-from oddeye.evaluation import read_scores_csv
 from oddeye.runs import read_metadata
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, threshold_rows
@@ -148,12 +147,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = oddeye.evaluate(args.scores, args.labels)
+    scores, truth = scores_and_truth(args.scores, args.labels, dataset=args.dataset, masks=args.masks)
+    result = evaluate_truth(scores, truth)
     print(json.dumps(asdict(result), indent=2) if args.json else result.to_text())
     if not (args.threshold or args.report or args.run or args.images):
         return 0
-    scores = read_scores_csv(args.scores)
-    labels = load_labels(args.labels, n=len(scores))
+    labels = truth.labels
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None
     if args.images and det is None:
         raise OddeyeError("--images needs --run (the run that made the scores)")

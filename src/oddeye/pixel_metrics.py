@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from oddeye.errors import OddeyeError
 
@@ -58,6 +57,8 @@ class PixelEvaluation:
 def regions(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(H, W) region ids of a bool mask (0 = normal, 1..K its 8-connected components) as int32,
     and the K+1 region sizes in pixels (index 0: the normal pixels)."""
+    from scipy import ndimage  # here: importing oddeye's evaluation stays light
+
     labelled, k = ndimage.label(mask, structure=EIGHT_CONNECTED)
     return labelled.astype(np.int32, copy=False), np.bincount(labelled.ravel(), minlength=k + 1)
 
