@@ -161,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels", metavar="LABELS", help="0/1 labels of IMAGES: for --threshold f1 and the report"
     )
+    p.add_argument(
+        "--maps",
+        metavar="DIR",
+        help="also write each image's anomaly map (float32 .npy at the model's input size) and maps.csv",
+    )
+    p.add_argument("--maps-png", action="store_true", help="with --maps: an overlay PNG per image too")
+    p.add_argument(
+        "--pixel-threshold",
+        default="fpr:0.01",
+        metavar="RULE",
+        help="the overlays' outline: fpr:A (the map value exceeded by a share A of the pixels of the "
+        "run's held-out normal images; default fpr:0.01) or a value",
+    )
     _report_options(p)
     p.add_argument("--size", type=parse_dims, metavar="HxW")
     p.add_argument("--device", default="auto")
@@ -179,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR|NPY",
         help="masks with --labels: a folder (matched to the CSV's paths by file name, or NAME_mask.*) "
         "or a .npy of (N, H, W), zero for normal images",
+    )
+    p.add_argument(
+        "--maps", metavar="DIR", help="the maps 'score --maps' wrote: pixel AUROC and AUPRO against the masks"
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--threshold", metavar="RULE", help="also report precision and recall at: " + RULES)

@@ -81,6 +81,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         labels=args.labels,
         flags=args.flags,
         calibrated=args.calibrated,
+        maps=args.maps,
+        maps_png=args.maps_png,
+        pixel_rule=args.pixel_threshold,
         device=args.device,
         progress=not args.quiet,
         distributed=True,
@@ -94,6 +97,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     scale = " (calibrated: the fraction of held-out normal images scoring lower)" if args.calibrated else ""
     print(f"wrote {args.out}{scale}")
+    if result.maps is not None:
+        shape = "x".join(map(str, result.detector.input_shape_[:2]))
+        pngs = " and overlays (PNG)" if args.maps_png else ""
+        print(f"wrote {len(scores)} anomaly maps ({shape}, float32 .npy){pngs} to {result.maps} (maps.csv)")
+        pixel = result.pixel_threshold
+        print(
+            pixel.describe() if pixel is not None else "no pixel threshold: the run kept no held-out images"
+        )
     if result.threshold_saved_to is not None:
         kind = "analysis threshold" if result.threshold.uses_labels else "operating threshold"
         print(f"saved as the run's {kind}: {result.threshold_saved_to}")
@@ -148,7 +159,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     scores, truth = scores_and_truth(args.scores, args.labels, dataset=args.dataset, masks=args.masks)
-    result = evaluate_truth(scores, truth)
+    result = evaluate_truth(scores, truth, maps=args.maps)
     print(json.dumps(asdict(result), indent=2) if args.json else result.to_text())
     if not (args.threshold or args.report or args.run or args.images):
         return 0

@@ -24,10 +24,11 @@ from oddeye.detectors.memory import spaced
 from oddeye.detectors.registry import Build, record_of
 from oddeye.errors import InputError, OddeyeError, TrainingInterrupted, first_line
 from oddeye.evaluation import score_stats
+from oddeye.maps import DEFAULT_PIXEL_RULE, PixelThreshold, pixel_threshold
 from oddeye.progress import line as progress_line
 from oddeye.progress import mode as progress_mode
 from oddeye.runs import HELDOUT, RunRecord, TrainingInfo, read_run, versions, write_run
-from oddeye.scoring import InferenceResult, infer, iter_scores
+from oddeye.scoring import InferenceResult, infer, iter_results, iter_scores
 from oddeye.thresholds import Threshold, calibrate, choose_threshold, parse_rule
 from oddeye.training.budget import Budget
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
@@ -480,6 +481,21 @@ class Detector:
         as they come; ``distributed``: shard over torchrun's ranks (then one chunk at the end)."""
         batch, progress = self._settings().score_batch_size, self._settings().progress
         return iter_scores(self.model_, data, self.device_, batch, None, progress, distributed)
+
+    def iter_infer(self, data: ImageSet, maps: bool = True) -> Iterator[InferenceResult]:
+        """Results of a prepared image set (:meth:`prepare`) batch by batch, in order: scores and,
+        with ``maps``, anomaly maps (B, H, W) at the model's input size; for writing as they come."""
+        batch, progress = self._settings().score_batch_size, self._settings().progress
+        return iter_results(self.model_, data, self.device_, batch, maps, None, progress)
+
+    def pixel_threshold(self, rule: str = DEFAULT_PIXEL_RULE) -> PixelThreshold | None:
+        """A map value for flagging pixels without anomaly labels: ``fpr:A`` is the value exceeded
+        by a share A of the pixels of the run's held-out normal images (its kept sample); a number
+        is taken as it is. None: the run kept no held-out images, or the family has no maps."""
+        self._check_fitted()
+        sample = self._kept_sample()
+        maps = self._infer(sample, maps=True).anomaly_maps if sample is not None else None
+        return pixel_threshold(rule, maps)
 
     def _infer(
         self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None, distributed: bool = False
