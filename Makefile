@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # install it into .venv first (or pass TORCH_SPEC=torch), and nothing here replaces it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast bench bench-data bench-emoji fmnist-data lint format clean
+.PHONY: install demo test test-fast bench bench-data bench-data-emoji bench-data-avatars bench-emoji fmnist-data lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,7 +51,9 @@ fmnist-data:
 # The colour benchmark's data: two npm packages (Apache-2.0 / CC-BY-4.0 artwork), 64x64 PNGs only.
 EMOJI_DIR ?= benchmarks/data/emoji
 EMOJI_VERSION ?= 16.0.0
-bench-data:
+bench-data: bench-data-emoji bench-data-avatars
+
+bench-data-emoji:
 	@command -v npm >/dev/null 2>&1 || { echo "npm is needed to fetch the emoji packages; or unpack"; \
 		echo "  emoji-datasource-google and -twitter@$(EMOJI_VERSION) yourself and pass --data-dir"; exit 2; }
 	@mkdir -p $(EMOJI_DIR)
@@ -66,7 +68,20 @@ bench-data:
 		echo "$$d: $$(ls $$d/img/$$v/64 | wc -l) images"; \
 	done
 
-bench-emoji: install bench-data
+# The avatars benchmark's faces (MVTec AD folders with masks), drawn by node from three npm packages
+# installed into AVATARS_NPM (pinned in src/oddeye/bench/avatars_data.py). A complete category is
+# kept; one is written to a temporary folder and renamed when whole.
+AVATARS_DIR ?= benchmarks/data/avatars
+AVATARS_NPM ?= benchmarks/data/npm-avatars
+AVATARS = $(BIN)/oddeye bench avatars-data --out $(AVATARS_DIR) --modules $(AVATARS_NPM)
+bench-data-avatars: install
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "node and npm (node 18+) are needed to draw the avatars: https://nodejs.org"; exit 2; }
+	$(AVATARS) --size 64 --n-train 3000 --n-test 1000
+	$(AVATARS) --size 256 --n-train 3000 --n-test 1000
+	$(AVATARS) --size 1024 --n-train 200 --n-test 100
+
+bench-emoji: install bench-data-emoji
 	$(BIN)/oddeye bench emoji --data-dir $(EMOJI_DIR)
 
 lint: install

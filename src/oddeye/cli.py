@@ -47,7 +47,8 @@ EXAMPLES = {
     "  oddeye bench homework --n 140001 --test 19999\n"
     "  oddeye bench speed --detectors cnn-bn --max-images 20000\n"
     "  oddeye bench large --n 1000000\n"
-    "  oddeye bench outliers --planted 0.05",
+    "  oddeye bench outliers --planted 0.05\n"
+    "  oddeye bench avatars-data --size 64 --n-train 3000 --n-test 1000",
 }
 
 
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_args.maps(bench.add_parser("maps", help=what, description=what))
     what = "oddeye outliers on Fashion-MNIST with planted images: precision, beside cleanlab's outlier check"
     bench_args.outliers(bench.add_parser("outliers", help=what, description=what))
+    what = "draw one category of the avatars benchmark: cartoon faces, anomalies with exact masks (node)"
+    bench_args.avatars_data(bench.add_parser("avatars-data", help=what, description=what))
     what = "train/score images/s at the homework scale: ours vs a course-style loop"
     bench_args.speed(bench.add_parser("speed", help=what, description=what))
     what = "score a generated set larger than memory (1M images): peak RSS and images/s"

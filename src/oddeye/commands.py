@@ -270,8 +270,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return emoji.run(args)
     if args.bench == "homework":
         return homework.run(args)
-    if args.bench in ("serve", "maps", "outliers"):
+    if args.bench in ("serve", "maps", "outliers", "avatars"):
         return importlib.import_module(f"oddeye.bench.{args.bench}").run(args)
+    if args.bench == "avatars-data":
+        return importlib.import_module("oddeye.bench.avatars_data").run(args)
     if args.bench == "report":
         print(f"wrote {report.write_markdown(Path(args.results_dir), Path(args.markdown))}")
         return 0

@@ -6,7 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from oddeye.bench.common import EMOJI_DIR, FMNIST_DIR, MARKDOWN, RESULTS_DIR, SCRATCH_DIR
+from oddeye.bench.common import (
+    AVATARS_DIR,
+    AVATARS_NPM_DIR,
+    EMOJI_DIR,
+    FMNIST_DIR,
+    MARKDOWN,
+    RESULTS_DIR,
+    SCRATCH_DIR,
+)
 from oddeye.config import TrainConfig, add_set_option, parse_dims
 
 DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
@@ -81,6 +89,25 @@ def emoji(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation", action="store_true", help="the validation protocol: training split only (choose here)"
     )
+
+
+def avatars_data(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench avatars-data``: one category of the avatars benchmark's faces."""
+    parser.add_argument(
+        "--out", type=Path, default=AVATARS_DIR, help=f"where categories go (default {AVATARS_DIR})"
+    )
+    parser.add_argument("--size", type=int, default=64, help="width and height in pixels (default 64)")
+    parser.add_argument("--n-train", type=int, default=3000, help="normal training images (default 3000)")
+    parser.add_argument(
+        "--n-test", type=int, default=1000, help="test images, half normal, half anomalous (default 1000)"
+    )
+    parser.add_argument(
+        "--modules",
+        type=Path,
+        default=AVATARS_NPM_DIR,
+        help=f"folder with the npm packages, installed there if missing (default {AVATARS_NPM_DIR})",
+    )
+    parser.add_argument("--workers", type=int, help="drawing processes (default: the CPUs, at most 8)")
 
 
 def speed(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # ----------------------------------------------------------------------------------- where things are
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 EMOJI_DIR = Path("benchmarks/data/emoji")  # make bench-data
+AVATARS_DIR = Path("benchmarks/data/avatars")  # make bench-data (oddeye bench avatars-data)
+AVATARS_NPM_DIR = Path("benchmarks/data/npm-avatars")  # the npm packages that draw them
 SCRATCH_DIR = Path("benchmarks/scratch")  # generated sets, runs and models (git-ignored)
 RESULTS_DIR = Path("benchmarks/results")  # the JSON records BENCHMARKS.md is made from
 MARKDOWN = Path("BENCHMARKS.md")

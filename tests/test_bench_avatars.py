@@ -1,0 +1,97 @@
+"""The avatars benchmark's data: MVTec AD layout, exact masks, determinism (needs node and npm)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from oddeye.bench import avatars_data as av
+from oddeye.errors import OddeyeError
+
+REPO_MODULES = Path(__file__).resolve().parents[1] / av.AVATARS_NPM_DIR
+
+
+@pytest.fixture(scope="session")
+def modules(request: pytest.FixtureRequest) -> Path:
+    """A folder with the pinned npm packages: the repository's (make bench-data), or installed
+    once into pytest's cache; the tests skip without node or without the packages."""
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the avatars are drawn by node")
+    if av.node_modules_ok(REPO_MODULES):
+        return REPO_MODULES
+    cached = request.config.cache.mkdir("npm-avatars")
+    try:
+        return av.install_modules(cached)
+    except OddeyeError as e:
+        pytest.skip(f"the npm packages are absent and could not be installed: {e}")
+
+
+@pytest.fixture(scope="module")
+def tiny(modules: Path, tmp_path_factory: pytest.TempPathFactory) -> av.Category:
+    """64x64: 6 training images, 3 normal and 3 anomalous test images (one per defect)."""
+    return av.generate(tmp_path_factory.mktemp("avatars"), 64, 6, 6, modules, workers=1)
+
+
+def test_split_in_thirds() -> None:
+    assert av.defect_counts(500) == {"mouth_vomit": 167, "graphic_skull": 167, "moustache_magnum": 166}
+    todo = av.items(4, 7)
+    assert [i.file for i in todo[:5]] == [f"train/good/00000{k}.png" for k in range(4)] + [
+        "test/good/000000.png"
+    ]
+    assert sum(i.folder == "test/good" for i in todo) == 3 and sum(i.defect is not None for i in todo) == 4
+    assert len({i.seed for i in todo}) == len(todo)  # no seed twice, no test seed among the training ones
+
+
+def _seeds(category: av.Category) -> dict[str, str]:
+    """Every file's seed, as the generator drew it."""
+    rec = json.loads((category.path / "avatars.json").read_text())
+    todo = av.items(rec["n_train"], rec["n_test_good"] + sum(rec["anomalous"].values()))
+    return {i.file: rec["redrawn"].get(i.file, i.seed) for i in todo}
+
+
+def test_layout_sizes_and_masks(tiny: av.Category, modules: Path) -> None:
+    root = tiny.path
+    assert root.name == "avatars64"
+    assert len(list((root / "train/good").glob("*.png"))) == 6
+    assert len(list((root / "test/good").glob("*.png"))) == 3
+    by_name = {d.name: d for d in av.DEFECTS}
+    with av.Renderer(modules, 64) as renderer:
+        for name, defect in by_name.items():
+            [file] = sorted((root / "test" / name).glob("*.png"))
+            image = Image.open(file)
+            mask_image = Image.open(root / "ground_truth" / name / f"{file.stem}_mask.png")
+            assert image.mode == "RGB" and image.size == (64, 64)
+            assert mask_image.mode == "L" and mask_image.size == (64, 64)
+            mask = np.asarray(mask_image)
+            assert set(np.unique(mask)) == {0, 255}
+            assert 0.002 < (mask > 0).mean() < 0.06  # a small local part
+            seed = _seeds(tiny)[f"test/{name}/{file.name}"]
+            normal, odd = (
+                renderer.draw(seed, defect.both),
+                renderer.draw(seed, {**defect.both, **defect.part}),
+            )
+            assert np.array_equal(np.asarray(image), odd)  # the file is the drawing
+            outside = av.difference(normal, odd)[mask == 0]
+            assert outside.max() <= av.TOLERANCE  # the anomaly differs from its normal face only inside
+    for file in (root / "test/good").glob("*.png"):
+        assert not (root / "ground_truth" / "good").exists() and Image.open(file).size == (64, 64)
+
+
+def test_same_bytes_twice_and_kept(tiny: av.Category, modules: Path, tmp_path: Path) -> None:
+    again = av.generate(tmp_path, 64, 6, 6, modules, workers=2)  # other workers, same bytes
+    files = sorted(p.relative_to(tiny.path) for p in tiny.path.rglob("*.png"))
+    assert len(files) == 6 + 3 + 2 * 3
+    assert files == sorted(p.relative_to(again.path) for p in again.path.rglob("*.png"))
+    for f in files:
+        assert (tiny.path / f).read_bytes() == (again.path / f).read_bytes(), f
+    stamp = (again.path / "avatars.json").stat().st_mtime_ns
+    assert av.generate(tmp_path, 64, 6, 6, modules).kept  # complete: kept, nothing drawn
+    assert (again.path / "avatars.json").stat().st_mtime_ns == stamp
+    with pytest.raises(OddeyeError, match="remove it to draw again"):
+        av.generate(tmp_path, 64, 8, 6, modules)
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary folder left
