@@ -7,6 +7,7 @@ from oddeye.detectors import (  # noqa: F401  (registers the families)
     ensemble,
     ladder,
     memory,
+    patches,
     svdd,
     transforms,
 )

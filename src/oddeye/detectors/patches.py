@@ -1,0 +1,305 @@
+"""Patch-level memory banks: where in an image it is unlike the training images, not only whether.
+
+A whole-image descriptor loses a defect covering 1% of a 256x256 image before it is compared.
+``patch-knn`` keeps, for every position of a grid, the local descriptors of the training images
+there, and compares each test patch with the training patches at the same and nearby positions
+(objects that are roughly aligned: a part, a face, a board) and, with ``match="anywhere"``, with a
+bounded sample of the training patches of every position (textures). Each position's distances are
+put on one scale by the distances of the training images' own patches at that position (leave one
+image out), so a patch of background that never varies and a patch of hair that always does are
+judged alike. The map is that scaled distance at the input's resolution; the image score is the mean
+of the map's highest cells.
+
+Built in one streamed pass with no training; the bank is bounded by ``max_bank`` images at the
+working resolution ``max_side``, whatever the images' size or number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oddeye.detectors.base import AnomalyModel, InferenceBatch
+from oddeye.detectors.memory import count_of, gaussian_blur, grow, reduced_size, shrink, spaced
+from oddeye.detectors.params import Derived, Params, param
+from oddeye.detectors.registry import register
+
+FAR = 1e4  # descriptor value of a padded grid position: never anyone's nearest patch
+
+
+def cell_means(x: torch.Tensor, cell: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H // cell, W // cell): mean colour of each ``cell`` x ``cell`` block."""
+    return F.avg_pool2d(x, cell) if cell > 1 else x
+
+
+def patch_grid(cells: torch.Tensor, span: int, step: int) -> torch.Tensor:
+    """(B, C, h, w) cell means -> (B, gh, gw, C * span * span): the descriptor of every window of
+    ``span`` x ``span`` cells, windows ``step`` cells apart (slices stacked: no unfold, so an
+    exported graph runs the same operations)."""
+    h, w = cells.shape[-2:]
+    gh, gw = (h - span) // step + 1, (w - span) // step + 1
+    parts = [
+        cells[..., i : i + step * (gh - 1) + 1 : step, j : j + step * (gw - 1) + 1 : step]
+        for i in range(span)
+        for j in range(span)
+    ]
+    return torch.cat(parts, 1).permute(0, 2, 3, 1)  # (B, gh, gw, C*span*span)
+
+
+def near_distances(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    norms: torch.Tensor,
+    radius: int,
+    exclude: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, gh, gw) distance from each query patch to the nearest bank patch at the same position or
+    one up to ``radius`` grid steps away.
+
+    ``queries``: (B, gh, gw, d); ``bank``: (gh + 2r, gw + 2r, N, d), its padded positions far from
+    everything, and ``norms`` its rows' squared lengths (gh + 2r, gw + 2r, N). ``exclude``: (B,)
+    the bank image each query must not match (its own: leave one out). Computed in blocks of
+    queries and bank images, so the temporaries stay small at any bank size.
+    """
+    b, gh, gw, _ = queries.shape
+    if torch.compiler.is_exporting():  # one graph for any batch size: no blocks of queries
+        return _near_block(queries, bank, norms, radius, exclude)
+    step = max(1, NEAR_BLOCK // max(1, gh * gw * min(bank.shape[2], NEAR_CHUNK)))  # queries per block
+    return torch.cat(
+        [
+            _near_block(
+                queries[q0 : q0 + step],
+                bank,
+                norms,
+                radius,
+                None if exclude is None else exclude[q0 : q0 + step],
+            )
+            for q0 in range(0, b, step)
+        ]
+    )
+
+
+def _near_block(
+    queries: torch.Tensor, bank: torch.Tensor, norms: torch.Tensor, radius: int, exclude: torch.Tensor | None
+) -> torch.Tensor:
+    _, gh, gw, _ = queries.shape
+    n = bank.shape[2]
+    q = queries.float().permute(1, 2, 0, 3).flatten(0, 1)  # (gh*gw, b, d)
+    best = torch.full(q.shape[:2], float("inf"), device=queries.device)
+    own = None if exclude is None else exclude.view(1, -1, 1).to(queries.device)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            rows_all = bank[dy : dy + gh, dx : dx + gw].flatten(0, 1)  # (gh*gw, N, d)
+            norms_all = norms[dy : dy + gh, dx : dx + gw].flatten(0, 1).unsqueeze(1)  # (gh*gw, 1, N)
+            for start in range(0, n, NEAR_CHUNK):
+                rows = rows_all[:, start : start + NEAR_CHUNK]
+                # |b|^2 - 2 q.b per pair; |q|^2, the same for every bank row, is added after the min
+                part = torch.baddbmm(
+                    norms_all[..., start : start + NEAR_CHUNK], q, rows.transpose(1, 2), alpha=-2
+                )
+                if own is not None:
+                    index = torch.arange(start, start + rows.shape[1], device=part.device).view(1, 1, -1)
+                    part = part.masked_fill(own == index, float("inf"))
+                best = torch.minimum(best, part.amin(-1))
+    d2 = best + q.pow(2).sum(-1)
+    return d2.clamp_min(0).sqrt().view(gh, gw, -1).permute(2, 0, 1)
+
+
+NEAR_BLOCK = 1 << 23  # distances per block
+NEAR_CHUNK = 1024  # bank images per distance block
+
+
+def pad_positions(bank: torch.Tensor, radius: int) -> torch.Tensor:
+    """(gh, gw, N, D) -> (gh + 2r, gw + 2r, N, D), the new positions :data:`FAR` away from every patch."""
+    if radius == 0:
+        return bank
+    return F.pad(bank.permute(2, 3, 0, 1), (radius, radius, radius, radius), value=FAR).permute(2, 3, 0, 1)
+
+
+def principal_axes(rows: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (D,), axes (D, dims)) of the rows' ``dims`` directions of most variance (all D, as
+    they are, when ``dims`` is 0 or at least D). Signs fixed (largest entry positive), so the
+    same rows give the same axes."""
+    rows = rows.float()
+    mean = rows.mean(0)
+    dim = rows.shape[1]
+    if dims <= 0 or dims >= dim:
+        return mean, torch.eye(dim)
+    centred = rows - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred / max(1, len(rows) - 1))  # ascending
+    axes = vectors[:, -dims:].flip(1)
+    signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
+    return mean, (axes * signs).contiguous()
+
+
+@dataclass(frozen=True)
+class PatchKNNParams(Params):
+    max_side: int = param(64, help="the working resolution: pixels a side at most (0: full)")
+    patches: tuple[int, ...] = param((4, 8), help="patch sides in working pixels (one grid each)")
+    span: int = param(4, help="cells a patch side is described by (its colour means)")
+    stride: int = param(2, help="cells between neighbouring patches of a grid")
+    blur: float = param(0.5, help="Gaussian blur before the cells, in working pixels")
+    dims: int = param(16, help="descriptor dimensions kept (principal axes of the training patches; 0: all)")
+    radius: int = param(1, help="grid steps around a patch's own position searched for its nearest")
+    max_bank: int = param(3000, help="training images whose patches the bank keeps at most (evenly spaced)")
+    references: int = param(
+        200, help="bank images whose own patches (left out in turn) set each position's scale"
+    )
+    top: float = param(0.02, help="image score: mean of this share of the map's highest cells")
+
+
+@dataclass(frozen=True)
+class PatchKNNDerived(Derived):
+    work_hw: tuple[int, int]  # the working resolution
+    grids: tuple[tuple[int, int, int, int], ...]  # per patch size: (cell, span, gh, gw) at work_hw
+
+
+PCA_ROWS = 50_000  # training patches the principal axes are fitted on, per patch size
+
+
+@register(
+    "patch-knn", "distance of every local patch to the training patches at and near its place (no training)"
+)
+class PatchKNN(AnomalyModel):
+    """Local descriptors (the mean colours of ``span`` x ``span`` cells of a patch, after a light
+    blur, projected on the training patches' ``dims`` principal axes) on a grid per patch size,
+    patches ``stride`` cells apart, at the working resolution ``max_side``. A test patch's distance
+    is to the nearest training patch within ``radius`` grid steps of its position, over a bank of at
+    most ``max_bank`` training images; each position's distances are standardised by those of
+    ``references`` bank images' own patches against the rest of the bank (mean and spread per
+    position; the spread floored by its median over positions, so a position that never varies does
+    not turn noise into alarms). The map averages the patch sizes' standardised grids, scaled up to
+    the input's size; the score is the mean of its highest ``top`` share of cells.
+    Derived and recorded: ``work_hw`` and each patch size's cell and grid."""
+
+    trainable = False
+    latent = "its patches' mean colours"
+    map_meaning = (
+        "how far each patch is from the nearest training patch at and near its place, in spreads "
+        "of the training images' own distances there"
+    )
+    Params = PatchKNNParams
+    Derived = PatchKNNDerived
+    BUFFERS = ("bank", "norms", "centre", "axes", "mean", "spread")
+
+    def __init__(
+        self,
+        shape: tuple[int, int, int],
+        params: PatchKNNParams | None = None,
+        derived: PatchKNNDerived | None = None,
+    ) -> None:
+        super().__init__(shape, params, derived)
+        for i in range(len(self.derived.grids)):
+            for name in self.BUFFERS:
+                self.register_buffer(f"{name}{i}", torch.zeros(0))
+
+    @classmethod
+    def derive(cls, params: PatchKNNParams, shape: tuple[int, int, int]) -> PatchKNNDerived:
+        if not params.patches:
+            raise ValueError("patch-knn needs at least one patch size")
+        hw = reduced_size(shape, params.max_side)
+        grids = []
+        for patch in params.patches:  # patches larger than a small image shrink to fit it
+            cell = max(1, min(patch, *hw) // params.span)
+            cells = (hw[0] // cell, hw[1] // cell)
+            span = min(params.span, *cells)
+            gh, gw = ((side - span) // params.stride + 1 for side in cells)
+            grids.append((cell, span, gh, gw))
+        return PatchKNNDerived(hw, tuple(grids))
+
+    def _get(self, name: str, i: int) -> torch.Tensor:
+        return getattr(self, f"{name}{i}")
+
+    def raw_descriptors(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per patch size, (B, gh, gw, D) cell-mean descriptors of a normalised batch."""
+        p = self.params
+        small = gaussian_blur(shrink(x.float(), self.derived.work_hw), p.blur)
+        return [patch_grid(cell_means(small, c), span, p.stride) for c, span, _, _ in self.derived.grids]
+
+    def descriptors(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per patch size, (B, gh, gw, d) descriptors on the bank's principal axes."""
+        return [
+            (raw - self._get("centre", i)) @ self._get("axes", i)
+            for i, raw in enumerate(self.raw_descriptors(x))
+        ]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([d.flatten(1) for d in self.descriptors(x)], 1)
+
+    @torch.no_grad()
+    def fit_end(
+        self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
+    ) -> None:
+        n = count_of(batches)
+        keep = None if n is None else spaced(n, self.params.max_bank)
+        parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
+        seen = 0
+        for x in batches():
+            start, seen = seen, seen + len(x)
+            if keep is not None:
+                lo, hi = np.searchsorted(keep, [start, seen])
+                if hi == lo:
+                    continue
+                x = x[torch.from_numpy(keep[lo:hi] - start)]
+            for part, d in zip(parts, self.raw_descriptors(x), strict=True):
+                part.append(d.half())  # (b, gh, gw, D): the raw descriptors, until the axes are known
+        r = self.params.radius
+        for i, part in enumerate(parts):
+            raw = torch.cat(part)
+            if keep is None and len(raw) > self.params.max_bank:
+                raw = raw[torch.from_numpy(spaced(len(raw), self.params.max_bank))]
+            flat = raw.flatten(0, 2)
+            sample = flat[torch.from_numpy(spaced(len(flat), PCA_ROWS))]
+            centre, axes = principal_axes(sample, self.params.dims)
+            setattr(self, f"centre{i}", centre)
+            setattr(self, f"axes{i}", axes)
+            bank = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
+            del raw, part
+            bank = pad_positions(bank.permute(1, 2, 0, 3), r).contiguous()
+            setattr(self, f"bank{i}", bank)
+            setattr(self, f"norms{i}", bank.pow(2).sum(-1))
+        self._fit_scales()
+
+    def fit_end_work(self) -> str:
+        return "patch memory bank"
+
+    def _fit_scales(self) -> None:
+        """Each position's mean and spread of the references' own leave-one-out distances."""
+        n = self._get("bank", 0).shape[2]
+        refs = torch.from_numpy(spaced(n, self.params.references))
+        r = self.params.radius
+        for i, (_, _, gh, gw) in enumerate(self.derived.grids):
+            bank, norms = self._get("bank", i), self._get("norms", i)
+            own = bank[r : r + gh, r : r + gw, refs].permute(2, 0, 1, 3)  # (m, gh, gw, d)
+            dist = near_distances(own, bank, norms, r, refs) if n > 1 else torch.zeros(len(refs), gh, gw)
+            spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(gh, gw)
+            setattr(self, f"mean{i}", dist.mean(0))
+            setattr(self, f"spread{i}", spread.clamp_min(spread.median().clamp_min(1e-6)))
+
+    def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
+        r = self.params.radius
+        finest = max(self.derived.grids, key=lambda g: g[2] * g[3])[2:]
+        grids = []
+        for i, d in enumerate(self.descriptors(x)):
+            dist = near_distances(d, self._get("bank", i), self._get("norms", i), r)
+            z = (dist - self._get("mean", i)) / self._get("spread", i)
+            grids.append(grow(z.unsqueeze(1), finest))
+        grid = torch.stack(grids).mean(0)  # (B, 1, gh, gw) at the finest grid
+        flat = grid.flatten(1)
+        top = max(1, round(self.params.top * flat.shape[1]))
+        score = flat.topk(top, dim=1).values.mean(1)
+        return InferenceBatch(score, grow(grid, x.shape[-2:])[:, 0] if maps else None)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        for name in list(self._buffers):
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)

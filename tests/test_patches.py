@@ -1,0 +1,110 @@
+"""patch-knn: local descriptors compared at and near their place, maps that find small defects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import oddeye
+from oddeye.detectors import get_spec
+from oddeye.detectors.patches import near_distances, pad_positions, patch_grid, principal_axes
+
+
+def faces(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Aligned toy objects: a disc of a random colour on white, a bar of another colour below it,
+    each moved by at most a pixel, with a little noise (uint8 NHWC)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    out = np.full((n, size, size, 3), 255.0)
+    for i in range(n):
+        dy, dx = rng.integers(-1, 2, 2)
+        disc = (yy - size * 0.4 - dy) ** 2 + (xx - size / 2 - dx) ** 2 < (size * 0.25) ** 2
+        bar = (abs(yy - size * 0.8 - dy) < size * 0.06) & (abs(xx - size / 2 - dx) < size * 0.3)
+        out[i][disc] = rng.uniform(60, 200, 3)
+        out[i][bar] = rng.uniform(0, 120, 3)
+    out += rng.normal(0, 3, out.shape)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def with_spot(images: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 3x3 magenta spot in each image at a random place inside the disc (1% of a 32x32 image),
+    and its (N, H, W) mask."""
+    rng = np.random.default_rng(seed)
+    out, masks = images.copy(), np.zeros(images.shape[:3], bool)
+    size = images.shape[1]
+    for i in range(len(out)):
+        y, x = rng.integers(int(size * 0.3), int(size * 0.5), 2)
+        out[i, y : y + 3, x : x + 3] = (255, 0, 255)
+        masks[i, y : y + 3, x : x + 3] = True
+    return out, masks
+
+
+def test_near_distances_match_brute_force_with_radius_and_leave_one_out() -> None:
+    torch.manual_seed(0)
+    gh, gw, n, d, r = 4, 5, 7, 3, 1
+    bank = torch.randn(gh, gw, n, d)
+    queries = torch.randn(6, gh, gw, d)
+    exclude = torch.tensor([0, 3, 6, 1, 2, 5])
+    padded = pad_positions(bank, r)
+    got = near_distances(queries, padded, padded.pow(2).sum(-1), r, exclude)
+    for b in range(6):
+        for y in range(gh):
+            for x in range(gw):
+                rows = [
+                    bank[yy, xx, j]
+                    for yy in range(max(0, y - r), min(gh, y + r + 1))
+                    for xx in range(max(0, x - r), min(gw, x + r + 1))
+                    for j in range(n)
+                    if j != exclude[b]
+                ]
+                best = torch.stack(rows).sub(queries[b, y, x]).norm(dim=1).min()
+                assert got[b, y, x] == pytest.approx(float(best), abs=1e-4)
+
+
+def test_patch_grid_stacks_each_window_of_cells() -> None:
+    cells = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
+    grid = patch_grid(cells, span=2, step=2)  # windows at rows 0, 2 and columns 0, 2, 4
+    assert grid.shape == (1, 2, 3, 2 * 2 * 2)
+    window = cells[0, :, 2:4, 4:6]  # grid position (1, 2)
+    assert sorted(grid[0, 1, 2].tolist()) == sorted(window.flatten().tolist())
+
+
+def test_principal_axes_are_orthonormal_and_repeatable() -> None:
+    rows = torch.randn(500, 12) @ torch.randn(12, 12)
+    centre, axes = principal_axes(rows, 4)
+    assert axes.shape == (12, 4)
+    torch.testing.assert_close(axes.T @ axes, torch.eye(4), atol=1e-5, rtol=0)
+    again = principal_axes(rows.clone(), 4)[1]
+    torch.testing.assert_close(axes, again)
+    assert principal_axes(rows, 0)[1].shape == (12, 12)  # 0: every dimension as it is
+
+
+def test_a_one_percent_spot_is_found_and_located() -> None:
+    train = faces(120)
+    normal = faces(20, seed=1)
+    odd, masks = with_spot(faces(20, seed=2))
+    det = oddeye.create("patch-knn", progress=False, max_side=32, patches=(4, 8)).fit(train)
+    result = det.infer(np.concatenate([normal, odd]), maps=True)
+    s = result.scores
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(np.r_[np.zeros(20), np.ones(20)], s) > 0.95
+    maps = result.anomaly_maps[20:]
+    assert maps.shape == (20, 32, 32)
+    peaks = [np.unravel_index(m.argmax(), m.shape) for m in maps]
+    near = [np.abs(np.argwhere(mask) - np.array(p)).max(1).min() <= 2 for mask, p in zip(masks, peaks)]
+    assert np.mean(near) >= 0.9  # the map's peak is at the spot
+
+
+def test_the_bank_is_bounded_by_max_bank_and_max_side_whatever_the_image_size() -> None:
+    spec = get_spec("patch-knn")
+    sizes = {}
+    for side in (32, 96):
+        model = spec.build((side, side, 3), {"max_side": 16, "max_bank": 10, "patches": [4]})
+        x = torch.rand(25, 3, side, side) * 2 - 1
+        model.fit_end(lambda x=x: iter(x.split(8)), lambda: iter([]))
+        sizes[side] = tuple(model.bank0.shape)
+        out = model.infer(x[:3], maps=True)
+        assert out.anomaly_map.shape == (3, side, side)
+    assert sizes[32] == sizes[96] and sizes[32][2] == 10
