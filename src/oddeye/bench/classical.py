@@ -38,7 +38,8 @@ class PCAReconstruction:
 
 
 class NearestNeighbour:
-    """Euclidean distance to the ``k``-th nearest training image."""
+    """Euclidean distance to the ``k``-th nearest training image; its map (:meth:`score_maps`): the
+    squared difference to that image at each pixel, summed over channels."""
 
     def __init__(self, k: int = 1) -> None:
         self.k = k
@@ -47,12 +48,21 @@ class NearestNeighbour:
         return {"k": self.k}
 
     def fit(self, images: np.ndarray) -> NearestNeighbour:
-        self.nn_ = NearestNeighbors(n_neighbors=self.k).fit(flatten(images))
+        self.train_ = flatten(images)  # scikit-learn keeps this array itself (no copy)
+        self.nn_ = NearestNeighbors(n_neighbors=self.k).fit(self.train_)
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:
         dist, _ = self.nn_.kneighbors(flatten(images))
         return dist[:, -1].astype(np.float64)
+
+    def score_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), maps (N, H, W) float32) of (N, H, W[, C]) images."""
+        x = flatten(images)
+        dist, idx = self.nn_.kneighbors(x)
+        squared = (x - self.train_[idx[:, -1]]) ** 2  # (N, H*W*C)
+        maps = squared.reshape(images.shape[:3] + (-1,)).sum(-1)
+        return dist[:, -1].astype(np.float64), maps
 
 
 CLASSICAL = {"pca": PCAReconstruction, "knn": NearestNeighbour}
