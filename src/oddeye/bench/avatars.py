@@ -189,7 +189,7 @@ def category_dir(data_dir: Path, size: int) -> Path:
 # ------------------------------------------------------------------------------------------- CLI
 def run(args: argparse.Namespace) -> int:
     """``oddeye bench avatars``: run, print the table, save JSON, regenerate the markdown."""
-    from oddeye.bench.report import avatars_table, write_markdown
+    from oddeye.bench.report import avatars_table, regenerate
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     sizes = int_list(args.sizes, "sizes", 8)
@@ -238,7 +238,5 @@ def run(args: argparse.Namespace) -> int:
                 file = results_name(size, record["label"], seeds)
                 write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
     print(avatars_table(results))
-    if not args.no_save:
-        write_markdown(Path(args.results_dir), Path(args.markdown))
-        print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")
+    regenerate(args)
     return 0

@@ -537,3 +537,10 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
 def write_markdown(results_dir: Path, out: Path, notes_path: Path = NOTES) -> Path:
     notes = notes_path.read_text() if notes_path.is_file() else ""
     return write_text(out, render_markdown(load_results(results_dir), notes))
+
+
+def regenerate(args: Any) -> None:
+    """After a benchmark run: BENCHMARKS.md again from every record, unless ``--no-save``."""
+    if not args.no_save:
+        write_markdown(Path(args.results_dir), Path(args.markdown))
+        print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")
