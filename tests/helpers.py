@@ -33,3 +33,36 @@ REGISTRY_TEST = np.concatenate(
 
 # (test, outcome) -> number of fuzzing cases; printed in pytest's terminal summary
 FUZZ_CASES: Counter[tuple[str, str]] = Counter()
+
+
+def make_mvtec(root, size: int = 16, n_train: int = 24, seed: int = 0):
+    """A tiny MVTec AD category folder under ``root``: train/good, test/good and two defect types
+    (a bright square pasted on a normal image) with their ground_truth/<defect>/<stem>_mask.png.
+    Returns the category's path."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    cat = Path(root) / "widget"
+    rng = np.random.default_rng(seed)
+    shape = (size, size, 3)
+
+    def save(folder: Path, images: np.ndarray) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(images):
+            Image.fromarray(im).save(folder / f"{i:03d}.png")
+
+    save(cat / "train" / "good", blobs(n_train, shape, seed=seed + 1))
+    save(cat / "test" / "good", blobs(4, shape, seed=seed + 2))
+    for k, (defect, n) in enumerate((("scratch", 3), ("hole", 2))):
+        images = blobs(n, shape, seed=seed + 3 + k)
+        masks = np.zeros((n, size, size), np.uint8)
+        for i in range(n):
+            y, x = rng.integers(0, size - 5, 2)
+            images[i, y : y + 5, x : x + 4] = 255 if k == 0 else 0
+            masks[i, y : y + 5, x : x + 4] = 255
+        save(cat / "test" / defect, images)
+        (cat / "ground_truth" / defect).mkdir(parents=True)
+        for i, m in enumerate(masks):
+            Image.fromarray(m).save(cat / "ground_truth" / defect / f"{i:03d}_mask.png")
+    return cat

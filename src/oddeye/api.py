@@ -5,18 +5,23 @@ arguments and prints."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_classes, load_images, load_labels
+from oddeye.data.masks import ANOMALOUS, NORMAL, GroundTruth, ground_truth
 from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
-from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_csv, write_flags_csv
+from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_table, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.io import atomic_path
+from oddeye.maps import DEFAULT_PIXEL_RULE, MapWriter, PixelThreshold, evaluate_maps, read_maps
+from oddeye.pixel_metrics import per_defect_auroc
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, resolve_threshold
@@ -134,6 +139,8 @@ class ScoreResult:
     calibrated: np.ndarray | None = None  # fraction of held-out normal images scoring lower
     flags_path: Path | None = None
     threshold_saved_to: Path | None = None  # the run's model.json, when a new rule was chosen
+    maps: Path | None = None  # the folder of anomaly maps, when asked for
+    pixel_threshold: PixelThreshold | None = None  # with maps: the overlays' outline
 
 
 def flags_path_for(out: str | Path) -> Path:
@@ -153,6 +160,9 @@ def score(
     labels: LabelsLike | None = None,
     flags: str | Path | None = None,
     calibrated: bool = False,
+    maps: str | Path | None = None,
+    maps_png: bool = False,
+    pixel_rule: str = DEFAULT_PIXEL_RULE,
     device: str = "auto",
     progress: bool = True,
     distributed: bool = False,
@@ -166,15 +176,24 @@ def score(
     ``labels``, ``200``), chosen now and saved in the run folder, or a :class:`Threshold`; the 0/1
     flags then go to ``flags`` (default ``NAME.flags.csv`` beside ``out``). ``distributed``: under
     torchrun each rank scores a shard and rank 0 writes the files.
+    ``maps``: a folder for each image's anomaly map, streamed as they come (see
+    :mod:`oddeye.maps`), with overlays as PNG files with ``maps_png``, whose outlines are at the
+    pixel threshold ``pixel_rule`` (``fpr:A`` from the run's held-out images, or a value).
     """
+    if maps is not None and distributed and world().active:
+        raise OddeyeError("--maps: score on one process (not under torchrun) to write anomaly maps")
     det = run if isinstance(run, Detector) else load(run, device=device, progress=progress)
     data = det.prepare(images, size=size)
     main = world().main
     label_values = _labels(labels, len(data)) if main else None
     writing = ScoresCsv(out, header, data.paths) if out is not None and main else contextlib.nullcontext()
-    with writing as csv_out:
+    pixel, map_writing = None, contextlib.nullcontext()
+    if maps is not None:  # the folder is checked, and the threshold chosen, before anything is scored
+        pixel = det.pixel_threshold(pixel_rule)
+        map_writing = _map_writer(det, data, maps, maps_png, pixel)
+    with writing as csv_out, map_writing as maps_out:
         parts = []
-        for chunk in det.iter_scores(data, distributed=distributed):
+        for chunk in _score_chunks(det, data, distributed, maps_out):
             parts.append(chunk)
             if csv_out is not None:
                 csv_out.write(det.calibrate(chunk) if calibrated else chunk)
@@ -183,7 +202,8 @@ def score(
         if not main:
             return result
         chosen = threshold_for(det, threshold, scores, label_values, source=str(run), unset="none")
-    result.threshold = chosen
+    result.threshold, result.pixel_threshold = chosen, pixel
+    result.maps = Path(maps) if maps is not None else None
     if isinstance(threshold, str) and threshold and not isinstance(run, Detector):
         result.threshold_saved_to = save_threshold(run, chosen)  # a rule chosen now becomes the run's
     if calibrated or (chosen is not None and det.heldout_scores_ is not None):
@@ -196,12 +216,81 @@ def score(
     return result
 
 
-def evaluate(scores: str | Path | np.ndarray, labels: str | Path | np.ndarray) -> Evaluation:
-    """``oddeye evaluate``: ROC AUC, average precision and score distributions per class."""
-    values = read_scores_csv(scores) if isinstance(scores, (str, Path)) else np.asarray(scores)
-    if isinstance(labels, (str, Path)):
-        return _evaluate(values, load_labels(labels, n=len(values)), str(labels))
-    return _evaluate(values, np.asarray(labels))
+def _map_writer(
+    det: Detector, data: ImageSet, folder: str | Path, png: bool, pixel: PixelThreshold | None
+) -> MapWriter:
+    about = {
+        "detector": det.detector,
+        "meaning": det.model_.map_meaning,
+        "shape": list(det.input_shape_[:2]),
+        "images": data.source,
+    }
+    return MapWriter(folder, data.paths, len(data), png=png, data=data, threshold=pixel, about=about)
+
+
+def _score_chunks(
+    det: Detector, data: ImageSet, distributed: bool, maps_out: MapWriter | None
+) -> Iterator[np.ndarray]:
+    """Scores batch by batch; with ``maps_out``, each batch's maps written there meanwhile."""
+    if maps_out is None:
+        yield from det.iter_scores(data, distributed=distributed)
+        return
+    for batch in det.iter_infer(data, maps=True):
+        if batch.anomaly_maps is None:
+            raise OddeyeError(f"--maps: {det.detector} gives no anomaly maps")
+        maps_out.write(batch.anomaly_maps)
+        yield batch.scores
+
+
+def evaluate(
+    scores: str | Path | np.ndarray,
+    labels: LabelsLike | None = None,
+    *,
+    dataset: str | Path | None = None,
+    masks: str | Path | np.ndarray | None = None,
+    maps: str | Path | None = None,
+) -> Evaluation:
+    """``oddeye evaluate``: ROC AUC, average precision and score distributions per class, and
+    with defect types known (an MVTec AD ``dataset``, or labelled images in folders) the ROC AUC
+    per type. ``scores``: a CSV (its path column is checked against the data set) or an array.
+
+    The ground truth is ``labels``, or the ``dataset`` (an MVTec AD category folder: labels,
+    defect types and masks from its layout); ``masks`` (a folder matched to the CSV's paths by
+    file name, or (N, H, W) as .npy or an array) go with ``labels``. ``maps``: the folder
+    ``score --maps`` wrote for these scores: pixel AUROC and AUPRO against the masks.
+    """
+    return evaluate_truth(*scores_and_truth(scores, labels, dataset=dataset, masks=masks), maps=maps)
+
+
+def scores_and_truth(
+    scores: str | Path | np.ndarray,
+    labels: LabelsLike | None = None,
+    *,
+    dataset: str | Path | None = None,
+    masks: str | Path | np.ndarray | None = None,
+) -> tuple[np.ndarray, GroundTruth]:
+    """The scores of a CSV (or an array) and the ground truth of their images, checked against
+    each other (the CSV's path column against the data set's images)."""
+    if isinstance(scores, (str, Path)):
+        values, paths = read_scores_table(scores)
+    else:
+        values, paths = np.asarray(scores, dtype=np.float64), None
+    source = str(scores) if isinstance(scores, (str, Path)) else "<scores>"
+    truth = ground_truth(
+        dataset, n=len(values), paths=paths, labels=labels, masks=masks, scores_source=source
+    )
+    return values, truth
+
+
+def evaluate_truth(scores: np.ndarray, truth: GroundTruth, maps: str | Path | None = None) -> Evaluation:
+    """Image metrics of ``scores`` against ``truth``, per defect type when types are known, and
+    with a folder of ``maps`` the pixel metrics (:func:`oddeye.maps.evaluate_maps`)."""
+    result = _evaluate(scores, truth.labels, truth.source)
+    if any(d not in (NORMAL, ANOMALOUS) for d in truth.defects):
+        result.per_defect = per_defect_auroc(scores, truth.labels, truth.defects)
+    if maps is not None:
+        result.pixel = evaluate_maps(read_maps(maps), truth)
+    return result
 
 
 def report(

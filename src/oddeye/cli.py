@@ -27,7 +27,9 @@ EXAMPLES = {
     "score": "examples:\n  oddeye score runs/cnn-bn data/testingset.npy --out prediction.csv\n"
     "  oddeye score runs/cnn-bn test.npy --out prediction.csv --threshold fpr:0.01 --report report.html",
     "evaluate": "examples:\n  oddeye evaluate prediction.csv --labels data/testing_labels.npy\n"
-    "  oddeye evaluate prediction.csv --labels labels.npy --threshold f1 --report report.html",
+    "  oddeye evaluate prediction.csv --labels labels.npy --threshold f1 --report report.html\n"
+    "  oddeye evaluate prediction.csv --dataset mvtec/bottle --maps maps/\n"
+    "  oddeye evaluate prediction.csv --labels labels.npy --masks masks/ --maps maps/",
     "report": "example:\n  oddeye report runs/cnn-bn testingset.npy --labels labels.npy --out report.html",
     "outliers": "examples:\n  oddeye outliers photos/ --out outliers.html --csv outliers.csv\n"
     "  oddeye outliers trainingset.npy --out outliers.html --top 64 --detector pixel-knn\n\n"
@@ -161,6 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels", metavar="LABELS", help="0/1 labels of IMAGES: for --threshold f1 and the report"
     )
+    p.add_argument(
+        "--maps",
+        metavar="DIR",
+        help="also write each image's anomaly map (float32 .npy at the model's input size) and maps.csv",
+    )
+    p.add_argument("--maps-png", action="store_true", help="with --maps: an overlay PNG per image too")
+    p.add_argument(
+        "--pixel-threshold",
+        default="fpr:0.01",
+        metavar="RULE",
+        help="the overlays' outline: fpr:A (the map value exceeded by a share A of the pixels of the "
+        "run's held-out normal images; default fpr:0.01) or a value",
+    )
     _report_options(p)
     p.add_argument("--size", type=parse_dims, metavar="HxW")
     p.add_argument("--device", default="auto")
@@ -168,7 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "evaluate", "ROC AUC, average precision and score distributions per class")
     p.add_argument("scores", metavar="CSV")
-    p.add_argument("--labels", required=True, metavar="LABELS", help=".npy, .csv or idx labels (1 = anomaly)")
+    p.add_argument("--labels", metavar="LABELS", help=".npy, .csv or idx labels (1 = anomaly)")
+    p.add_argument(
+        "--dataset",
+        metavar="CATEGORY",
+        help="an MVTec AD category folder scored as CATEGORY: labels, defect types and masks from its layout",
+    )
+    p.add_argument(
+        "--masks",
+        metavar="DIR|NPY",
+        help="masks with --labels: a folder (matched to the CSV's paths by file name, or NAME_mask.*) "
+        "or a .npy of (N, H, W), zero for normal images",
+    )
+    p.add_argument(
+        "--maps", metavar="DIR", help="the maps 'score --maps' wrote: pixel AUROC and AUPRO against the masks"
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--threshold", metavar="RULE", help="also report precision and recall at: " + RULES)
     p.add_argument("--run", metavar="RUN", help="the run that made the scores (fpr thresholds, report)")

@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 import oddeye
-from oddeye.api import threshold_for
+from oddeye.api import evaluate_truth, scores_and_truth, threshold_for
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
-from oddeye.evaluation import read_scores_csv
 from oddeye.runs import read_metadata
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, threshold_rows
@@ -82,6 +81,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         labels=args.labels,
         flags=args.flags,
         calibrated=args.calibrated,
+        maps=args.maps,
+        maps_png=args.maps_png,
+        pixel_rule=args.pixel_threshold,
         device=args.device,
         progress=not args.quiet,
         distributed=True,
@@ -95,6 +97,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     )
     scale = " (calibrated: the fraction of held-out normal images scoring lower)" if args.calibrated else ""
     print(f"wrote {args.out}{scale}")
+    if result.maps is not None:
+        shape = "x".join(map(str, result.detector.input_shape_[:2]))
+        pngs = " and overlays (PNG)" if args.maps_png else ""
+        print(f"wrote {len(scores)} anomaly maps ({shape}, float32 .npy){pngs} to {result.maps} (maps.csv)")
+        pixel = result.pixel_threshold
+        print(
+            pixel.describe() if pixel is not None else "no pixel threshold: the run kept no held-out images"
+        )
     if result.threshold_saved_to is not None:
         kind = "analysis threshold" if result.threshold.uses_labels else "operating threshold"
         print(f"saved as the run's {kind}: {result.threshold_saved_to}")
@@ -148,12 +158,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    result = oddeye.evaluate(args.scores, args.labels)
+    scores, truth = scores_and_truth(args.scores, args.labels, dataset=args.dataset, masks=args.masks)
+    result = evaluate_truth(scores, truth, maps=args.maps)
     print(json.dumps(asdict(result), indent=2) if args.json else result.to_text())
     if not (args.threshold or args.report or args.run or args.images):
         return 0
-    scores = read_scores_csv(args.scores)
-    labels = load_labels(args.labels, n=len(scores))
+    labels = truth.labels
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None
     if args.images and det is None:
         raise OddeyeError("--images needs --run (the run that made the scores)")

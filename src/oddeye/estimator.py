@@ -17,16 +17,18 @@ from oddeye._version import __version__
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet, as_imageset, shape_text
 from oddeye.data.loaders import available_memory, load_images
+from oddeye.data.masks import Split, images_of
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel, needs_training
 from oddeye.detectors.memory import spaced
 from oddeye.detectors.registry import Build, record_of
 from oddeye.errors import InputError, OddeyeError, TrainingInterrupted, first_line
 from oddeye.evaluation import score_stats
+from oddeye.maps import DEFAULT_PIXEL_RULE, PixelThreshold, pixel_threshold
 from oddeye.progress import line as progress_line
 from oddeye.progress import mode as progress_mode
 from oddeye.runs import HELDOUT, RunRecord, TrainingInfo, read_run, versions, write_run
-from oddeye.scoring import InferenceResult, infer, iter_scores
+from oddeye.scoring import InferenceResult, infer, iter_results, iter_scores
 from oddeye.thresholds import Threshold, calibrate, choose_threshold, parse_rule
 from oddeye.training.budget import Budget
 from oddeye.training.checkpoint import Checkpoint, data_fingerprint
@@ -172,7 +174,7 @@ class Detector:
         last finished epoch is saved.
         """
         config = self._settings()
-        data = load_images(images, size=size, progress=config.progress)
+        data = load_images(images_of(images, "train"), size=size, progress=config.progress)
         device = choose_device(config.device)
         torch.manual_seed(config.seed)
         model = self.build(data.shape)
@@ -252,7 +254,7 @@ class Detector:
         if refusal is not None:
             raise OddeyeError(refusal)
         record, config = self.record_, self._settings()
-        data = self.prepare(images, size=size)
+        data = self.prepare(images, size=size, split="train")
         start = time.perf_counter()
         digest = images_sha256(data)
         seen = bank_images(record.training.n_images, record.updates, record.config.val_fraction)
@@ -455,11 +457,13 @@ class Detector:
         only, when given). ``distributed``: shard the scoring over torchrun's ranks."""
         return self._infer(self.prepare(images, size=size), maps, indices, distributed)
 
-    def prepare(self, images: ImagesLike, size: tuple[int, int] | None = None) -> ImageSet:
+    def prepare(
+        self, images: ImagesLike, size: tuple[int, int] | None = None, split: Split = "test"
+    ) -> ImageSet:
         """``images`` loaded and checked against the training shape and value range, with the
-        training images' scaling."""
+        training images' scaling; an MVTec AD category folder means its ``split``'s images."""
         self._check_fitted()
-        data = load_images(images, size=size, progress=self._settings().progress)
+        data = load_images(images_of(images, split), size=size, progress=self._settings().progress)
         if data.shape != self.input_shape_:
             raise InputError(
                 data.source,
@@ -477,6 +481,21 @@ class Detector:
         as they come; ``distributed``: shard over torchrun's ranks (then one chunk at the end)."""
         batch, progress = self._settings().score_batch_size, self._settings().progress
         return iter_scores(self.model_, data, self.device_, batch, None, progress, distributed)
+
+    def iter_infer(self, data: ImageSet, maps: bool = True) -> Iterator[InferenceResult]:
+        """Results of a prepared image set (:meth:`prepare`) batch by batch, in order: scores and,
+        with ``maps``, anomaly maps (B, H, W) at the model's input size; for writing as they come."""
+        batch, progress = self._settings().score_batch_size, self._settings().progress
+        return iter_results(self.model_, data, self.device_, batch, maps, None, progress)
+
+    def pixel_threshold(self, rule: str = DEFAULT_PIXEL_RULE) -> PixelThreshold | None:
+        """A map value for flagging pixels without anomaly labels: ``fpr:A`` is the value exceeded
+        by a share A of the pixels of the run's held-out normal images (its kept sample); a number
+        is taken as it is. None: the run kept no held-out images, or the family has no maps."""
+        self._check_fitted()
+        sample = self._kept_sample()
+        maps = self._infer(sample, maps=True).anomaly_maps if sample is not None else None
+        return pixel_threshold(rule, maps)
 
     def _infer(
         self, data: ImageSet, maps: bool = False, indices: np.ndarray | None = None, distributed: bool = False

@@ -9,12 +9,15 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from oddeye.errors import InputError
 from oddeye.io import atomic_path
+
+if TYPE_CHECKING:
+    from oddeye.pixel_metrics import PixelEvaluation
 
 DEFAULT_HEADER = ("Id", "Predicted")  # the 2021 course edition; 2022 used ("ID", "score")
 PATH_COLUMN = "path"  # each image's file, relative to the folder, right after the id
@@ -119,6 +122,12 @@ def write_flags_csv(
 def read_scores_csv(path: str | Path) -> np.ndarray:
     """Scores from a CSV with a header (``Id,Predicted`` or ``ID,score``, and either with a
     ``path`` column after the id, as written for a folder), ordered by id."""
+    return read_scores_table(path)[0]
+
+
+def read_scores_table(path: str | Path) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """:func:`read_scores_csv`'s scores, and the ``path`` column in the same order (None when
+    the CSV has none: the images were an array)."""
     try:
         with open(path, encoding="utf-8-sig", errors=NAME_BYTES, newline="") as f:
             rows = [r for r in csv.reader(f) if r]
@@ -145,7 +154,8 @@ def read_scores_csv(path: str | Path) -> np.ndarray:
     sorted_ids = np.asarray(ids)[order]
     if not np.array_equal(sorted_ids, np.arange(len(ids))):
         raise InputError(path, f"ids 0..{len(ids) - 1}, each once", "gaps or duplicates")
-    return np.asarray(scores, dtype=np.float64)[order]
+    paths = tuple(rows[1:][i][1] for i in order) if named else None
+    return np.asarray(scores, dtype=np.float64)[order], paths
 
 
 def score_stats(scores: np.ndarray) -> dict[str, float]:
@@ -166,6 +176,8 @@ class Evaluation:
     n_normal: int
     n_anomalous: int
     distributions: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_defect: dict[str, float] | None = None  # image ROC AUC per defect type (types known)
+    pixel: PixelEvaluation | None = None  # pixel AUROC and AUPRO (masks and maps given)
 
     def to_text(self) -> str:
         lines = [
@@ -180,6 +192,11 @@ class Evaluation:
                 f"{name:<10}{d['n']:>7d}{d['mean']:>12.5g}{d['std']:>12.5g}"
                 f"{d['p05']:>12.5g}{d['median']:>12.5g}{d['p95']:>12.5g}"
             )
+        if self.per_defect:
+            lines += ["", f"{'defect type':<24}{'ROC AUC':>8}   (its anomalous images vs every normal one)"]
+            lines += [f"{name:<24}{auc:>8.4f}" for name, auc in self.per_defect.items()]
+        if self.pixel is not None:
+            lines += ["", self.pixel.to_text()]
         return "\n".join(lines)
 
 

@@ -66,6 +66,29 @@ def embed(
     return np.concatenate([p.float().cpu().numpy() for p in parts])
 
 
+def iter_results(
+    model: AnomalyModel,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int = 1024,
+    maps: bool = False,
+    indices: np.ndarray | None = None,
+    progress: bool = True,
+    desc: str = "scoring",
+) -> Iterator[InferenceResult]:
+    """The model's results batch by batch, in order, as NumPy: scores (float64) and, with
+    ``maps``, anomaly maps (float32) and reconstructions in the input's value range where the
+    family has them. The one inference loop: :func:`iter_scores` and :func:`infer` use it."""
+    fn = functools.partial(model.infer, maps=True) if maps else model.infer
+    for out in iter_batches(fn, model, data, device, batch_size, indices, progress, desc):
+        amap = out.anomaly_map.float().cpu().numpy() if maps and out.anomaly_map is not None else None
+        recon = None
+        if maps and out.reconstruction is not None:
+            raw = data.normalisation.invert(out.reconstruction.float())  # (B, C, H, W)
+            recon = raw.permute(0, 2, 3, 1).cpu().numpy()
+        yield InferenceResult(out.score.double().cpu().numpy(), amap, recon)
+
+
 def iter_scores(
     model: AnomalyModel,
     data: ImageSet,
@@ -86,8 +109,8 @@ def iter_scores(
         part = iter_scores(model, data, device, batch_size, mine, progress and world().main, desc=desc)
         yield gather_arrays(np.concatenate(list(part)))
         return
-    for out in iter_batches(model.infer, model, data, device, batch_size, indices, progress, desc):
-        yield out.score.double().cpu().numpy()
+    for out in iter_results(model, data, device, batch_size, False, indices, progress, desc):
+        yield out.scores
 
 
 def infer(
@@ -109,17 +132,11 @@ def infer(
     if not maps:
         chunks = iter_scores(model, data, device, batch_size, indices, progress, distributed, desc)
         return InferenceResult(np.concatenate(list(chunks)))
-    scores, amaps, recons = [], [], []
-    with_maps = functools.partial(model.infer, maps=True)
-    for out in iter_batches(with_maps, model, data, device, batch_size, indices, progress, desc):
-        scores.append(out.score.double().cpu().numpy())
-        if maps and out.anomaly_map is not None:
-            amaps.append(out.anomaly_map.float().cpu().numpy())
-        if maps and out.reconstruction is not None:
-            raw = data.normalisation.invert(out.reconstruction.float())  # (B, C, H, W)
-            recons.append(raw.permute(0, 2, 3, 1).cpu().numpy())
+    parts = list(iter_results(model, data, device, batch_size, True, indices, progress, desc))
+    amaps = [p.anomaly_maps for p in parts if p.anomaly_maps is not None]
+    recons = [p.reconstructions for p in parts if p.reconstructions is not None]
     return InferenceResult(
-        np.concatenate(scores),
+        np.concatenate([p.scores for p in parts]),
         np.concatenate(amaps) if amaps else None,
         np.concatenate(recons) if recons else None,
     )

@@ -91,6 +91,11 @@ class ImageSet:
         t = torch.from_numpy(chunk)
         return t.permute(0, 3, 1, 2) if self.layout == "NHWC" else t  # (B, C, H, W)
 
+    def display(self, indices: np.ndarray | slice) -> np.ndarray:
+        """(B, H, W, C) float images in [0, 1] for display, on the scaling the detector uses."""
+        x = self.normalisation.apply(self.batch(indices)).float()  # (B, C, H, W) in [-1, 1]
+        return ((x.permute(0, 2, 3, 1).numpy() + 1) / 2).clip(0, 1)
+
     def release(self, indices: np.ndarray | slice) -> None:
         """Unmap the pages holding the images at ``indices`` (sorted, already used) when the array
         is a memory-mapped file; the page cache keeps them, so a later read costs only a page

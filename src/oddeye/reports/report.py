@@ -154,8 +154,7 @@ def _roc_section(inputs: ReportInputs) -> Section | None:
 
 def display_images(data: ImageSet, index: np.ndarray) -> np.ndarray:
     """(B, H, W, C) images in [0, 1] for display, from the scaling the detector uses."""
-    x = data.normalisation.apply(data.batch(index)).float()  # (B, C, H, W) in [-1, 1]
-    return ((x.permute(0, 2, 3, 1).numpy() + 1) / 2).clip(0, 1)
+    return data.display(index)
 
 
 def _captions(inputs: ReportInputs, index: np.ndarray) -> tuple[list[str], list[Any] | None]:
