@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -103,12 +102,6 @@ def test_same_bytes_twice_and_kept(tiny: av.Category, modules: Path, tmp_path: P
 
 
 # --------------------------------------------------------------------------------- the benchmark
-# TODO(coordinator): drop this guard once the masks branch (data/masks.py, pixel_metrics.py) is on main.
-needs_masks = pytest.mark.skipif(
-    importlib.util.find_spec("oddeye.pixel_metrics") is None, reason="oddeye.pixel_metrics is not merged yet"
-)
-
-
 def test_knn_map_is_the_difference_to_the_nearest_image() -> None:
     from oddeye.bench.classical import NearestNeighbour
 
@@ -144,7 +137,6 @@ class _Oracle:
         return images.reshape(len(images), -1).mean(1), self._masks[rows].astype(np.float32)
 
 
-@needs_masks
 def test_streamed_scores_keep_their_order_and_maps_meet_their_masks() -> None:
     from oddeye.bench.avatars import score_streamed
 
@@ -153,13 +145,13 @@ def test_streamed_scores_keep_their_order_and_maps_meet_their_masks() -> None:
     images[:, 0, 0, 0] = np.arange(70)
     masks = np.zeros((70, 8, 8), bool)
     masks[35:, 2:4, 2:5] = True
-    out = score_streamed(_Oracle(masks), images, _Truth(masks), batch=16)
+    order = rng.permutation(70)
+    out = score_streamed(_Oracle(masks), images[order], _Truth(masks), order)
     assert np.allclose(out["scores"], images.reshape(70, -1).mean(1))  # back in the images' order
     assert out["pixels"].pixel_auroc == 1.0 and out["pixels"].aupro == pytest.approx(1.0)
     assert out["pixels"].n_regions == 35
 
 
-@needs_masks
 @pytest.mark.slow  # a fresh interpreter per run
 def test_bench_avatars_end_to_end(tiny: av.Category, tmp_path: Path, cli) -> None:
     results, md = tmp_path / "results", tmp_path / "BENCH.md"

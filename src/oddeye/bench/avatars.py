@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from oddeye.bench.oneclass import Estimator, _settings_record, int_list, make_me
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
-BATCH = 32  # test images scored (with maps) at a time
+BATCH = 32  # test images a reference (knn) scores at a time; detectors use their score_batch_size
 RSS_SLACK = 2**30  # the memory goal: peak RSS <= 2 x the uint8 data + 1 GB
 MIX_SEED = 0  # the order the test images are scored in: normal and anomalous mixed
 
@@ -46,44 +47,44 @@ class Job:
     detector: str
     seed: int
     settings: dict[str, Any] = field(default_factory=dict)
-    batch: int = BATCH
 
 
-def infer_batch(method: Estimator, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(scores (B,), maps (B, H, W) or None) of one batch of uint8 images."""
+def results_of(method: Estimator, images: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(scores (B,), maps (B, H, W) or None) batch by batch, in order: a detector's own streaming
+    (:meth:`~oddeye.Detector.iter_infer`), a reference's ``BATCH`` images at a time."""
     if isinstance(method, oddeye.Detector):
-        # TODO(coordinator): Detector's streaming iterator over a prepared set, once on main.
-        out = method.infer(images, maps=True)
-        return out.scores, out.anomaly_maps
-    if hasattr(method, "score_maps"):
-        return method.score_maps(images)
-    return method.score(images), None
+        for out in method.iter_infer(method.prepare(images), maps=True):
+            yield out.scores, out.anomaly_maps
+        return
+    for start in range(0, len(images), BATCH):
+        x = images[start : start + BATCH]
+        yield method.score_maps(x) if hasattr(method, "score_maps") else (method.score(x), None)
 
 
-def score_streamed(method: Estimator, images: np.ndarray, truth: Any, batch: int = BATCH) -> dict[str, Any]:
-    """Scores of ``images`` and the pixel metrics of their maps against ``truth`` (a
-    :class:`~oddeye.data.masks.GroundTruth` of the same images), ``batch`` images at a time: only
-    one batch of maps exists at once. The batches mix normal and anomalous images (a fixed
-    shuffle), so a binned :class:`~oddeye.pixel_metrics.PixelEvaluator` fixes its bins on both."""
+def score_streamed(method: Estimator, images: np.ndarray, truth: Any, order: np.ndarray) -> dict[str, Any]:
+    """Scores and pixel metrics of test images given as ``images[k]`` = ``truth``'s image
+    ``order[k]`` (a :class:`~oddeye.data.masks.GroundTruth`'s order, shuffled so that a binned
+    :class:`~oddeye.pixel_metrics.PixelEvaluator` fixes its bins on normal and anomalous pixels
+    both); the maps come and go a batch at a time. Scores are returned in ``truth``'s order."""
+    from oddeye.maps import resize_map
     from oddeye.pixel_metrics import PixelEvaluator
 
-    order = np.random.default_rng(MIX_SEED).permutation(len(images))
     scores = np.empty(len(images), np.float64)
-    evaluator, seconds, with_maps = PixelEvaluator(), 0.0, True
-    for start in range(0, len(images), batch):
-        rows = order[start : start + batch]
-        x = images[rows]  # (B, H, W, C) uint8: a copy of this batch only
-        t = time.perf_counter()
-        scores[rows], maps = infer_batch(method, x)
-        seconds += time.perf_counter() - t
+    evaluator, seconds, done, with_maps = PixelEvaluator(), 0.0, 0, True
+    batches = results_of(method, images)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        seconds += time.perf_counter() - start
+        if batch is None:
+            break
+        rows = order[done : done + len(batch[0])]
+        scores[rows], maps = batch
+        done += len(rows)
         with_maps = with_maps and maps is not None
         if with_maps:
-            masks = np.stack([truth.masks.mask(int(i)) for i in rows])
-            if maps.shape != masks.shape:
-                raise OddeyeError(
-                    f"anomaly maps {maps.shape[1:]}: expected the images' size {masks.shape[1:]}"
-                )
-            evaluator.add(maps, masks)
+            masks = [truth.masks.mask(int(i)) for i in rows]
+            evaluator.add(np.stack([resize_map(m, k.shape) for m, k in zip(maps, masks)]), np.stack(masks))
     return {"scores": scores, "pixels": evaluator.result() if with_maps else None, "score_seconds": seconds}
 
 
@@ -103,11 +104,15 @@ def measure(job: Job) -> dict[str, Any]:
     train = load_images(category / "train" / "good", progress=False)
     test = load_images(category / "test", progress=False)
     truth = ground_truth(category, paths=test.paths)
+    order = np.random.default_rng(MIX_SEED).permutation(len(test))
+    data_bytes, n_test = int(train.array.nbytes + test.array.nbytes), len(test)
+    mixed = np.asarray(test.array)[order]  # (N, H, W, C) uint8: replaces the loaded order
+    del test
     start = time.perf_counter()
     method = make_method(job.detector, job.seed, job.settings)
     method.fit(train.array)
     train_seconds = time.perf_counter() - start
-    out = score_streamed(method, np.asarray(test.array), truth, job.batch)
+    out = score_streamed(method, mixed, truth, order)
     pixels = out["pixels"]
     return {
         "seed": job.seed,
@@ -119,9 +124,9 @@ def measure(job: Job) -> dict[str, Any]:
         "train_seconds": train_seconds,
         "score_seconds": out["score_seconds"],
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "data_bytes": int(train.array.nbytes + test.array.nbytes),
+        "data_bytes": data_bytes,
         "n_train": len(train),
-        "n_test": len(test),
+        "n_test": n_test,
         "provenance": provenance(getattr(method, "device_", "cpu")),
     }
 
