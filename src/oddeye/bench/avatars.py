@@ -35,7 +35,7 @@ from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
 BATCH = 32  # test images a reference (knn) scores at a time; detectors use their score_batch_size
-RSS_SLACK = 2**30  # the memory goal: peak RSS <= 2 x the uint8 data + 1 GB
+RSS_SLACK = 10**9  # the memory goal: peak RSS <= 2 x the uint8 data + 1 GB
 MIX_SEED = 0  # the order the test images are scored in: normal and anomalous mixed
 
 
