@@ -30,7 +30,7 @@ import numpy as np
 import oddeye
 from oddeye.bench.avatars_data import DEFECT_NAMES, category_name
 from oddeye.bench.classical import CLASSICAL
-from oddeye.bench.oneclass import Estimator, _settings_record, int_list, make_method, method_label, safe_name
+from oddeye.bench.oneclass import Estimator, int_list, make_method, method_label, safe_name, settings_record
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
@@ -66,7 +66,6 @@ def score_streamed(method: Estimator, images: np.ndarray, truth: Any, order: np.
     ``order[k]`` (a :class:`~oddeye.data.masks.GroundTruth`'s order, shuffled so that a binned
     :class:`~oddeye.pixel_metrics.PixelEvaluator` fixes its bins on normal and anomalous pixels
     both); the maps come and go a batch at a time. Scores are returned in ``truth``'s order."""
-    from oddeye.maps import resize_map
     from oddeye.pixel_metrics import PixelEvaluator
 
     scores = np.empty(len(images), np.float64)
@@ -83,8 +82,12 @@ def score_streamed(method: Estimator, images: np.ndarray, truth: Any, order: np.
         done += len(rows)
         with_maps = with_maps and maps is not None
         if with_maps:
-            masks = [truth.masks.mask(int(i)) for i in rows]
-            evaluator.add(np.stack([resize_map(m, k.shape) for m, k in zip(maps, masks)]), np.stack(masks))
+            masks = np.stack([truth.masks.mask(int(i)) for i in rows])
+            if maps.shape != masks.shape:  # maps come at the input's size, the images' own here
+                raise OddeyeError(
+                    f"anomaly maps {maps.shape[1:]}: expected the images' size {masks.shape[1:]}"
+                )
+            evaluator.add(maps, masks)
     return {"scores": scores, "pixels": evaluator.result() if with_maps else None, "score_seconds": seconds}
 
 
@@ -96,8 +99,7 @@ def measure(job: Job) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from oddeye.bench.provenance import provenance
-    from oddeye.data import load_images
-    from oddeye.data.masks import ground_truth
+    from oddeye.data import ground_truth, load_images
     from oddeye.pixel_metrics import per_defect_auroc
 
     category = Path(job.category)
@@ -180,7 +182,7 @@ def results_name(size: int, label: str, seeds: list[int]) -> str:
 
 def category_dir(data_dir: Path, size: int) -> Path:
     """The category ``avatarsSIZE`` in ``data_dir``; an error saying how to make it when absent."""
-    from oddeye.data.masks import mvtec_category
+    from oddeye.data import mvtec_category
 
     path = Path(data_dir) / category_name(size)
     if mvtec_category(path) is None or not (path / "avatars.json").is_file():
@@ -229,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
                 "detector": name,
                 "kind": "classical" if name in CLASSICAL else "oddeye",
                 "label": args.label or method_label(name, settings),
-                "settings": _settings_record(name, settings),
+                "settings": settings_record(name, settings),
                 "seeds": seeds,
                 "data": {
                     k: meta[k] for k in ("n_train", "n_test_good", "anomalous", "mask_share", "packages")

@@ -211,7 +211,7 @@ def run_cases(
     return {
         "detector": name,
         "kind": "classical" if name in CLASSICAL else "oddeye",
-        "settings": _settings_record(name, settings, build),
+        "settings": settings_record(name, settings, build),
         "seeds": seeds,
         "auroc": auroc,
         "seconds": seconds,
@@ -246,7 +246,7 @@ def run_method(
     }
 
 
-def _settings_record(name: str, settings: dict[str, Any], build: Any = None) -> dict[str, Any]:
+def settings_record(name: str, settings: dict[str, Any], build: Any = None) -> dict[str, Any]:
     """What was asked for, and (for detectors) the build the first case resolved it to."""
     if name in CLASSICAL:
         return CLASSICAL[name]().get_params()
