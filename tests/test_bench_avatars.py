@@ -94,4 +94,76 @@ def test_same_bytes_twice_and_kept(tiny: av.Category, modules: Path, tmp_path: P
     assert (again.path / "avatars.json").stat().st_mtime_ns == stamp
     with pytest.raises(OddeyeError, match="remove it to draw again"):
         av.generate(tmp_path, 64, 8, 6, modules)
+    record = json.loads((again.path / "avatars.json").read_text())
+    (again.path / "avatars.json").write_text(json.dumps({**record, "tolerance": 1}))
+    with pytest.raises(OddeyeError, match="other tolerance; remove it"):
+        av.generate(tmp_path, 64, 6, 6, modules)  # drawn by other rules: not taken for this one
     assert not list(tmp_path.glob(".*tmp"))  # no temporary folder left
+
+
+# --------------------------------------------------------------------------------- the benchmark
+def test_knn_map_is_the_difference_to_the_nearest_image() -> None:
+    from oddeye.bench.classical import NearestNeighbour
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    test = train[[3]].copy()
+    test[0, 1, 2] = 255 - test[0, 1, 2]  # one pixel changed: still nearest to image 3
+    scores, maps = NearestNeighbour().fit(train).score_maps(test)
+    expected = ((test[0].astype(np.float32) - train[3]) / 255.0) ** 2
+    assert maps.shape == (1, 4, 4) and np.allclose(maps[0], expected.sum(-1))
+    assert np.count_nonzero(maps) == 1 and np.isclose(scores[0], np.sqrt(maps.sum()))
+
+
+class _Truth:
+    """A GroundTruth stand-in: masks from an array."""
+
+    def __init__(self, masks: np.ndarray) -> None:
+        self.masks = self
+        self._masks = masks
+
+    def mask(self, i: int) -> np.ndarray:
+        return self._masks[i]
+
+
+class _Oracle:
+    """Scores each image by its mean; its map is the truth itself."""
+
+    def __init__(self, masks: np.ndarray) -> None:
+        self._masks = masks
+
+    def score_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = [int(x[0, 0, 0]) for x in images]  # each image carries its row number
+        return images.reshape(len(images), -1).mean(1), self._masks[rows].astype(np.float32)
+
+
+def test_streamed_scores_keep_their_order_and_maps_meet_their_masks() -> None:
+    from oddeye.bench.avatars import score_streamed
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (70, 8, 8, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = np.arange(70)
+    masks = np.zeros((70, 8, 8), bool)
+    masks[35:, 2:4, 2:5] = True
+    order = rng.permutation(70)
+    out = score_streamed(_Oracle(masks), images[order], _Truth(masks), order)
+    assert np.allclose(out["scores"], images.reshape(70, -1).mean(1))  # back in the images' order
+    assert out["pixels"].pixel_auroc == 1.0 and out["pixels"].aupro == pytest.approx(1.0)
+    assert out["pixels"].n_regions == 35
+
+
+@pytest.mark.slow  # a fresh interpreter per run
+def test_bench_avatars_end_to_end(tiny: av.Category, tmp_path: Path, cli) -> None:
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli("bench", "avatars", "--data-dir", tiny.path.parent, "--sizes", "64", "--detectors", "knn",
+            "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
+    record = json.loads((results / "avatars64-knn.json").read_text())
+    assert set(record["per_defect_auroc"]) == set(av.DEFECT_NAMES)
+    assert 0.0 <= record["image_auroc"] <= 1.0 and 0.0 <= record["aupro"] <= 1.0
+    assert record["data_bytes"] == (6 + 6) * 64 * 64 * 3 and record["peak_rss_bytes"] > record["data_bytes"]
+    assert record["git_commit"] is not None or record["versions"]["oddeye"]
+    text = md.read_text()
+    assert "## Avatars" in text and "| knn | classical |" in text
+    missing = cli("bench", "avatars", "--data-dir", tmp_path, "--sizes", "64", "--no-save")
+    assert missing.code == 2 and "make bench-data" in missing.err

@@ -19,8 +19,18 @@ CHECKED = sorted((SRC / "bench").glob("*.py")) + [SRC / "serving" / "loadtest.py
 FORBIDDEN = ("oddeye.training", "oddeye.scoring", "oddeye.detectors")
 # oddeye's top-level names, and the modules a benchmark may use: itself, the data loaders as
 # oddeye.data exports them, errors, the io write helpers, progress bars and lines, the command
-# line's option parsers (oddeye.config), and the load test it drives `oddeye serve` with
-PUBLIC = set(oddeye.__all__) | {"bench", "config", "data", "errors", "io", "progress", "serving"}
+# line's option parsers (oddeye.config), the pixel metrics (as `oddeye evaluate` reports them),
+# and the load test it drives `oddeye serve` with
+PUBLIC = set(oddeye.__all__) | {
+    "bench",
+    "config",
+    "data",
+    "errors",
+    "io",
+    "pixel_metrics",
+    "progress",
+    "serving",
+}
 
 
 def references(source: str) -> list[tuple[int, str]]:

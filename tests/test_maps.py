@@ -132,3 +132,22 @@ def test_maps_are_resized_to_the_masks_size(mvtec, tmp_path: Path) -> None:
     masks = np.stack([truth.masks.mask(i) for i in range(9)])
     assert got.n_pixels == 9 * 256
     assert got.aupro == pytest.approx(PixelEvaluator().add(up, masks).result().aupro)
+
+
+def test_the_report_shows_pixel_metrics_and_regions(mvtec, cli, tmp_path: Path) -> None:
+    maps, csv, html = tmp_path / "maps", tmp_path / "p.csv", tmp_path / "r.html"
+    assert cli("score", mvtec["run"], mvtec["category"], "--out", csv, "--maps", maps, "--quiet").code == 0
+    r = cli("evaluate", csv, "--dataset", mvtec["category"], "--maps", maps, "--report", html, "--quiet")
+    assert r.code == 0, r.err
+    page = html.read_text()
+    for text in ("ROC AUC per defect", "pixel AUROC", "AUPRO (FPR &lt;= 0.3)", "green: the true region"):
+        assert text in page
+    figures = sorted(p.name for p in (tmp_path / "r_figures").iterdir())
+    assert [f for f in figures if f.startswith("local_")] == [
+        "local_1.png",
+        "local_2.png",
+        "local_3.png",
+        "local_4.png",
+    ]
+    with Image.open(tmp_path / "r_figures" / "local_1.png") as im:
+        assert im.size == (256, 256)  # a 16x16 file, enlarged for viewing

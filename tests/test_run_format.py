@@ -27,6 +27,7 @@ OTHER_CHOICE = {
     ("boss", "score"): "classifier",
     ("transform", "score"): "both",
     ("deep-svdd", "score"): "knn",
+    ("local-net", "score"): "logit",
     ("ensemble", "references"): "heldout",
     ("default", "references"): "heldout",
 }

@@ -20,7 +20,7 @@ from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_table, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
 from oddeye.io import atomic_path
-from oddeye.maps import DEFAULT_PIXEL_RULE, MapWriter, PixelThreshold, evaluate_maps, read_maps
+from oddeye.maps import DEFAULT_PIXEL_RULE, MapFiles, MapWriter, PixelThreshold, evaluate_maps, read_maps
 from oddeye.pixel_metrics import per_defect_auroc
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
@@ -305,13 +305,19 @@ def report(
     threshold: str | Threshold | None = None,
     size: tuple[int, int] | None = None,
     scores_source: str | None = None,
+    truth: GroundTruth | None = None,
+    maps: str | Path | MapFiles | None = None,
+    evaluation: Evaluation | None = None,
     progress: bool = True,
 ) -> ReportFiles:
     """``oddeye report``: an HTML report (and its figures as PNG files) of a run on ``images``.
 
     ``scores`` skips re-scoring (e.g. from a CSV); without ``run`` and ``images`` the report has the
     score sections only. ``threshold``: a rule ('fpr:0.01', 'top:0.05', 'f1', '200') or a
-    :class:`Threshold`; by default the run's own.
+    :class:`Threshold`; by default the run's own. With ``truth`` (masks and image files, as an
+    MVTec AD category gives) and ``maps`` (the folder ``score --maps`` wrote), the most anomalous
+    images are shown at full size with their true and found regions; ``evaluation`` adds the
+    per-defect and pixel metrics to the summary.
     """
     det = run if isinstance(run, Detector) or run is None else load(run, progress=progress)
     data = det.prepare(images, size=size) if det is not None and images is not None else None
@@ -337,6 +343,9 @@ def report(
         data=data,
         threshold=threshold,
         title=f"oddeye report: {det.detector}" if det is not None else "oddeye report",
+        truth=truth,
+        maps=read_maps(maps) if isinstance(maps, (str, Path)) else maps,
+        evaluation=evaluation,
     )
     return write_report(out, inputs, progress=progress)
 

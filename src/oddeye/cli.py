@@ -48,7 +48,8 @@ EXAMPLES = {
     "  oddeye bench speed --detectors cnn-bn --max-images 20000\n"
     "  oddeye bench large --n 1000000\n"
     "  oddeye bench outliers --planted 0.05\n"
-    "  oddeye bench avatars-data --size 64 --n-train 3000 --n-test 1000",
+    "  oddeye bench avatars-data --size 64 --n-train 3000 --n-test 1000\n"
+    "  oddeye bench avatars --sizes 64 --detectors default,pixel-knn,knn",
 }
 
 
@@ -285,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_args.maps(bench.add_parser("maps", help=what, description=what))
     what = "oddeye outliers on Fashion-MNIST with planted images: precision, beside cleanlab's outlier check"
     bench_args.outliers(bench.add_parser("outliers", help=what, description=what))
+    what = "local anomalies with exact masks on cartoon faces: image and pixel AUROC, AUPRO, time, RSS"
+    bench_args.avatars(bench.add_parser("avatars", help=what, description=what))
     what = "draw one category of the avatars benchmark: cartoon faces, anomalies with exact masks (node)"
     bench_args.avatars_data(bench.add_parser("avatars-data", help=what, description=what))
     what = "train/score images/s at the homework scale: ours vs a course-style loop"

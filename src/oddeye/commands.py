@@ -130,7 +130,9 @@ def _write_report(
     scores: np.ndarray,
     labels: np.ndarray | None,
     threshold: Threshold | None,
+    **local: Any,
 ) -> None:
+    """``local``: :func:`oddeye.report`'s truth, maps and evaluation, where they are known."""
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     files = oddeye.report(
         det,
@@ -143,6 +145,7 @@ def _write_report(
         threshold=threshold,
         scores_source=args.scores if det is None or data is None else None,
         progress=not args.quiet,
+        **local,
     )
     print(f"wrote {files.html} (figures as PNG files in {files.html.stem}_figures/)")
 
@@ -174,7 +177,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{name:<19}{value}")
     if args.report:
         data = det.prepare(args.images) if det is not None and args.images else None
-        _write_report(args, args.report, det, data, scores, labels, threshold)
+        local = {"truth": truth, "maps": args.maps, "evaluation": result}
+        _write_report(args, args.report, det, data, scores, labels, threshold, **local)
     return 0
 
 

@@ -43,6 +43,7 @@ DEFAULT_PIXEL_RULE = "fpr:0.01"
 OVERLAY_SIDE = 256  # overlays are enlarged by a whole factor until the shorter side reaches this
 OVERLAY_ALPHA = 0.5  # the heat colour's weight where the map is at the top of its scale
 OUTLINE = (0.0, 1.0, 1.0)  # cyan: the region above the pixel threshold
+TRUE_OUTLINE = (0.2, 1.0, 0.2)  # green: the true region (a mask)
 COLORMAP = "inferno"
 
 
@@ -162,9 +163,12 @@ def check_maps_folder(folder: Path) -> None:
         )
 
 
-def overlay(image: np.ndarray, amap: np.ndarray, threshold: PixelThreshold | None) -> Image.Image:
+def overlay(
+    image: np.ndarray, amap: np.ndarray, threshold: PixelThreshold | None, truth: np.ndarray | None = None
+) -> Image.Image:
     """``image`` (H, W, C) in [0, 1] under ``amap`` (H, W) as a heat overlay, enlarged for
-    viewing, with the outline of the pixels above ``threshold`` in cyan."""
+    viewing, with the outline of the pixels above ``threshold`` in cyan, and that of a true
+    region (a mask of the image's size) in green."""
     from matplotlib import colormaps
     from scipy import ndimage
 
@@ -180,9 +184,12 @@ def overlay(image: np.ndarray, amap: np.ndarray, threshold: PixelThreshold | Non
     colours = colormaps[COLORMAP](level)[..., :3]
     alpha = OVERLAY_ALPHA * level[..., None]
     out = (1 - alpha) * rgb + alpha * colours
-    if threshold is not None:
-        region = threshold.flag(heat)
-        out[region & ~ndimage.binary_erosion(region, iterations=max(1, scale // 4))] = OUTLINE
+    width = max(1, scale // 4, min(h, w) * scale // 256)
+    for region, colour in ((truth, TRUE_OUTLINE), (threshold.flag(heat) if threshold else None, OUTLINE)):
+        if region is not None:
+            if region.shape != heat.shape:
+                region = np.asarray(Image.fromarray(region).resize(big, Image.Resampling.NEAREST))
+            out[region & ~ndimage.binary_erosion(region, iterations=width)] = colour
     return Image.fromarray((out * 255).round().astype(np.uint8))
 
 

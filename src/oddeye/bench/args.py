@@ -19,18 +19,34 @@ from oddeye.config import TrainConfig, add_set_option, parse_dims
 
 DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
 EMOJI_METHODS = "default,pca,knn,pixel-knn,cnn-bn"
+AVATARS_METHODS = "default,knn,pixel-knn,hog-knn"
 MIN_CATEGORY = 80  # images (variants included) for a category to be a one-class case
 LOOPS = ("ours", "course")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> None:
-    """The options every accuracy benchmark shares: what to run, seeds, settings, where it goes."""
+def add_run_arguments(
+    parser: argparse.ArgumentParser, default_methods: str, contamination: bool = True
+) -> None:
+    """The options every accuracy benchmark shares: what to run, seeds, settings, where it goes
+    (and ``--contamination``, where the benchmark has an anomalous kind to contaminate with)."""
     parser.add_argument(
         "--detectors",
         default=default_methods,
         help=f"comma list of detectors and references (pca, knn); default {default_methods}",
     )
     parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
+    if contamination:
+        _contamination(parser)
+    add_set_option(parser, "settings", "training setting or detector parameter for all")
+    parser.add_argument(
+        "--label",
+        help="name for the results (one detector only); default: the detector's name, plus its "
+        "parameters when --set gives any (e.g. transform-score-both)",
+    )
+    add_output_arguments(parser)
+
+
+def _contamination(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--contamination",
         default="0",
@@ -39,13 +55,6 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_methods: str) -> 
         "set replaced by images of the anomalous kind (other classes; Twitter's drawings for emoji "
         "style), the same images for every detector (drawn per seed and case); 0 (default) = clean",
     )
-    add_set_option(parser, "settings", "training setting or detector parameter for all")
-    parser.add_argument(
-        "--label",
-        help="name for the results (one detector only); default: the detector's name, plus its "
-        "parameters when --set gives any (e.g. transform-score-both)",
-    )
-    add_output_arguments(parser)
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,6 +97,22 @@ def emoji(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--validation", action="store_true", help="the validation protocol: training split only (choose here)"
+    )
+
+
+def avatars(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench avatars``."""
+    add_run_arguments(parser, AVATARS_METHODS, contamination=False)
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=AVATARS_DIR,
+        help=f"the categories avatarsSIZE (default {AVATARS_DIR})",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="64,256",
+        help="comma list of sizes: avatars64, avatars256, avatars1024 (default 64,256)",
     )
 
 

@@ -9,7 +9,9 @@ twice from the same seed, once as normal and once with one part forced; the styl
 generator makes the same draws whatever the options, so every other part stays, and the mask is
 where the two drawings differ. Two defects replace a part every face has at its place (the mouth,
 the graphic on a graphic shirt) and one adds a part (a moustache on a face drawn without facial
-hair), so the change is always small and local.
+hair), so the change is always small and local. A change hardly visible at the size (a skull on
+a white shirt or under a hijab, a moustache the colour of the skin) is drawn again from another
+seed, ``SEED-rK``; ``avatars.json`` lists those.
 
 Written as MVTec AD folders, one category per size: ``avatarsSIZE/train/good/000000.png``,
 ``test/good/``, ``test/DEFECT/`` and ``ground_truth/DEFECT/000000_mask.png`` (0/255, mode L),
@@ -45,7 +47,8 @@ EXCLUDED = {
 }
 TOLERANCE = 8  # a channel differing by more (of 255) is a changed pixel: the mask
 VISIBLE = 32  # an anomaly's median difference over its mask is at least this, else it is redrawn
-REDRAWS = 100  # attempts at a seed whose forced part changes nothing visible at the size
+MIN_AREA = 0.003  # and its mask covers at least this share of the image (a skull under a hijab: not)
+REDRAWS = 100  # attempts at a seed whose forced part shows hardly at all at the size
 
 
 @dataclass(frozen=True)
@@ -181,17 +184,18 @@ def pair_jobs(defect: Defect, seed: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def visible_mask(normal: np.ndarray, odd: np.ndarray) -> np.ndarray | None:
-    """The mask of an anomaly's change, or None when it is empty or faint (its median difference
-    under ``VISIBLE``: a skull on a white shirt, a moustache the colour of the skin)."""
+    """The mask of an anomaly's change, or None when it is hardly visible: faint (its median
+    difference under ``VISIBLE``: a skull on a white shirt, a moustache the colour of the skin) or
+    tiny (under ``MIN_AREA`` of the image: a shirt's graphic all but hidden by a hijab)."""
     import numpy as np
 
     diff = difference(normal, odd)
     mask = diff > TOLERANCE
-    return mask if mask.any() and np.median(diff[mask]) >= VISIBLE else None
+    return mask if mask.mean() >= MIN_AREA and np.median(diff[mask]) >= VISIBLE else None
 
 
 def redrawn(renderer: Renderer, defect: Defect, seed: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(image, mask, K) for a seed whose change was not visible: drawn again as ``SEED-rK``, the first
+    """(image, mask, K) for a seed whose change was hardly visible: drawn again as ``SEED-rK``, the first
     K = 1, 2, ... that shows one."""
     for k in range(1, REDRAWS):
         normal, odd = renderer.draw_all(pair_jobs(defect, f"{seed}-r{k}"))
@@ -281,6 +285,18 @@ def _chunks(seq: Sequence[Item], k: int) -> Iterator[Sequence[Item]]:
         yield seq[start : start + step]
 
 
+def rules() -> dict[str, Any]:
+    """How a category is drawn, besides its size and counts (JSON-like: as ``avatars.json`` has it)."""
+    return {
+        "packages": list(PACKAGES),
+        "excluded_from_normal": EXCLUDED,
+        "defects": {d.name: {"forced": d.part, "both_drawings": d.both} for d in DEFECTS},
+        "tolerance": TOLERANCE,
+        "visible": VISIBLE,
+        "min_area": MIN_AREA,
+    }
+
+
 @dataclass
 class Category:
     """What :func:`generate` wrote (the contents of ``avatars.json``)."""
@@ -299,12 +315,8 @@ class Category:
         return {
             "category": self.path.name,
             "size": self.size,
-            "packages": list(PACKAGES),
-            "excluded_from_normal": EXCLUDED,
-            "defects": {d.name: {"forced": d.part, "both_drawings": d.both} for d in DEFECTS},
-            "tolerance": TOLERANCE,
-            "visible": VISIBLE,
-            "seeds": "train-I, test-good-I, test-DEFECT-I (SEED-rK where a change was empty or faint)",
+            **rules(),
+            "seeds": "train-I, test-good-I, test-DEFECT-I (SEED-rK where a change was faint or tiny)",
             "n_train": self.n_train,
             "n_test_good": self.n_test_good,
             "anomalous": self.anomalous,
@@ -374,7 +386,8 @@ def generate(
 
 
 def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | None:
-    """The category at ``path`` when complete with these counts; an error when it holds others."""
+    """The category at ``path`` when complete with these counts and rules; an error when it holds
+    others (nothing is removed that someone may be using)."""
     try:
         rec = json.loads((path / "avatars.json").read_text())
     except (OSError, ValueError):
@@ -389,6 +402,12 @@ def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | N
         raise OddeyeError(
             f"{path}: expected size {size}, {n_train} train, {n_test} test images, found size {found[0]}, "
             f"{found[1]} train, {found[2]} + {sum((found[3] or {}).values())} test; remove it to draw again"
+        )
+    changed = sorted(k for k, v in rules().items() if rec.get(k) != v)
+    if changed:
+        raise OddeyeError(
+            f"{path}: expected a category drawn by this generator, found one drawn with other "
+            f"{', '.join(changed)}; remove it to draw again"
         )
     return Category(
         path,

@@ -174,7 +174,7 @@ def results_name(
 # ------------------------------------------------------------------------------------------- CLI
 def run(args: argparse.Namespace) -> int:
     """``oddeye bench emoji``: run, print the tables, save JSON, regenerate the markdown."""
-    from oddeye.bench.report import emoji_table, write_markdown
+    from oddeye.bench.report import emoji_table, regenerate
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -214,7 +214,5 @@ def run(args: argparse.Namespace) -> int:
                     file = results_name(protocol, record["label"], seeds, args.validation, fraction)
                     write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
             print(emoji_table(results))
-    if not args.no_save:
-        write_markdown(Path(args.results_dir), Path(args.markdown))
-        print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")
+    regenerate(args)
     return 0

@@ -211,7 +211,7 @@ def run_cases(
     return {
         "detector": name,
         "kind": "classical" if name in CLASSICAL else "oddeye",
-        "settings": _settings_record(name, settings, build),
+        "settings": settings_record(name, settings, build),
         "seeds": seeds,
         "auroc": auroc,
         "seconds": seconds,
@@ -246,7 +246,7 @@ def run_method(
     }
 
 
-def _settings_record(name: str, settings: dict[str, Any], build: Any = None) -> dict[str, Any]:
+def settings_record(name: str, settings: dict[str, Any], build: Any = None) -> dict[str, Any]:
     """What was asked for, and (for detectors) the build the first case resolved it to."""
     if name in CLASSICAL:
         return CLASSICAL[name]().get_params()
@@ -310,7 +310,7 @@ def fractions(text: str) -> list[float]:
 
 def run(args: argparse.Namespace, dataset: str) -> int:
     """``oddeye bench fmnist|digits``: run, print the table, save JSON, regenerate the markdown."""
-    from oddeye.bench.report import oneclass_table, write_markdown
+    from oddeye.bench.report import oneclass_table, regenerate
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     for name in names:  # unknown names fail now, listing the valid ones
@@ -340,7 +340,5 @@ def run(args: argparse.Namespace, dataset: str) -> int:
             print(f"\n{dataset}{contamination_desc(fraction)}")
         published = PUBLISHED[dataset] if classes == list(range(10)) and not fraction else []
         print(oneclass_table(results, published))
-    if not args.no_save:
-        write_markdown(Path(args.results_dir), Path(args.markdown))
-        print(f"\nresults in {args.results_dir}/, {args.markdown} regenerated")
+    regenerate(args)
     return 0

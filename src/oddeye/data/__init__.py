@@ -10,14 +10,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
+    "GroundTruth": "oddeye.data.masks",
     "ImageSet": "oddeye.data.imageset",
     "Normalisation": "oddeye.data.imageset",
     "as_imageset": "oddeye.data.imageset",
     "digits_classes": "oddeye.data.loaders",
     "digits_one_class": "oddeye.data.loaders",
+    "ground_truth": "oddeye.data.masks",
     "image_files": "oddeye.data.loaders",
     "load_images": "oddeye.data.loaders",
     "load_labels": "oddeye.data.loaders",
+    "mvtec_category": "oddeye.data.masks",
     "read_idx": "oddeye.data.loaders",
     "write_homework_digits": "oddeye.data.loaders",
 }
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
         read_idx,
         write_homework_digits,
     )
+    from oddeye.data.masks import GroundTruth, ground_truth, mvtec_category  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

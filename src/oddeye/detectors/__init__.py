@@ -6,6 +6,7 @@ from oddeye.detectors import (  # noqa: F401  (registers the families)
     descriptors,
     ensemble,
     ladder,
+    localnet,
     memory,
     patches,
     svdd,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime
 import html
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,10 @@ from oddeye.runs import all_histories, metadata
 from oddeye.thresholds import Threshold, threshold_rows
 
 if TYPE_CHECKING:
+    from oddeye.data.masks import GroundTruth
     from oddeye.estimator import Detector
+    from oddeye.evaluation import Evaluation
+    from oddeye.maps import MapFiles
 
 
 @dataclass
@@ -39,6 +43,9 @@ class ReportInputs:
     data: ImageSet | None = None  # the scored images, as the detector sees them
     threshold: Threshold | None = None
     title: str = "oddeye report"
+    truth: GroundTruth | None = None  # labels, defect types and masks (e.g. an MVTec AD category)
+    maps: MapFiles | None = None  # the scored images' maps on disk (score --maps)
+    evaluation: Evaluation | None = None  # per-defect and pixel metrics already computed
 
 
 @dataclass
@@ -72,6 +79,7 @@ def write_report(
         lambda: _histogram_section(inputs),
         lambda: _roc_section(inputs),
         lambda: _image_sections(inputs, n_images),
+        lambda: _local_sections(inputs),
         lambda: _set_aside_section(inputs),
         lambda: _reconstruction_section(inputs),
         lambda: _latent_section(inputs, embed_max, tsne_max, seed, progress),
@@ -178,6 +186,39 @@ def _image_sections(inputs: ReportInputs, n: int) -> list[Section]:
         fig = plots.image_grid_figure(display_images(inputs.data, index), captions, title, colours)
         caption = f"The {len(index)} {title.lower()}, each with its image id and score.{framed}"
         sections.append(Section(key, title, caption, plots.png_bytes(fig)))
+    return sections
+
+
+def _local_sections(inputs: ReportInputs, n: int = 4) -> list[Section]:
+    """The ``n`` highest-scoring images at their files' full size, under their map (resized to
+    it), with the true regions' outline (green) and the found one's (cyan, above the pixel
+    threshold): needs the truth's image files, its masks and the maps."""
+    truth, maps = inputs.truth, inputs.maps
+    if truth is None or truth.masks is None or truth.images is None or maps is None:
+        return []
+    from PIL import Image
+
+    from oddeye.maps import overlay, resize_map
+
+    sections = []
+    threshold = maps.threshold
+    found = f"cyan: above the {threshold.describe()}" if threshold is not None else "no pixel threshold"
+    for rank, i in enumerate(np.argsort(-inputs.scores, kind="stable")[:n]):
+        i = int(i)
+        mask = truth.masks.mask(i)
+        with Image.open(truth.images[i]) as im:
+            image = np.asarray(im.convert("RGB").resize(mask.shape[::-1])) / 255.0
+        picture = overlay(image, resize_map(maps.map(i), mask.shape), threshold, truth=mask)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        name = truth.paths[i] if truth.paths is not None else f"#{i}"
+        caption = (
+            f"{name} ({truth.defects[i]}; score {inputs.scores[i]:.4g}, one of the {n} highest) at "
+            f"{mask.shape[0]}x{mask.shape[1]}: its anomaly map as a heat overlay; green: the true region; "
+            f"{found}."
+        )
+        title = f"Local anomaly {rank + 1}: {name}"
+        sections.append(Section(f"local_{rank + 1}", title, caption, buffer.getvalue()))
     return sections
 
 
@@ -335,6 +376,13 @@ def summary_rows(inputs: ReportInputs) -> list[tuple[str, str]]:
         rows.append(("average precision", f"{ev.average_precision:.4f}"))
     if inputs.threshold is not None:
         rows += threshold_rows(inputs.threshold, s, inputs.labels)
+    ev = inputs.evaluation
+    if ev is not None and ev.per_defect:
+        rows.append(("ROC AUC per defect", ", ".join(f"{k} {v:.4f}" for k, v in ev.per_defect.items())))
+    if ev is not None and ev.pixel is not None:
+        px = ev.pixel
+        rows.append(("pixel AUROC", f"{px.pixel_auroc:.4f}"))
+        rows.append((f"AUPRO (FPR <= {px.fpr_limit:g})", f"{px.aupro:.4f} ({px.n_regions} regions)"))
     return rows
 
 

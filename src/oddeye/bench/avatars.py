@@ -1,0 +1,249 @@
+"""``oddeye bench avatars``: local anomalies with exact masks, cartoon faces at 64, 256 and 1024 pixels.
+
+The data (``oddeye bench avatars-data``, run by ``make bench-data``; see ``avatars_data``): MVTec
+AD folders ``avatarsSIZE/``, normal DiceBear faces to train on, and test faces half normal, half
+with one odd part (a vomiting mouth, a skull on the shirt, a magnum moustache; about 1-1.5% of
+the image) whose masks are exactly where the drawing changed.
+
+For each size and detector: fit on ``train/good`` through the public API, score ``test/`` with
+maps batch by batch, and record the image AUROC (overall and per defect), the pixel AUROC and
+AUPRO (FPR <= 0.3) of the maps, train and score seconds, and the peak RSS against the uint8 size
+of the data (the goal: at most twice that plus 1 GB). Each run is a fresh process, so its peak
+RSS is its own. ``knn`` is the 1-NN reference on raw pixels; its map is the squared difference
+to the nearest training image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import oddeye
+from oddeye.bench.avatars_data import DEFECT_NAMES, category_name
+from oddeye.bench.classical import CLASSICAL
+from oddeye.bench.oneclass import Estimator, int_list, make_method, method_label, safe_name, settings_record
+from oddeye.errors import OddeyeError
+from oddeye.io import write_text
+
+BATCH = 32  # test images a reference (knn) scores at a time; detectors use their score_batch_size
+RSS_SLACK = 10**9  # the memory goal: peak RSS <= 2 x the uint8 data + 1 GB
+MIX_SEED = 0  # the order the test images are scored in: normal and anomalous mixed
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: ``detector`` (seeded) trained and scored on the category folder ``category``."""
+
+    category: str
+    detector: str
+    seed: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def results_of(method: Estimator, images: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(scores (B,), maps (B, H, W) or None) batch by batch, in order: a detector's own streaming
+    (:meth:`~oddeye.Detector.iter_infer`), a reference's ``BATCH`` images at a time."""
+    if isinstance(method, oddeye.Detector):
+        for out in method.iter_infer(method.prepare(images), maps=True):
+            yield out.scores, out.anomaly_maps
+        return
+    for start in range(0, len(images), BATCH):
+        x = images[start : start + BATCH]
+        yield method.score_maps(x) if hasattr(method, "score_maps") else (method.score(x), None)
+
+
+def score_streamed(method: Estimator, images: np.ndarray, truth: Any, order: np.ndarray) -> dict[str, Any]:
+    """Scores and pixel metrics of test images given as ``images[k]`` = ``truth``'s image
+    ``order[k]`` (a :class:`~oddeye.data.masks.GroundTruth`'s order, shuffled so that a binned
+    :class:`~oddeye.pixel_metrics.PixelEvaluator` fixes its bins on normal and anomalous pixels
+    both); the maps come and go a batch at a time. Scores are returned in ``truth``'s order."""
+    from oddeye.pixel_metrics import PixelEvaluator
+
+    scores = np.empty(len(images), np.float64)
+    evaluator, seconds, done, with_maps = PixelEvaluator(), 0.0, 0, True
+    batches = results_of(method, images)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        seconds += time.perf_counter() - start
+        if batch is None:
+            break
+        rows = order[done : done + len(batch[0])]
+        scores[rows], maps = batch
+        done += len(rows)
+        with_maps = with_maps and maps is not None
+        if with_maps:
+            masks = np.stack([truth.masks.mask(int(i)) for i in rows])
+            if maps.shape != masks.shape:  # maps come at the input's size, the images' own here
+                raise OddeyeError(
+                    f"anomaly maps {maps.shape[1:]}: expected the images' size {masks.shape[1:]}"
+                )
+            evaluator.add(maps, masks)
+    return {"scores": scores, "pixels": evaluator.result() if with_maps else None, "score_seconds": seconds}
+
+
+def measure(job: Job) -> dict[str, Any]:
+    """Train and score one job, in this process (a fresh one: its peak RSS is the run's)."""
+    import dataclasses
+    import resource
+
+    from sklearn.metrics import roc_auc_score
+
+    from oddeye.bench.provenance import provenance
+    from oddeye.data import ground_truth, load_images
+    from oddeye.pixel_metrics import per_defect_auroc
+
+    category = Path(job.category)
+    train = load_images(category / "train" / "good", progress=False)
+    test = load_images(category / "test", progress=False)
+    truth = ground_truth(category, paths=test.paths)
+    order = np.random.default_rng(MIX_SEED).permutation(len(test))
+    data_bytes, n_test = int(train.array.nbytes + test.array.nbytes), len(test)
+    mixed = np.asarray(test.array)[order]  # (N, H, W, C) uint8: replaces the loaded order
+    del test
+    start = time.perf_counter()
+    method = make_method(job.detector, job.seed, job.settings)
+    method.fit(train.array)
+    train_seconds = time.perf_counter() - start
+    out = score_streamed(method, mixed, truth, order)
+    pixels = out["pixels"]
+    return {
+        "seed": job.seed,
+        "image_auroc": float(roc_auc_score(truth.labels, out["scores"])),
+        "per_defect_auroc": per_defect_auroc(out["scores"], truth.labels, truth.defects),
+        "pixel_auroc": None if pixels is None else pixels.pixel_auroc,
+        "aupro": None if pixels is None else pixels.aupro,
+        "pixel_evaluation": None if pixels is None else dataclasses.asdict(pixels),
+        "train_seconds": train_seconds,
+        "score_seconds": out["score_seconds"],
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "data_bytes": data_bytes,
+        "n_train": len(train),
+        "n_test": n_test,
+        "provenance": provenance(getattr(method, "device_", "cpu")),
+    }
+
+
+def _measure_safely(job: Job) -> dict[str, Any]:
+    """:func:`measure`, its oddeye errors passed back as text (some do not survive pickling)."""
+    try:
+        return measure(job)
+    except OddeyeError as e:
+        return {"error": str(e)}
+
+
+def in_fresh_process(job: Job) -> dict[str, Any]:
+    """:func:`measure` in a new (spawned) interpreter, so that nothing of this one counts."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = pool.submit(_measure_safely, job).result()
+    if "error" in result:
+        raise OddeyeError(result["error"])
+    return result
+
+
+def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over seeds (the largest peak RSS), and the memory goal."""
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in runs if r[key] is not None]
+        return float(np.mean(values)) if values else None
+
+    data = runs[0]["data_bytes"]
+    peak = max(r["peak_rss_bytes"] for r in runs)
+    return {
+        "image_auroc": mean("image_auroc"),
+        "per_defect_auroc": {
+            d: float(np.mean([r["per_defect_auroc"][d] for r in runs])) for d in DEFECT_NAMES
+        },
+        "pixel_auroc": mean("pixel_auroc"),
+        "aupro": mean("aupro"),
+        "train_seconds": mean("train_seconds"),
+        "score_seconds": mean("score_seconds"),
+        "peak_rss_bytes": peak,
+        "data_bytes": data,
+        "rss_goal_bytes": 2 * data + RSS_SLACK,
+        "within_rss_goal": peak <= 2 * data + RSS_SLACK,
+    }
+
+
+def results_name(size: int, label: str, seeds: list[int]) -> str:
+    stem = f"avatars{size}-{safe_name(label)}"
+    return stem + ("" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))) + ".json"
+
+
+def category_dir(data_dir: Path, size: int) -> Path:
+    """The category ``avatarsSIZE`` in ``data_dir``; an error saying how to make it when absent."""
+    from oddeye.data import mvtec_category
+
+    path = Path(data_dir) / category_name(size)
+    if mvtec_category(path) is None or not (path / "avatars.json").is_file():
+        raise OddeyeError(
+            f"{path}: expected the avatars category (train/good, test/, ground_truth/, avatars.json), found "
+            f"it missing; run 'make bench-data' or 'oddeye bench avatars-data --size {size} --out {data_dir}'"
+        )
+    return path
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def run(args: argparse.Namespace) -> int:
+    """``oddeye bench avatars``: run, print the table, save JSON, regenerate the markdown."""
+    from oddeye.bench.report import avatars_table, regenerate
+
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    sizes = int_list(args.sizes, "sizes", 8)
+    seeds = int_list(args.seeds, "seeds")
+    settings = dict(args.settings)
+    if args.label and len(names) != 1:
+        raise OddeyeError("--label names the results of one detector; give one name in --detectors")
+    categories = {size: category_dir(args.data_dir, size) for size in sizes}
+    for size in sizes:  # bad names or settings fail now, before hours of training
+        for name in names:
+            if name not in CLASSICAL:
+                oddeye.create(name, **settings).build((size, size, 3))
+    results = []
+    for size, category in categories.items():
+        meta = json.loads((category / "avatars.json").read_text())
+        for name in names:
+            runs = []
+            for seed in seeds:
+                runs.append(in_fresh_process(Job(str(category), name, seed, settings)))
+                r = runs[-1]
+                pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
+                print(
+                    f"{category.name} {name} seed {seed}: image AUROC {r['image_auroc']:.3f}, pixel AUROC / "
+                    f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s, "
+                    f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB",
+                    flush=True,
+                )
+            record = {
+                "benchmark": "avatars",
+                "dataset": category.name,
+                "size": size,
+                "detector": name,
+                "kind": "classical" if name in CLASSICAL else "oddeye",
+                "label": args.label or method_label(name, settings),
+                "settings": settings_record(name, settings),
+                "seeds": seeds,
+                "data": {
+                    k: meta[k] for k in ("n_train", "n_test_good", "anomalous", "mask_share", "packages")
+                },
+                **summary(runs),
+                "runs": [{k: v for k, v in r.items() if k != "provenance"} for r in runs],
+                **runs[0]["provenance"],
+            }
+            results.append(record)
+            if not args.no_save:
+                file = results_name(size, record["label"], seeds)
+                write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
+    print(avatars_table(results))
+    regenerate(args)
+    return 0
