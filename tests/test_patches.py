@@ -108,3 +108,78 @@ def test_the_bank_is_bounded_by_max_bank_and_max_side_whatever_the_image_size() 
         out = model.infer(x[:3], maps=True)
         assert out.anomaly_map.shape == (3, side, side)
     assert sizes[32] == sizes[96] and sizes[32][2] == 10
+
+
+def stripes(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """A texture: diagonal stripes of one period at a random phase in every image (nothing aligned)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    gray = 128 + 90 * np.sin((yy + xx)[None] * (2 * np.pi / 8) + phase) + rng.normal(0, 3, (n, size, size))
+    return np.repeat(gray[..., None], 3, -1).clip(0, 255).astype(np.uint8)
+
+
+def test_anywhere_finds_a_spot_in_a_texture_and_leaves_each_reference_image_out() -> None:
+    train = stripes(80)
+    normal = stripes(20, seed=1)
+    odd, _ = with_spot(stripes(20, seed=2))
+    det = oddeye.create(
+        "patch-knn", progress=False, max_side=32, patches=(4,), match="anywhere", max_patches=4000
+    ).fit(train)
+    from sklearn.metrics import roc_auc_score
+
+    s = det.score(np.concatenate([normal, odd]))
+    assert roc_auc_score(np.r_[np.zeros(20), np.ones(20)], s) > 0.95
+    model = det.model_
+    assert model.bank0.shape[:2] == (1, 1) and model.bank0.shape[2] == 4000
+    assert model.owners0.max() < len(model.owners0) and (model.mean0 > 0).all()  # none matched itself
+
+
+def test_candidate_distances_equal_the_full_search_when_every_image_is_a_candidate() -> None:
+    from oddeye.detectors.patches import candidate_distances
+
+    torch.manual_seed(1)
+    bank = pad_positions(torch.randn(3, 4, 6, 5), 1)
+    norms = bank.pow(2).sum(-1)
+    queries = torch.randn(4, 3, 4, 5)
+    full = near_distances(queries, bank, norms, 1)
+    every = torch.arange(6).repeat(4, 1)
+    torch.testing.assert_close(candidate_distances(queries, bank, norms, 1, every), full, atol=1e-4, rtol=0)
+    some = torch.tensor([[0, 1], [2, 3], [4, 5], [1, 4]])
+    expected = torch.stack(
+        [
+            near_distances(queries[b : b + 1], bank[:, :, some[b]], norms[:, :, some[b]], 1)[0]
+            for b in range(4)
+        ]
+    )
+    torch.testing.assert_close(
+        candidate_distances(queries, bank, norms, 1, some), expected, atol=1e-4, rtol=0
+    )
+
+
+def test_candidates_are_the_images_laid_out_alike_and_never_the_reference_itself() -> None:
+    det = oddeye.create("patch-knn", progress=False, max_side=32, patches=(4,), candidates=5).fit(faces(40))
+    model = det.model_
+    refs = torch.arange(10)
+    picked = model._candidates(model.layouts[refs], refs)
+    assert picked.shape == (10, 5) and not (picked == refs.view(-1, 1)).any()
+    odd, _ = with_spot(faces(10, seed=2))
+    s = det.score(np.concatenate([faces(10, seed=1), odd]))
+    assert s[10:].mean() > s[:10].mean()
+
+
+def test_default_gives_its_local_view_half_the_fused_score_and_keeps_it_when_rebuilt(tmp_path) -> None:
+    from oddeye.detectors.registry import record_of
+
+    det = oddeye.create("default", progress=False).fit(faces(60))
+    model = det.model_
+    labels = [m.label for m in model.detectors]
+    assert labels[-1] == "patch-knn"
+    torch.testing.assert_close(model.fusion.weights, torch.tensor([1 / 6, 1 / 6, 1 / 6, 0.5]))
+    record = record_of(model)
+    assert [m["detector"] for m in record.params["local_members"]] == ["patch-knn"]
+    det.save(tmp_path / "run")
+    again = oddeye.load(tmp_path / "run", progress=False)
+    torch.testing.assert_close(again.model_.fusion.weights, model.fusion.weights)
+    images = faces(8, seed=3)
+    np.testing.assert_array_equal(again.score(images), det.score(images))

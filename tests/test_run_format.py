@@ -30,6 +30,8 @@ OTHER_CHOICE = {
     ("local-net", "score"): "logit",
     ("ensemble", "references"): "heldout",
     ("default", "references"): "heldout",
+    ("default", "local_members"): ("patch-knn:patches=[4]",),
+    ("patch-knn", "match"): "anywhere",
 }
 TEST = REGISTRY_TEST
 

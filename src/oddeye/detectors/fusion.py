@@ -9,16 +9,24 @@ from torch import nn
 
 
 class ScoreFusion(nn.Module):
-    """Mean of z-scores: each component standardised by the mean and spread of its scores on
-    held-out normal training images (never on test data), then averaged with equal weights.
+    """Weighted mean of z-scores: each component standardised by the mean and spread of its scores
+    on held-out normal training images (never on test data), then averaged with ``weights``
+    (equal by default; they sum to 1).
 
-    ``loc`` and ``scale`` are buffers, so the fitted scale is saved with the model.
+    ``loc`` and ``scale`` are buffers, so the fitted scale is saved with the model; the weights
+    come from the ensemble's parameters, which the run records.
     """
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, weights: list[float] | None = None) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
+        w = (
+            torch.full((n,), 1.0 / max(n, 1))
+            if weights is None
+            else torch.tensor(weights, dtype=torch.float32)
+        )
+        self.weights = w / w.sum() if n else w
 
     @torch.no_grad()
     def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
@@ -35,7 +43,8 @@ class ScoreFusion(nn.Module):
 
     def forward(self, components: torch.Tensor) -> torch.Tensor:
         """(B, n) component scores -> (B,) fused score (higher = more anomalous)."""
-        return ((components.float() - self.loc) / self.scale).mean(1)
+        z = (components.float() - self.loc) / self.scale
+        return (z * self.weights.to(z.device)).sum(1)
 
 
 def collect(

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, InferenceBatch
-from oddeye.detectors.memory import count_of, gaussian_blur, grow, reduced_size, shrink, spaced
+from oddeye.detectors.memory import count_of, gaussian_blur, grow, nearest, reduced_size, shrink, spaced
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
 
@@ -58,18 +58,20 @@ def near_distances(
     norms: torch.Tensor,
     radius: int,
     exclude: torch.Tensor | None = None,
+    owners: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(B, gh, gw) distance from each query patch to the nearest bank patch at the same position or
     one up to ``radius`` grid steps away.
 
     ``queries``: (B, gh, gw, d); ``bank``: (gh + 2r, gw + 2r, N, d), its padded positions far from
     everything, and ``norms`` its rows' squared lengths (gh + 2r, gw + 2r, N). ``exclude``: (B,)
-    the bank image each query must not match (its own: leave one out). Computed in blocks of
+    the bank image each query must not match (its own: leave one out), ``owners`` (N,) the image
+    each bank column comes from (default: column j, image j). Computed in blocks of
     queries and bank images, so the temporaries stay small at any bank size.
     """
     b, gh, gw, _ = queries.shape
     if torch.compiler.is_exporting():  # one graph for any batch size: no blocks of queries
-        return _near_block(queries, bank, norms, radius, exclude)
+        return _near_block(queries, bank, norms, radius, exclude, owners)
     step = max(1, NEAR_BLOCK // max(1, gh * gw * min(bank.shape[2], NEAR_CHUNK)))  # queries per block
     return torch.cat(
         [
@@ -79,6 +81,7 @@ def near_distances(
                 norms,
                 radius,
                 None if exclude is None else exclude[q0 : q0 + step],
+                owners,
             )
             for q0 in range(0, b, step)
         ]
@@ -86,7 +89,12 @@ def near_distances(
 
 
 def _near_block(
-    queries: torch.Tensor, bank: torch.Tensor, norms: torch.Tensor, radius: int, exclude: torch.Tensor | None
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    norms: torch.Tensor,
+    radius: int,
+    exclude: torch.Tensor | None,
+    owners: torch.Tensor | None,
 ) -> torch.Tensor:
     _, gh, gw, _ = queries.shape
     n = bank.shape[2]
@@ -104,11 +112,62 @@ def _near_block(
                     norms_all[..., start : start + NEAR_CHUNK], q, rows.transpose(1, 2), alpha=-2
                 )
                 if own is not None:
-                    index = torch.arange(start, start + rows.shape[1], device=part.device).view(1, 1, -1)
+                    index = (
+                        torch.arange(start, start + rows.shape[1])
+                        if owners is None
+                        else owners[start : start + rows.shape[1]]
+                    )
+                    index = index.to(part.device).view(1, 1, -1)
                     part = part.masked_fill(own == index, float("inf"))
                 best = torch.minimum(best, part.amin(-1))
     d2 = best + q.pow(2).sum(-1)
     return d2.clamp_min(0).sqrt().view(gh, gw, -1).permute(2, 0, 1)
+
+
+def candidate_distances(
+    queries: torch.Tensor, bank: torch.Tensor, norms: torch.Tensor, radius: int, candidates: torch.Tensor
+) -> torch.Tensor:
+    """(B, gh, gw) as :func:`near_distances`, each query image compared with its own ``candidates``
+    (B, K) bank images only (its nearest by layout): K bank images gathered per query, so the cost
+    does not grow with the bank."""
+    b, gh, gw, _ = queries.shape
+    if torch.compiler.is_exporting():
+        return _candidate_block(queries, bank, norms, radius, candidates)
+    step = max(1, NEAR_BLOCK // max(1, bank.shape[0] * bank.shape[1] * candidates.shape[1] * bank.shape[3]))
+    return torch.cat(
+        [
+            _candidate_block(queries[q0 : q0 + step], bank, norms, radius, candidates[q0 : q0 + step])
+            for q0 in range(0, b, step)
+        ]
+    )
+
+
+def _candidate_block(
+    queries: torch.Tensor, bank: torch.Tensor, norms: torch.Tensor, radius: int, candidates: torch.Tensor
+) -> torch.Tensor:
+    b, gh, gw, d = queries.shape
+    k = candidates.shape[1]
+    big_h, big_w = bank.shape[:2]
+    pick = candidates.reshape(-1).to(bank.device)
+    rows = bank.index_select(2, pick).view(big_h, big_w, b, k, d)
+    lengths = norms.index_select(2, pick).view(big_h, big_w, b, k)
+    q = queries.float().permute(1, 2, 0, 3).unsqueeze(-1)  # (gh, gw, b, d, 1)
+    best = torch.full((gh, gw, b), float("inf"), device=queries.device)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            dots = (rows[dy : dy + gh, dx : dx + gw] @ q).squeeze(-1)  # (gh, gw, b, k)
+            best = torch.minimum(best, (lengths[dy : dy + gh, dx : dx + gw] - 2 * dots).amin(-1))
+    d2 = best + q.squeeze(-1).pow(2).sum(-1)
+    return d2.clamp_min(0).sqrt().permute(2, 0, 1)
+
+
+def layout(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C * 16 * 16): the image's colours on a 16x16 grid, which finds the
+    training images laid out most alike (the candidates a patch is compared with)."""
+    return F.adaptive_avg_pool2d(x.float(), LAYOUT_SIDE).flatten(1)
+
+
+LAYOUT_SIDE = 16
 
 
 NEAR_BLOCK = 1 << 23  # distances per block
@@ -146,7 +205,16 @@ class PatchKNNParams(Params):
     stride: int = param(2, help="cells between neighbouring patches of a grid")
     blur: float = param(0.5, help="Gaussian blur before the cells, in working pixels")
     dims: int = param(16, help="descriptor dimensions kept (principal axes of the training patches; 0: all)")
-    radius: int = param(1, help="grid steps around a patch's own position searched for its nearest")
+    match: str = param(
+        "near",
+        help="where a patch's nearest is looked for: near its place (aligned objects), anywhere (textures)",
+        choices=("near", "anywhere"),
+    )
+    radius: int = param(1, help="near: grid steps around a patch's own position searched for its nearest")
+    max_patches: int = param(50_000, help="anywhere: training patches the bank keeps (evenly spaced)")
+    candidates: int = param(
+        0, help="near: compare with the patches of this many training images laid out most alike (0: all)"
+    )
     max_bank: int = param(3000, help="training images whose patches the bank keeps at most (evenly spaced)")
     references: int = param(
         200, help="bank images whose own patches (left out in turn) set each position's scale"
@@ -186,7 +254,8 @@ class PatchKNN(AnomalyModel):
     )
     Params = PatchKNNParams
     Derived = PatchKNNDerived
-    BUFFERS = ("bank", "norms", "centre", "axes", "mean", "spread")
+    BUFFERS = ("bank", "norms", "owners", "centre", "axes", "mean", "spread")
+    # and ``layouts``: the bank images' :func:`layout` (candidates > 0)
 
     def __init__(
         self,
@@ -198,6 +267,7 @@ class PatchKNN(AnomalyModel):
         for i in range(len(self.derived.grids)):
             for name in self.BUFFERS:
                 self.register_buffer(f"{name}{i}", torch.zeros(0))
+        self.register_buffer("layouts", torch.zeros(0))
 
     @classmethod
     def derive(cls, params: PatchKNNParams, shape: tuple[int, int, int]) -> PatchKNNDerived:
@@ -239,6 +309,7 @@ class PatchKNN(AnomalyModel):
         n = count_of(batches)
         keep = None if n is None else spaced(n, self.params.max_bank)
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
+        layouts: list[torch.Tensor] = []
         seen = 0
         for x in batches():
             start, seen = seen, seen + len(x)
@@ -249,45 +320,101 @@ class PatchKNN(AnomalyModel):
                 x = x[torch.from_numpy(keep[lo:hi] - start)]
             for part, d in zip(parts, self.raw_descriptors(x), strict=True):
                 part.append(d.half())  # (b, gh, gw, D): the raw descriptors, until the axes are known
-        r = self.params.radius
+            if self.params.candidates > 0:
+                layouts.append(layout(shrink(x.float(), self.derived.work_hw)))
+        after = None  # a pass of unknown length: the bank's images picked once it is over
+        if keep is None and seen > self.params.max_bank:
+            after = torch.from_numpy(spaced(seen, self.params.max_bank))
+        if layouts:
+            self.layouts = torch.cat(layouts) if after is None else torch.cat(layouts)[after]
         for i, part in enumerate(parts):
             raw = torch.cat(part)
-            if keep is None and len(raw) > self.params.max_bank:
-                raw = raw[torch.from_numpy(spaced(len(raw), self.params.max_bank))]
+            del part
+            if after is not None:
+                raw = raw[after]
             flat = raw.flatten(0, 2)
-            sample = flat[torch.from_numpy(spaced(len(flat), PCA_ROWS))]
-            centre, axes = principal_axes(sample, self.params.dims)
+            centre, axes = principal_axes(
+                flat[torch.from_numpy(spaced(len(flat), PCA_ROWS))], self.params.dims
+            )
             setattr(self, f"centre{i}", centre)
             setattr(self, f"axes{i}", axes)
-            bank = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
-            del raw, part
-            bank = pad_positions(bank.permute(1, 2, 0, 3), r).contiguous()
-            setattr(self, f"bank{i}", bank)
-            setattr(self, f"norms{i}", bank.pow(2).sum(-1))
-        self._fit_scales()
+            own = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
+            del raw, flat
+            self._keep(i, own)
+            self._fit_scale(i, own)
 
     def fit_end_work(self) -> str:
         return "patch memory bank"
 
-    def _fit_scales(self) -> None:
-        """Each position's mean and spread of the references' own leave-one-out distances."""
-        n = self._get("bank", 0).shape[2]
+    def _keep(self, i: int, own: torch.Tensor) -> None:
+        """The bank of patch size ``i`` from the kept images' (N, gh, gw, d) descriptors: by position,
+        padded for the search around it ("near"), or an evenly spaced sample of every position's
+        patches, with the image each came from ("anywhere")."""
+        n, gh, gw, d = own.shape
+        if self.params.match == "near":
+            bank = pad_positions(own.permute(1, 2, 0, 3), self.params.radius).contiguous()
+            owners = torch.arange(n)
+        else:
+            pick = torch.from_numpy(spaced(n * gh * gw, self.params.max_patches))
+            bank = own.reshape(-1, d)[pick].view(1, 1, -1, d).contiguous()
+            owners = pick // (gh * gw)
+        setattr(self, f"bank{i}", bank)
+        setattr(self, f"norms{i}", bank.pow(2).sum(-1))
+        setattr(self, f"owners{i}", owners)
+
+    def _candidates(self, layouts: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B, K) the bank images laid out most like each query (not the one ``exclude`` names), or
+        None: every bank image is a candidate."""
+        k = min(self.params.candidates, len(self.layouts) - (exclude is not None))
+        if self.params.match != "near" or self.params.candidates <= 0 or k < 1:
+            return None
+        rows = nearest(layouts, self.layouts, k + (exclude is not None))[1]
+        if exclude is None:
+            return rows
+        others = rows != exclude.view(-1, 1).to(rows.device)
+        order = torch.argsort((~others).to(torch.int8), dim=1, stable=True)  # itself, if there, last
+        return rows.gather(1, order)[:, :k]
+
+    def _distances(
+        self,
+        i: int,
+        d: torch.Tensor,
+        exclude: torch.Tensor | None = None,
+        candidates: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, gh, gw) distance of each patch of (B, gh, gw, d) descriptors to its nearest in bank
+        ``i`` (not counting the bank images ``exclude`` names, one per query image; among the
+        ``candidates`` (B, K) images alone, where given)."""
+        bank, norms, owners = self._get("bank", i), self._get("norms", i), self._get("owners", i)
+        if candidates is not None:
+            return candidate_distances(d, bank, norms, self.params.radius, candidates)
+        if self.params.match == "near":
+            return near_distances(d, bank, norms, self.params.radius, exclude, owners)
+        b, gh, gw, dim = d.shape
+        per_patch = None if exclude is None else exclude.repeat_interleave(gh * gw)
+        return near_distances(d.reshape(-1, 1, 1, dim), bank, norms, 0, per_patch, owners).view(b, gh, gw)
+
+    def _fit_scale(self, i: int, own: torch.Tensor) -> None:
+        """Each position's mean and spread of the references' own distances, each reference image
+        left out of the bank."""
+        n, gh, gw, _ = own.shape
         refs = torch.from_numpy(spaced(n, self.params.references))
-        r = self.params.radius
-        for i, (_, _, gh, gw) in enumerate(self.derived.grids):
-            bank, norms = self._get("bank", i), self._get("norms", i)
-            own = bank[r : r + gh, r : r + gw, refs].permute(2, 0, 1, 3)  # (m, gh, gw, d)
-            dist = near_distances(own, bank, norms, r, refs) if n > 1 else torch.zeros(len(refs), gh, gw)
-            spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(gh, gw)
-            setattr(self, f"mean{i}", dist.mean(0))
-            setattr(self, f"spread{i}", spread.clamp_min(spread.median().clamp_min(1e-6)))
+        candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
+        dist = self._distances(i, own[refs], refs, candidates) if n > 1 else torch.zeros(len(refs), gh, gw)
+        spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(gh, gw)
+        setattr(self, f"mean{i}", dist.mean(0))
+        setattr(self, f"spread{i}", spread.clamp_min(spread.median().clamp_min(1e-6)))
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
-        r = self.params.radius
         finest = max(self.derived.grids, key=lambda g: g[2] * g[3])[2:]
         grids = []
+        candidates = (
+            self._candidates(layout(shrink(x.float(), self.derived.work_hw)))
+            if self.layouts.numel()
+            else None
+        )
         for i, d in enumerate(self.descriptors(x)):
-            dist = near_distances(d, self._get("bank", i), self._get("norms", i), r)
+            dist = self._distances(i, d, candidates=candidates)
             z = (dist - self._get("mean", i)) / self._get("spread", i)
             grids.append(grow(z.unsqueeze(1), finest))
         grid = torch.stack(grids).mean(0)  # (B, 1, gh, gw) at the finest grid
