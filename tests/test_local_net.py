@@ -16,6 +16,7 @@ from oddeye.detectors.synthetic import LOCAL_KINDS, local_anomalies, local_regio
 from oddeye.errors import OddeyeError
 from oddeye.export import export_onnx
 
+MORE = {"max_side": 12, "score": "logit", "reference": True}
 TINY = {"width": 4, "stages": 2, "epochs": 2, "batch_size": 16, "progress": False, "val_fraction": 0.25}
 
 
@@ -103,6 +104,15 @@ def test_the_loss_falls_in_a_few_steps_on_a_tiny_set() -> None:
     assert np.mean(losses[-5:]) < 0.85 * np.mean(losses[:5])
 
 
+def test_the_reference_is_the_training_images_mean_and_spread_per_pixel() -> None:
+    model = get_spec("local-net").build((8, 8, 1), {"width": 4, "reference": True})
+    x = torch.cat([torch.full((3, 1, 8, 8), -0.5), torch.full((1, 1, 8, 8), 0.5)])
+    model.fit_start(lambda: iter([x[:2], x[2:]]))
+    torch.testing.assert_close(model.ref_mean, torch.full((1, 8, 8), -0.25))
+    torch.testing.assert_close(model.ref_scale, torch.full((1, 8, 8), 0.75**0.5 / 2 + 0.1))
+    assert model.net.down[0][0].in_channels == 1 + 1 + 2  # the image, its distances, positions
+
+
 def test_bad_parameters_are_one_line_errors() -> None:
     with pytest.raises(OddeyeError, match=r"area_min=0.1 is out of range"):
         oddeye.create("local-net", area_min=0.1, area_max=0.05, **TINY).fit(blobs(8, (8, 8, 1)))
@@ -112,16 +122,17 @@ def test_bad_parameters_are_one_line_errors() -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[oddeye.Detector, Path]:
-    """A tiny local-net working below its input size (maps scaled up), with a non-default score."""
+    """A tiny local-net working below its input size (maps scaled up), with the training mean as
+    a reference and a non-default score."""
     run = tmp_path_factory.mktemp("local-net") / "run"
-    det = oddeye.train(blobs(40, (20, 20, 3)), "local-net", run, max_side=12, score="logit", **TINY)
+    det = oddeye.train(blobs(40, (20, 20, 3)), "local-net", run, **MORE, **TINY)
     return det, run
 
 
 def test_same_seed_same_scores_and_saved_runs_score_identically(trained) -> None:
     det, run = trained
     test = blobs(6, (20, 20, 3), seed=3)
-    again = oddeye.create("local-net", max_side=12, score="logit", **TINY).fit(blobs(40, (20, 20, 3)))
+    again = oddeye.create("local-net", **MORE, **TINY).fit(blobs(40, (20, 20, 3)))
     np.testing.assert_array_equal(again.score(test), det.score(test))
     loaded = oddeye.load(run, progress=False)
     np.testing.assert_array_equal(loaded.score(test), det.score(test))

@@ -6,6 +6,7 @@ moved). No external data, no pretrained weights: it learns from the normal image
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,11 @@ class LocalNetParams(Params):
     stages: int = param(3, help="stages down (each halves the resolution) and as many up")
     max_side: int = param(64, help="work at most this many pixels a side (0: full size); maps are scaled up")
     coords: bool = param(True, help="give the network each pixel's position as two more input channels")
+    reference: bool = param(
+        False,
+        help="give the network each pixel's distance from the training images' mean there, in their "
+        "standard deviations (C more input channels; for aligned images)",
+    )
     kinds: tuple[str, ...] = param(
         LOCAL_KINDS, help="synthetic local anomalies it learns to mark", choices=LOCAL_KINDS
     )
@@ -126,10 +132,29 @@ class LocalNet(AnomalyModel):
         if bad:
             raise OddeyeError(f"parameter {bad[0]}={getattr(p, bad[0])!r} is out of range")
         self.work_hw = tuple(self.derived.work_hw)
-        self.net = UNet(self.shape[2] + 2 * p.coords, p.width, p.stages)
+        c = self.shape[2]
+        if p.reference:  # set by fit_start from the training images, at the working size
+            self.register_buffer("ref_mean", torch.zeros(c, *self.work_hw))
+            self.register_buffer("ref_scale", torch.ones(c, *self.work_hw))
+        self.net = UNet(c * (1 + p.reference) + 2 * p.coords, p.width, p.stages)
+
+    def fit_start(self, batches: Callable[[], Iterator[torch.Tensor]]) -> None:
+        """With ``reference``: the per-pixel mean and standard deviation of the training images."""
+        if not self.params.reference:
+            return
+        total, squares, count = 0.0, 0.0, 0
+        for x in batches():  # streamed sums: no (N, C, H, W) copy
+            x = shrink(x, self.work_hw).float()
+            total, squares, count = total + x.sum(0), squares + x.pow(2).sum(0), count + len(x)
+        mean = total / max(count, 1)
+        self.ref_mean.copy_(mean)
+        self.ref_scale.copy_((squares / max(count, 1) - mean**2).clamp(min=0).sqrt() + 0.1)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) at the working size -> the padded network input, positions appended."""
+        """(B, C, h, w) at the working size -> the padded network input, the distances from the
+        training mean and the positions appended (as the parameters say)."""
+        if self.params.reference:
+            x = torch.cat([x, ((x - self.ref_mean) / self.ref_scale).clamp(-4, 4).to(x.dtype)], 1)
         if self.params.coords:
             b, _, h, w = x.shape
             ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * (2 / h) - 1
