@@ -169,9 +169,10 @@ def test_candidates_are_the_images_laid_out_alike_and_never_the_reference_itself
 
 
 def test_default_gives_its_local_view_half_the_fused_score_and_keeps_it_when_rebuilt(tmp_path) -> None:
+    from oddeye.detectors.ensemble import PATCH_MEMBER
     from oddeye.detectors.registry import record_of
 
-    det = oddeye.create("default", progress=False).fit(faces(60))
+    det = oddeye.create("default", progress=False, local_members=[PATCH_MEMBER]).fit(faces(60))
     model = det.model_
     labels = [m.label for m in model.detectors]
     assert labels[-1] == "patch-knn"
