@@ -286,18 +286,22 @@ class PatchKNN(AnomalyModel):
     def _get(self, name: str, i: int) -> torch.Tensor:
         return getattr(self, f"{name}{i}")
 
-    def raw_descriptors(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per patch size, (B, gh, gw, D) cell-mean descriptors of a normalised batch."""
+    def working(self, x: torch.Tensor) -> torch.Tensor:
+        """A normalised batch at the working resolution (what descriptors and layouts are made of)."""
+        return shrink(x.float(), self.derived.work_hw)
+
+    def raw_descriptors(self, small: torch.Tensor) -> list[torch.Tensor]:
+        """Per patch size, (B, gh, gw, D) cell-mean descriptors of a batch at the working size."""
         p = self.params
-        small = gaussian_blur(shrink(x.float(), self.derived.work_hw), p.blur)
+        small = gaussian_blur(small, p.blur)
         return [patch_grid(cell_means(small, c), span, p.stride) for c, span, _, _ in self.derived.grids]
 
     def descriptors(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per patch size, (B, gh, gw, d) descriptors on the bank's principal axes."""
-        return [
-            (raw - self._get("centre", i)) @ self._get("axes", i)
-            for i, raw in enumerate(self.raw_descriptors(x))
-        ]
+        return self._projected(self.raw_descriptors(self.working(x)))
+
+    def _projected(self, raw: list[torch.Tensor]) -> list[torch.Tensor]:
+        return [(r - self._get("centre", i)) @ self._get("axes", i) for i, r in enumerate(raw)]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([d.flatten(1) for d in self.descriptors(x)], 1)
@@ -318,15 +322,19 @@ class PatchKNN(AnomalyModel):
                 if hi == lo:
                     continue
                 x = x[torch.from_numpy(keep[lo:hi] - start)]
-            for part, d in zip(parts, self.raw_descriptors(x), strict=True):
+            small = self.working(x)
+            for part, d in zip(parts, self.raw_descriptors(small), strict=True):
                 part.append(d.half())  # (b, gh, gw, D): the raw descriptors, until the axes are known
             if self.params.candidates > 0:
-                layouts.append(layout(shrink(x.float(), self.derived.work_hw)))
+                layouts.append(layout(small))
         after = None  # a pass of unknown length: the bank's images picked once it is over
         if keep is None and seen > self.params.max_bank:
             after = torch.from_numpy(spaced(seen, self.params.max_bank))
         if layouts:
             self.layouts = torch.cat(layouts) if after is None else torch.cat(layouts)[after]
+        n = len(after) if after is not None else sum(len(p) for p in parts[0])
+        refs = torch.from_numpy(spaced(n, self.params.references))  # the same images at every size
+        candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
         for i, part in enumerate(parts):
             raw = torch.cat(part)
             del part
@@ -341,7 +349,7 @@ class PatchKNN(AnomalyModel):
             own = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
             del raw, flat
             self._keep(i, own)
-            self._fit_scale(i, own)
+            self._fit_scale(i, own, refs, candidates)
 
     def fit_end_work(self) -> str:
         return "patch memory bank"
@@ -394,12 +402,12 @@ class PatchKNN(AnomalyModel):
         per_patch = None if exclude is None else exclude.repeat_interleave(gh * gw)
         return near_distances(d.reshape(-1, 1, 1, dim), bank, norms, 0, per_patch, owners).view(b, gh, gw)
 
-    def _fit_scale(self, i: int, own: torch.Tensor) -> None:
-        """Each position's mean and spread of the references' own distances, each reference image
-        left out of the bank."""
+    def _fit_scale(
+        self, i: int, own: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor | None
+    ) -> None:
+        """Each position's mean and spread of the distances of the bank images ``refs`` (their
+        ``candidates``, where the bank compares with some only), each left out of the bank."""
         n, gh, gw, _ = own.shape
-        refs = torch.from_numpy(spaced(n, self.params.references))
-        candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
         dist = self._distances(i, own[refs], refs, candidates) if n > 1 else torch.zeros(len(refs), gh, gw)
         spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(gh, gw)
         setattr(self, f"mean{i}", dist.mean(0))
@@ -408,12 +416,9 @@ class PatchKNN(AnomalyModel):
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
         finest = max(self.derived.grids, key=lambda g: g[2] * g[3])[2:]
         grids = []
-        candidates = (
-            self._candidates(layout(shrink(x.float(), self.derived.work_hw)))
-            if self.layouts.numel()
-            else None
-        )
-        for i, d in enumerate(self.descriptors(x)):
+        small = self.working(x)
+        candidates = self._candidates(layout(small)) if self.layouts.numel() else None
+        for i, d in enumerate(self._projected(self.raw_descriptors(small))):
             dist = self._distances(i, d, candidates=candidates)
             z = (dist - self._get("mean", i)) / self._get("spread", i)
             grids.append(grow(z.unsqueeze(1), finest))
