@@ -169,13 +169,15 @@ class Ensemble(AnomalyModel):
             return InferenceBatch(self.fusion(self._components(x)))
         outs = [m.infer(x, maps=True) for m in self.detectors]
         score = self.fusion(torch.stack([o.score.float() for o in outs], 1))
-        weights = self.fusion.weights.to(score.device)
-        amap = torch.stack(
-            [
-                o.anomaly_map.float() * (w / s)
-                for o, s, w in zip(outs, self.fusion.scale, weights, strict=True)
-            ]
-        ).sum(0)
+        scaled = torch.stack(
+            [o.anomaly_map.float() / s for o, s in zip(outs, self.fusion.scale, strict=True)]
+        )
+        weights = self.fusion.weights  # None: equal, the plain mean
+        amap = (
+            scaled.mean(0)
+            if weights is None
+            else (scaled * weights.to(score.device).view(-1, 1, 1, 1)).sum(0)
+        )
         return InferenceBatch(score, amap)
 
 

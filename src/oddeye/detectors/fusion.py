@@ -21,12 +21,8 @@ class ScoreFusion(nn.Module):
         super().__init__()
         self.register_buffer("loc", torch.zeros(n))
         self.register_buffer("scale", torch.ones(n))
-        w = (
-            torch.full((n,), 1.0 / max(n, 1))
-            if weights is None
-            else torch.tensor(weights, dtype=torch.float32)
-        )
-        self.weights = w / w.sum() if n else w
+        # None: equal weights, computed as the plain mean that runs had before weights (bit for bit)
+        self.weights = None if weights is None else torch.tensor(weights, dtype=torch.float32) / sum(weights)
 
     @torch.no_grad()
     def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
@@ -44,7 +40,7 @@ class ScoreFusion(nn.Module):
     def forward(self, components: torch.Tensor) -> torch.Tensor:
         """(B, n) component scores -> (B,) fused score (higher = more anomalous)."""
         z = (components.float() - self.loc) / self.scale
-        return (z * self.weights.to(z.device)).sum(1)
+        return z.mean(1) if self.weights is None else (z * self.weights.to(z.device)).sum(1)
 
 
 def collect(
