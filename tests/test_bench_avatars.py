@@ -165,5 +165,29 @@ def test_bench_avatars_end_to_end(tiny: av.Category, tmp_path: Path, cli) -> Non
     assert record["git_commit"] is not None or record["versions"]["oddeye"]
     text = md.read_text()
     assert "## Avatars" in text and "| knn | classical |" in text
+    r = cli("bench", "avatars", "--data-dir", tiny.path.parent, "--sizes", "64", "--detectors", "knn",
+            "--validation", "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
+    record = json.loads((results / "avatars64-val-knn.json").read_text())
+    assert record["protocol"] == "validation" and record["data"]["n_train"] == 4
+    assert "## Avatars, validation protocol" in md.read_text() and "## Avatars: local" in md.read_text()
     missing = cli("bench", "avatars", "--data-dir", tmp_path, "--sizes", "64", "--no-save")
     assert missing.code == 2 and "make bench-data" in missing.err
+
+
+def test_the_validation_protocol_holds_out_training_faces_and_marks_what_changed() -> None:
+    from oddeye.bench.avatars import validation_split
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    rest, val, truth = validation_split(train, "x")
+    assert len(rest) == 50 and len(val) == 10 and len(truth) == 10
+    rows = {r.tobytes() for r in train}
+    assert all(r.tobytes() in rows for r in rest) and all(v.tobytes() in rows for v in val[:5])  # as they are
+    assert truth.labels[:5].tolist() == [0] * 5 and truth.labels[5:].sum() >= 4
+    for i in range(5, 10):
+        source = train[np.flatnonzero([(t == val[i]).mean() > 0.5 for t in train])[0]]
+        changed = np.abs(val[i].astype(int) - source)
+        assert (changed.max(-1) > 0)[truth.masks.mask(i)].all()  # the mask is where pixels changed
+    again = validation_split(train, "x")
+    np.testing.assert_array_equal(again[1], val)  # seeded: the same every run

@@ -139,12 +139,12 @@ def test_unset_epochs_take_the_detectors_own_cap(monkeypatch) -> None:
 def test_default_runs_unchanged_on_homework_shaped_colour_images(tmp_path) -> None:
     train, test = blobs(24, (64, 64, 3)), blobs(4, (64, 64, 3), seed=9, anomalous=True)
     det = oddeye.create("default", epochs=1, batch_size=8, progress=False, val_fraction=0.25).fit(train)
-    assert [m.label for m in det.model_.members()] == ["pixel-knn", "hog-knn", "color-knn"]
-    pixels, edges, colours = (m.memory.bank for m in det.model_.members())
+    assert [m.label for m in det.model_.members()] == ["pixel-knn", "hog-knn", "color-knn", "patch-knn"]
+    pixels, edges, colours = (m.memory.bank for m in det.model_.members()[:3])
     assert pixels.shape == (18, 32 * 32 * 3)  # blurred, then halved
     assert edges.shape == (18, 16 * 16 * 8) and colours.shape == (18, 8**3)
     gray = oddeye.create("default", progress=False).fit(blobs(24, (28, 28, 1)))
-    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn", "shape-knn"]  # no colours
+    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn", "shape-knn", "patch-knn"]
     scores = det.score(test)
     det.save(tmp_path / "run")
     np.testing.assert_allclose(oddeye.load(tmp_path / "run").score(test), scores, rtol=1e-5, atol=1e-5)

@@ -75,8 +75,8 @@ def test_shape_knn_sees_the_outline_and_not_the_shading() -> None:
 def test_the_default_adds_silhouettes_for_gray_images_and_colours_for_colour_ones() -> None:
     gray = oddeye.create("default", progress=False).fit(blobs(40, (12, 12, 1)))
     colour = oddeye.create("default", progress=False).fit(blobs(40, (12, 12, 3)))
-    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn", "shape-knn"]
-    assert [m.label for m in colour.model_.members()] == ["pixel-knn", "hog-knn", "color-knn"]
+    assert [m.label for m in gray.model_.members()] == ["pixel-knn", "hog-knn", "shape-knn", "patch-knn"]
+    assert [m.label for m in colour.model_.members()] == ["pixel-knn", "hog-knn", "color-knn", "patch-knn"]
 
 
 def test_color_knn_flags_recoloured_images() -> None:

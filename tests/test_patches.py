@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -176,7 +178,7 @@ def test_default_gives_its_local_view_half_the_fused_score_and_keeps_it_when_reb
     model = det.model_
     labels = [m.label for m in model.detectors]
     assert labels[-1] == "patch-knn"
-    torch.testing.assert_close(model.fusion.weights, torch.tensor([1 / 6, 1 / 6, 1 / 6, 0.5]))
+    torch.testing.assert_close(model.fusion.weights, torch.tensor([1 / 6, 1 / 6, 1 / 6, 0.5]))  # the maps
     record = record_of(model)
     assert [m["detector"] for m in record.params["local_members"]] == ["patch-knn"]
     det.save(tmp_path / "run")
@@ -184,3 +186,101 @@ def test_default_gives_its_local_view_half_the_fused_score_and_keeps_it_when_reb
     torch.testing.assert_close(again.model_.fusion.weights, model.fusion.weights)
     images = faces(8, seed=3)
     np.testing.assert_array_equal(again.score(images), det.score(images))
+
+
+def test_the_blocked_search_equals_the_one_graph_search_with_owners() -> None:
+    from oddeye.detectors.patches import _near_graph
+
+    torch.manual_seed(1)
+    bank = pad_positions(torch.randn(6, 9, 40, 5), 1)
+    norms = bank.pow(2).sum(-1)
+    queries = torch.randn(11, 6, 9, 5)
+    owners = torch.arange(40) // 2  # two columns per image
+    exclude = torch.randint(0, 20, (11,))
+    torch.testing.assert_close(
+        near_distances(queries, bank, norms, 1, exclude, owners),
+        _near_graph(queries, bank, norms, 1, exclude, owners),
+    )
+
+
+def test_new_images_join_the_bank_within_its_bound_and_the_scales_are_refit() -> None:
+    settings = {"progress": False, "max_side": 32, "max_bank": 50, "val_fraction": 0.1, "contamination": "0"}
+    det = oddeye.create("patch-knn", **settings).fit(faces(40))
+    model = det.model_
+    assert model.bank_images() == 36 and model.updatable
+    odd, _ = with_spot(faces(12, seed=5))
+    before = det.score(odd[:1])
+    spread = model.spread0.clone()
+    det.partial_fit(odd)  # 11 absorbed, 1 held out; beyond 50, shares in proportion
+    assert model.bank_images() == 47 and model.bank0.shape[2] == model.norms0.shape[2] == 47
+    torch.testing.assert_close(model.norms0, model.bank0.float().pow(2).sum(-1))
+    assert not torch.equal(spread, model.spread0)  # refit on the new bank
+    assert det.score(odd[:1])[0] < before[0]  # its own patches are in the bank now
+    det.partial_fit(faces(30, seed=6))
+    assert model.bank_images() == 50
+
+
+def test_anywhere_banks_cannot_absorb_and_say_so_in_one_line() -> None:
+    from oddeye.errors import OddeyeError
+
+    det = oddeye.create("patch-knn", progress=False, max_side=32, match="anywhere").fit(faces(30))
+    with pytest.raises(OddeyeError, match="patch-knn needs training: retrain"):
+        det.partial_fit(faces(5, seed=1))
+
+
+def test_alone_it_keeps_every_image_it_samples_whatever_the_contamination_setting() -> None:
+    train = faces(80)
+    strays = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    mixed = np.concatenate([train[:40], strays, train[40:]])
+    det = oddeye.create("patch-knn", progress=False, max_side=32, val_fraction=0.1).fit(mixed)
+    assert det.record_.set_aside is None  # rare faces stay: see NOTES
+    assert det.model_.bank_images() == 76  # 84 less 8 held out
+    assert det.model_.bank0.dtype == torch.float16
+
+
+def test_in_default_the_local_view_drops_what_the_whole_image_banks_set_aside() -> None:
+    from oddeye.detectors.ensemble import PATCH_MEMBER
+
+    train = faces(80)
+    strays = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    mixed = np.concatenate([train[:40], strays, train[40:]])
+    det = oddeye.create("default", progress=False, val_fraction=0.1, local_members=[PATCH_MEMBER]).fit(mixed)
+    model = det.model_
+    patch, pixel = model.detectors[-1], model.detectors[0]
+    gone = model.screening_.positions
+    assert len(gone) and patch.bank_images() == pixel.memory.bank.shape[0]
+    assert not np.isin(patch.positions_, gone).any()
+
+
+def test_excess_fusion_adds_only_what_the_local_view_finds_beyond_its_margin() -> None:
+    from oddeye.detectors.fusion import ExcessFusion
+
+    fusion = ExcessFusion(3, 1, 0.5, 3.0, None)
+    fusion.loc, fusion.scale = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([2.0, 1.0, 1.0])
+    out = fusion(torch.tensor([[3.0, 2.0, 2.9], [3.0, 2.0, 5.0], [-1.0, 0.0, -4.0]]))
+    torch.testing.assert_close(out, torch.tensor([1.5, 1.5 + 0.5 * 2.0, -0.5]))
+    with pytest.raises(ValueError, match="whole-image and local"):
+        ExcessFusion(2, 2, 0.5, 3.0, None)
+
+
+def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_quiet() -> None:
+    from oddeye.detectors.fusion import ExcessFusion
+    from oddeye.detectors.registry import record_of
+
+    det = oddeye.create("default", progress=False).fit(faces(60))
+    model = det.model_
+    assert isinstance(model.fusion, ExcessFusion) and model.detectors[-1].label == "patch-knn"
+    images = np.concatenate([faces(10, seed=3), with_spot(faces(10, seed=4))[0]])
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    z = (model._components(x) - model.fusion.loc) / model.fusion.scale
+    quiet = z[:, -1] <= 3
+    whole = z[:, :-1].mean(1)
+    scores = torch.from_numpy(det.score(images)).float()
+    torch.testing.assert_close(scores[quiet], whole[quiet])
+    torch.testing.assert_close(scores[~quiet], whole[~quiet] + 0.5 * (z[~quiet, -1] - 3))
+    record = record_of(model)
+    assert record.params["local_fusion"] == "excess" and record.params["local_margin"] == 3.0
+    old = dict(record.params)
+    del old["local_fusion"], old["local_margin"]  # a run written before the excess rule: the mean
+    again = get_spec("default").rebuild(dataclasses.replace(record, params=old), (32, 32, 3))
+    assert type(again.fusion).__name__ == "ScoreFusion"

@@ -31,6 +31,7 @@ OTHER_CHOICE = {
     ("ensemble", "references"): "heldout",
     ("default", "references"): "heldout",
     ("default", "local_members"): ("patch-knn:patches=[4]",),
+    ("default", "local_fusion"): "mean",
     ("patch-knn", "match"): "anywhere",
 }
 TEST = REGISTRY_TEST

@@ -36,7 +36,7 @@ def bank(run: Path, prefix: str = "memory.") -> tuple[np.ndarray, np.ndarray]:
     return weights[prefix + "bank"], weights[prefix + "offset"]
 
 
-@pytest.mark.parametrize("name", ["pixel-knn", "default"])
+@pytest.mark.parametrize("name", ["pixel-knn", "default", "patch-knn"])
 def test_an_added_anomaly_and_its_near_copies_are_normal_after(name: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
     before = oddeye.train(TRAIN, name, run, **SETTINGS)

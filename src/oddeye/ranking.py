@@ -23,6 +23,7 @@ import torch
 
 from oddeye.data.duplicates import Duplicates, find_duplicates
 from oddeye.data.imageset import ImageSet, Unreadable
+from oddeye.detectors import get_spec
 from oddeye.detectors.base import AnomalyModel
 from oddeye.detectors.screening import MIN_ROWS, screen
 from oddeye.errors import InputError, OddeyeError
@@ -84,6 +85,8 @@ def rank_outliers(
         raise InputError(data.source, expected, f"{len(data)}")
     det = Detector(detector.detector, detector.config, detector.params)  # the caller's stays as it is
     det.set_params(contamination="0", val_fraction=HELD_OUT, progress=progress)
+    if hasattr(get_spec(det.detector).params_cls, "local_members"):  # whole images are ranked: no patch bank
+        det.set_params(local_members=())
     config = det.config
     model = det.build(data.shape)
     if not model.banks():

@@ -114,6 +114,12 @@ def avatars(parser: argparse.ArgumentParser) -> None:
         default="64,256",
         help="comma list of sizes: avatars64, avatars256, avatars1024 (default 64,256)",
     )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="the validation protocol: train on 5/6 of train/good, test on the rest, half of it given "
+        "synthetic local anomalies (choose settings here, never on test/)",
+    )
 
 
 def avatars_data(parser: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,6 +114,11 @@ class AnomalyModel(nn.Module):
         of a batch it holds: what screening for contamination may trim (none by default; see
         :func:`oddeye.detectors.screening.screen_training`)."""
         return []
+
+    def set_aside_images(self, positions: np.ndarray) -> None:
+        """Take out of the fitted model the training images an ensemble's screening set aside
+        (``positions`` in the training pass) where its own banks were not screened with the rest
+        (none by default: the screened banks have already dropped them)."""
 
     def reference_scores(self) -> torch.Tensor | None:
         """Scores of normal images the fitted model gives without held-out images (a memory

@@ -43,6 +43,30 @@ class ScoreFusion(nn.Module):
         return z.mean(1) if self.weights is None else (z * self.weights.to(z.device)).sum(1)
 
 
+class ExcessFusion(ScoreFusion):
+    """The mean z-score of the first ``n - n_local`` components (whole-image views), plus ``excess``
+    times how far the mean z-score of the last ``n_local`` ones (local views) goes beyond ``margin``
+    (nothing below it). A local view then speaks only where it is sure: an image no local view finds
+    odd scores exactly as the whole-image views alone score it, so a local view's noise on images
+    unlike each other (emoji, clothes) does not blur the whole-image ranking. ``weights`` are
+    the maps' (see :class:`ScoreFusion`); the scales are fitted as there."""
+
+    def __init__(
+        self, n: int, n_local: int, excess: float, margin: float, weights: list[float] | None
+    ) -> None:
+        super().__init__(n, weights)
+        if not 0 < n_local < n:
+            raise ValueError(
+                f"an excess fusion needs whole-image and local components, found {n_local} of {n}"
+            )
+        self.n_local, self.excess, self.margin = n_local, excess, margin
+
+    def forward(self, components: torch.Tensor) -> torch.Tensor:
+        z = (components.float() - self.loc) / self.scale
+        whole, local = z[:, : -self.n_local].mean(1), z[:, -self.n_local :].mean(1)
+        return whole + self.excess * torch.relu(local - self.margin)
+
+
 def collect(
     score: Callable[[torch.Tensor], torch.Tensor],
     heldout: Callable[[], Iterator[torch.Tensor]],

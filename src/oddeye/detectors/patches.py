@@ -11,7 +11,9 @@ judged alike. The map is that scaled distance at the input's resolution; the ima
 of the map's highest cells.
 
 Built in one streamed pass with no training; the bank is bounded by ``max_bank`` images at the
-working resolution ``max_side``, whatever the images' size or number.
+working resolution ``max_side``, whatever the images' size or number. The search reads each
+position's bank rows once per batch of queries, a few positions at a time: it is bound by
+arithmetic (about 80 GFLOP/s on two cores), not by memory traffic.
 """
 
 from __future__ import annotations
@@ -25,10 +27,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, InferenceBatch
-from oddeye.detectors.memory import count_of, gaussian_blur, grow, nearest, reduced_size, shrink, spaced
+from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_training
+from oddeye.detectors.memory import (
+    bank_shares,
+    count_of,
+    gaussian_blur,
+    grow,
+    nearest,
+    reduced_size,
+    shrink,
+    spaced,
+)
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
+from oddeye.errors import OddeyeError
 
 FAR = 1e4  # descriptor value of a padded grid position: never anyone's nearest patch
 
@@ -66,29 +78,66 @@ def near_distances(
     ``queries``: (B, gh, gw, d); ``bank``: (gh + 2r, gw + 2r, N, d), its padded positions far from
     everything, and ``norms`` its rows' squared lengths (gh + 2r, gw + 2r, N). ``exclude``: (B,)
     the bank image each query must not match (its own: leave one out), ``owners`` (N,) the image
-    each bank column comes from (default: column j, image j). Computed in blocks of
-    queries and bank images, so the temporaries stay small at any bank size.
+    each bank column comes from (default: column j, image j).
+
+    Computed a few positions at a time for every query of the batch, so each position's bank rows
+    are read once per batch (not once per few queries: the search is bound by arithmetic, not by
+    memory traffic), in blocks of bank images, so the temporaries stay small at any bank size.
     """
-    b, gh, gw, _ = queries.shape
     if torch.compiler.is_exporting():  # one graph for any batch size: no blocks of queries
-        return _near_block(queries, bank, norms, radius, exclude, owners)
-    step = max(1, NEAR_BLOCK // max(1, gh * gw * min(bank.shape[2], NEAR_CHUNK)))  # queries per block
-    return torch.cat(
-        [
-            _near_block(
-                queries[q0 : q0 + step],
-                bank,
-                norms,
-                radius,
-                None if exclude is None else exclude[q0 : q0 + step],
-                owners,
-            )
-            for q0 in range(0, b, step)
-        ]
-    )
+        return _near_graph(queries, bank, norms, radius, exclude, owners)
+    b, gh, gw, _ = queries.shape
+    n = bank.shape[2]
+    wide = min(POSITIONS_BLOCK, gw)
+    step = max(1, NEAR_BLOCK // (wide * min(n, NEAR_CHUNK)))  # queries per block
+    q = queries.float().permute(1, 2, 0, 3)  # (gh, gw, b, d)
+    best = torch.full((gh, gw, b), float("inf"), device=queries.device)
+    own = None if exclude is None else exclude.to(queries.device)
+    for q0 in range(0, b, step):
+        q1 = min(b, q0 + step)
+        mine = None if own is None else own[q0:q1].view(1, -1, 1)
+        for y in range(gh):
+            for x0 in range(0, gw, wide):
+                x1 = min(gw, x0 + wide)
+                block = q[y, x0:x1, q0:q1]  # (positions, queries, d)
+                low = best[y, x0:x1, q0:q1]
+                for dy in range(2 * radius + 1):
+                    for dx in range(2 * radius + 1):
+                        rows_all = bank[y + dy, x0 + dx : x1 + dx]  # (positions, N, d), a view
+                        norms_all = norms[y + dy, x0 + dx : x1 + dx].unsqueeze(1)  # (positions, 1, N)
+                        for start in range(0, n, NEAR_CHUNK):
+                            part = _partial(
+                                block, rows_all, norms_all, start, mine, owners
+                            )  # (positions, queries)
+                            torch.minimum(low, part, out=low)
+    d2 = best + q.pow(2).sum(-1)
+    return d2.clamp_min(0).sqrt().permute(2, 0, 1)
 
 
-def _near_block(
+def _partial(
+    q: torch.Tensor,
+    rows_all: torch.Tensor,
+    norms_all: torch.Tensor,
+    start: int,
+    own: torch.Tensor | None,
+    owners: torch.Tensor | None,
+) -> torch.Tensor:
+    """(P, B) the least |b|^2 - 2 q.b of queries ``q`` (P, B, d) over the bank rows ``start`` to
+    ``start + NEAR_CHUNK`` of ``rows_all`` (P, N, d), not counting the rows of the images ``own``
+    (1, B, 1) names. |q|^2, the same for every bank row, is added after the minimum."""
+    rows = rows_all[:, start : start + NEAR_CHUNK].float()  # a stored float16 bank: float32 math
+    part = torch.baddbmm(norms_all[..., start : start + NEAR_CHUNK], q, rows.transpose(1, 2), alpha=-2)
+    if own is not None:
+        index = (
+            torch.arange(start, start + rows.shape[1])
+            if owners is None
+            else owners[start : start + rows.shape[1]]
+        )
+        part = part.masked_fill(own == index.to(part.device).view(1, 1, -1), float("inf"))
+    return part.amin(-1)
+
+
+def _near_graph(
     queries: torch.Tensor,
     bank: torch.Tensor,
     norms: torch.Tensor,
@@ -96,8 +145,8 @@ def _near_block(
     exclude: torch.Tensor | None,
     owners: torch.Tensor | None,
 ) -> torch.Tensor:
+    """:func:`near_distances` as one graph (export): every position at once."""
     _, gh, gw, _ = queries.shape
-    n = bank.shape[2]
     q = queries.float().permute(1, 2, 0, 3).flatten(0, 1)  # (gh*gw, b, d)
     best = torch.full(q.shape[:2], float("inf"), device=queries.device)
     own = None if exclude is None else exclude.view(1, -1, 1).to(queries.device)
@@ -105,21 +154,8 @@ def _near_block(
         for dx in range(2 * radius + 1):
             rows_all = bank[dy : dy + gh, dx : dx + gw].flatten(0, 1)  # (gh*gw, N, d)
             norms_all = norms[dy : dy + gh, dx : dx + gw].flatten(0, 1).unsqueeze(1)  # (gh*gw, 1, N)
-            for start in range(0, n, NEAR_CHUNK):
-                rows = rows_all[:, start : start + NEAR_CHUNK]
-                # |b|^2 - 2 q.b per pair; |q|^2, the same for every bank row, is added after the min
-                part = torch.baddbmm(
-                    norms_all[..., start : start + NEAR_CHUNK], q, rows.transpose(1, 2), alpha=-2
-                )
-                if own is not None:
-                    index = (
-                        torch.arange(start, start + rows.shape[1])
-                        if owners is None
-                        else owners[start : start + rows.shape[1]]
-                    )
-                    index = index.to(part.device).view(1, 1, -1)
-                    part = part.masked_fill(own == index, float("inf"))
-                best = torch.minimum(best, part.amin(-1))
+            for start in range(0, bank.shape[2], NEAR_CHUNK):
+                best = torch.minimum(best, _partial(q, rows_all, norms_all, start, own, owners))
     d2 = best + q.pow(2).sum(-1)
     return d2.clamp_min(0).sqrt().view(gh, gw, -1).permute(2, 0, 1)
 
@@ -149,7 +185,7 @@ def _candidate_block(
     k = candidates.shape[1]
     big_h, big_w = bank.shape[:2]
     pick = candidates.reshape(-1).to(bank.device)
-    rows = bank.index_select(2, pick).view(big_h, big_w, b, k, d)
+    rows = bank.index_select(2, pick).float().view(big_h, big_w, b, k, d)
     lengths = norms.index_select(2, pick).view(big_h, big_w, b, k)
     q = queries.float().permute(1, 2, 0, 3).unsqueeze(-1)  # (gh, gw, b, d, 1)
     best = torch.full((gh, gw, b), float("inf"), device=queries.device)
@@ -172,6 +208,7 @@ LAYOUT_SIDE = 16
 
 NEAR_BLOCK = 1 << 23  # distances per block
 NEAR_CHUNK = 1024  # bank images per distance block
+POSITIONS_BLOCK = 4  # grid positions per distance block (eager search)
 
 
 def pad_positions(bank: torch.Tensor, radius: int) -> torch.Tensor:
@@ -228,6 +265,7 @@ class PatchKNNDerived(Derived):
     grids: tuple[tuple[int, int, int, int], ...]  # per patch size: (cell, span, gh, gw) at work_hw
 
 
+BANK_DTYPE = torch.float16  # a "near" bank's descriptors, as stored
 PCA_ROWS = 50_000  # training patches the principal axes are fitted on, per patch size
 
 
@@ -244,7 +282,13 @@ class PatchKNN(AnomalyModel):
     position; the spread floored by its median over positions, so a position that never varies does
     not turn noise into alarms). The map averages the patch sizes' standardised grids, scaled up to
     the input's size; the score is the mean of its highest ``top`` share of cells.
-    Derived and recorded: ``work_hw`` and each patch size's cell and grid."""
+    Derived and recorded: ``work_hw`` and each patch size's cell and grid.
+
+    A "near" bank holds every patch of its images in float16 (distances in float32), so new normal
+    images join it (``oddeye update``: :meth:`absorb`) and an ensemble's screening can take images
+    out of it (:meth:`set_aside_images`), the scales refit each time. Alone it sets no image aside:
+    screened by their whole-image layout, the avatars' rarest normal faces went (14% of the bank),
+    and with them the patches the bank needs: image AUROC 0.963 -> 0.850 (see NOTES.md)."""
 
     trainable = False
     latent = "its patches' mean colours"
@@ -268,6 +312,8 @@ class PatchKNN(AnomalyModel):
             for name in self.BUFFERS:
                 self.register_buffer(f"{name}{i}", torch.zeros(0))
         self.register_buffer("layouts", torch.zeros(0))
+        self.positions_: np.ndarray | None = None  # after fit_end: each bank image's place in the pass
+        self.reference_: torch.Tensor | None = None  # after fit_end: the references' own scores
 
     @classmethod
     def derive(cls, params: PatchKNNParams, shape: tuple[int, int, int]) -> PatchKNNDerived:
@@ -312,9 +358,14 @@ class PatchKNN(AnomalyModel):
     ) -> None:
         n = count_of(batches)
         keep = None if n is None else spaced(n, self.params.max_bank)
+        near = self.params.match == "near"
+        # "near" with a known pass: each image's raw descriptors go straight to their place in the
+        # bank (no list of batches to concatenate: the bank's own size, once)
+        grids = range(len(self.derived.grids))
+        stores = [self._empty_store(i, len(keep)) for i in grids] if near and keep is not None else None
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
         layouts: list[torch.Tensor] = []
-        seen = 0
+        seen = placed = 0
         for x in batches():
             start, seen = seen, seen + len(x)
             if keep is not None:
@@ -323,36 +374,111 @@ class PatchKNN(AnomalyModel):
                     continue
                 x = x[torch.from_numpy(keep[lo:hi] - start)]
             small = self.working(x)
-            for part, d in zip(parts, self.raw_descriptors(small), strict=True):
-                part.append(d.half())  # (b, gh, gw, D): the raw descriptors, until the axes are known
+            for i, d in enumerate(self.raw_descriptors(small)):  # (b, gh, gw, D) until the axes are known
+                if stores is not None:
+                    self._interior(i, stores[i])[:, :, placed : placed + len(d)] = d.permute(1, 2, 0, 3)
+                else:
+                    parts[i].append(d.half())
+            placed += len(small)
             if self.params.candidates > 0:
                 layouts.append(layout(small))
         after = None  # a pass of unknown length: the bank's images picked once it is over
         if keep is None and seen > self.params.max_bank:
             after = torch.from_numpy(spaced(seen, self.params.max_bank))
+        self.positions_ = (
+            keep if keep is not None else after.numpy() if after is not None else np.arange(seen)
+        )
         if layouts:
             self.layouts = torch.cat(layouts) if after is None else torch.cat(layouts)[after]
-        n = len(after) if after is not None else sum(len(p) for p in parts[0])
-        refs = torch.from_numpy(spaced(n, self.params.references))  # the same images at every size
-        candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
-        for i, part in enumerate(parts):
-            raw = torch.cat(part)
-            del part
-            if after is not None:
-                raw = raw[after]
-            flat = raw.flatten(0, 2)
-            centre, axes = principal_axes(
-                flat[torch.from_numpy(spaced(len(flat), PCA_ROWS))], self.params.dims
-            )
+        anywhere = []  # "anywhere": each grid's reference distances, as its scale is fitted
+        for i in range(len(self.derived.grids)):
+            raw = None
+            if stores is not None:
+                store, stores[i] = stores[i], None
+            else:
+                raw, parts[i] = torch.cat(parts[i]), []
+                raw = raw if after is None else raw[after]
+                store = self._store_of(i, raw) if near else None
+            if store is not None:
+                sample = self._sample(i, store)
+            else:
+                flat = raw.flatten(0, 2)
+                sample = flat[torch.from_numpy(spaced(len(flat), PCA_ROWS))]
+            centre, axes = principal_axes(sample, self.params.dims)
             setattr(self, f"centre{i}", centre)
             setattr(self, f"axes{i}", axes)
+            del sample
+            if near:
+                self._set_bank(i, self._projected_store(i, store))
+                continue
             own = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
-            del raw, flat
+            del raw
             self._keep(i, own)
-            self._fit_scale(i, own, refs, candidates)
+            refs = torch.from_numpy(spaced(len(own), self.params.references))
+            anywhere.append(
+                self._fit_scale(i, own[refs], refs, None)
+            )  # a sample of patches: scale from these
+            del own
+        if near:
+            self._fit_scales()
+        else:
+            self.reference_ = self._scored(anywhere)[0]
 
     def fit_end_work(self) -> str:
         return "patch memory bank"
+
+    def _empty_store(self, i: int, n: int) -> torch.Tensor:
+        """(gh + 2r, gw + 2r, n, D) float16, every value :data:`FAR`: the place of grid ``i``'s raw
+        descriptors of ``n`` images, positions first, padded for the search around them."""
+        r, (_, span, gh, gw) = self.params.radius, self.derived.grids[i]
+        dim = self.shape[2] * span * span
+        return torch.full((gh + 2 * r, gw + 2 * r, n, dim), FAR, dtype=BANK_DTYPE)
+
+    def _interior(self, i: int, store: torch.Tensor) -> torch.Tensor:
+        """(gh, gw, n, D) the grid's own positions of a padded store (a view)."""
+        r, (_, _, gh, gw) = self.params.radius, self.derived.grids[i]
+        return store[r : r + gh, r : r + gw]
+
+    def _store_of(self, i: int, raw: torch.Tensor) -> torch.Tensor:
+        """A padded store of (N, gh, gw, D) raw descriptors."""
+        store = self._empty_store(i, len(raw))
+        self._interior(i, store).copy_(raw.permute(1, 2, 0, 3))
+        return store
+
+    def _sample(self, i: int, store: torch.Tensor) -> torch.Tensor:
+        """(PCA_ROWS, D) the raw descriptors the axes are fitted on: evenly spaced over the images'
+        patches, image by image (rows as ``raw.flatten(0, 2)`` would order them)."""
+        inner = self._interior(i, store)
+        gh, gw, n = inner.shape[:3]
+        k = torch.from_numpy(spaced(n * gh * gw, PCA_ROWS))
+        image, place = k // (gh * gw), k % (gh * gw)
+        return inner[place // gw, place % gw, image]
+
+    def _projected_store(self, i: int, store: torch.Tensor) -> torch.Tensor:
+        """The bank of grid ``i``: its raw store on the principal axes, a grid row at a time (in the
+        store itself where every dimension is kept: no second copy), float16 (half the memory;
+        distances are computed in float32 from those values)."""
+        centre, axes = self._get("centre", i), self._get("axes", i)
+        inner = self._interior(i, store)
+        same = axes.shape[0] == axes.shape[1] and torch.equal(axes, torch.eye(axes.shape[0]))
+        if same:
+            for y in range(inner.shape[0]):
+                inner[y] = (inner[y].float() - centre).to(BANK_DTYPE)
+            return store
+        r = self.params.radius
+        gh, gw, n, _ = inner.shape
+        bank = torch.full((gh + 2 * r, gw + 2 * r, n, axes.shape[1]), FAR, dtype=BANK_DTYPE)
+        for y in range(gh):
+            bank[r + y, r : r + gw] = ((inner[y].float() - centre) @ axes).to(BANK_DTYPE)
+        return bank
+
+    def _set_bank(self, i: int, bank: torch.Tensor) -> None:
+        """Bank ``i`` ("near": its images in order), its rows' squared lengths and owners."""
+        setattr(self, f"bank{i}", bank)
+        setattr(
+            self, f"norms{i}", torch.stack([row.float().pow(2).sum(-1) for row in bank])
+        )  # a row at a time
+        setattr(self, f"owners{i}", torch.arange(bank.shape[2]))
 
     def _keep(self, i: int, own: torch.Tensor) -> None:
         """The bank of patch size ``i`` from the kept images' (N, gh, gw, d) descriptors: by position,
@@ -403,30 +529,134 @@ class PatchKNN(AnomalyModel):
         return near_distances(d.reshape(-1, 1, 1, dim), bank, norms, 0, per_patch, owners).view(b, gh, gw)
 
     def _fit_scale(
-        self, i: int, own: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor | None
-    ) -> None:
+        self, i: int, ref_rows: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor | None
+    ) -> torch.Tensor:
         """Each position's mean and spread of the distances of the bank images ``refs`` (their
-        ``candidates``, where the bank compares with some only), each left out of the bank."""
-        n, gh, gw, _ = own.shape
-        dist = self._distances(i, own[refs], refs, candidates) if n > 1 else torch.zeros(len(refs), gh, gw)
-        spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(gh, gw)
+        (R, gh, gw, d) descriptors ``ref_rows``; their ``candidates``, where the bank compares with
+        some only), each left out of the bank; returns those (R, gh, gw) distances."""
+        many = self.bank_images() > 1
+        dist = self._distances(i, ref_rows, refs, candidates) if many else torch.zeros(ref_rows.shape[:3])
+        spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(dist.shape[1:])
         setattr(self, f"mean{i}", dist.mean(0))
         setattr(self, f"spread{i}", spread.clamp_min(spread.median().clamp_min(1e-6)))
+        return dist
+
+    def bank_images(self) -> int:
+        """How many training images the bank holds patches of."""
+        if self.params.match == "near":
+            return self._get("bank", 0).shape[2]
+        owners = self._get("owners", 0)
+        return int(owners.max()) + 1 if owners.numel() else 0
+
+    def _bank_rows(self, i: int, images: torch.Tensor) -> torch.Tensor:
+        """(R, gh, gw, d) the descriptors bank ``i`` holds of its ``images`` ("near" banks hold
+        every patch of their images, padded around)."""
+        r, (_, _, gh, gw) = self.params.radius, self.derived.grids[i]
+        rows = self._get("bank", i)[r : r + gh, r : r + gw].index_select(
+            2, images.to(self._get("bank", i).device)
+        )
+        return rows.permute(2, 0, 1, 3)
+
+    @torch.no_grad()
+    def _fit_scales(self) -> None:
+        """Every grid's scale ("near" banks) from ``references`` of its images, each left out."""
+        refs = torch.from_numpy(spaced(self.bank_images(), self.params.references))
+        candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
+        distances = [
+            self._fit_scale(i, self._bank_rows(i, refs), refs, candidates)
+            for i in range(len(self.derived.grids))
+        ]
+        self.reference_ = self._scored(distances)[0] if self.bank_images() > 1 else None
+
+    @property
+    def updatable(self) -> bool:  # type: ignore[override]
+        """A "near" bank holds every patch of its images, so images join it and the scales are
+        refit from it; an "anywhere" bank holds a sample of patches and must be built anew."""
+        return self.params.match == "near"
+
+    @torch.no_grad()
+    def keep_images(self, keep: np.ndarray) -> None:
+        """Keep the bank images where ``keep`` (its images' order) is True, then refit the scales."""
+        keep = np.asarray(keep, bool)
+        if keep.all():
+            return
+        if self.params.match != "near":
+            raise OddeyeError("patch-knn match=anywhere cannot set images aside from its bank")
+        index = torch.from_numpy(np.flatnonzero(keep))
+        for i in range(len(self.derived.grids)):
+            self._set_bank(i, self._get("bank", i).index_select(2, index).contiguous())
+        if self.layouts.numel():
+            self.layouts = self.layouts[index]
+        if self.positions_ is not None:
+            self.positions_ = self.positions_[keep]
+        self._fit_scales()
+
+    def set_aside_images(self, positions: np.ndarray) -> None:
+        """The training-pass ``positions`` an ensemble's screening set aside leave this bank too."""
+        if self.positions_ is not None and self.params.match == "near":
+            self.keep_images(~np.isin(self.positions_, positions))
+
+    @torch.no_grad()
+    def absorb(self, batches: Batches, heldout: Batches, seen: int) -> None:
+        """The new images' patches join the bank ("near"), described on the bank's own axes; beyond
+        ``max_bank`` images, evenly spaced shares of the old and the new ones are kept in proportion
+        to the images each stands for (``seen``: those the bank was built from); then the scales
+        are refit from the bank, as :meth:`fit_end` fits them."""
+        if not self.updatable:
+            raise OddeyeError(needs_training(self))
+        old = self.bank_images()
+        take_old, take_new = bank_shares(old, seen, len(batches), self.params.max_bank)
+        self.keep_images(np.isin(np.arange(old), spaced(old, take_old)))
+        keep, start = spaced(len(batches), take_new), 0
+        parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
+        layouts: list[torch.Tensor] = []
+        for x in batches():
+            lo, hi = np.searchsorted(keep, [start, start + len(x)])
+            start += len(x)
+            if hi == lo:
+                continue
+            small = self.working(x[torch.from_numpy(keep[lo:hi] - (start - len(x)))])
+            for i, d in enumerate(self._projected(self.raw_descriptors(small))):
+                stored = self._get("bank", i).dtype  # float16, or float32 in a run written before
+                parts[i].append(pad_positions(d.permute(1, 2, 0, 3), self.params.radius).to(stored))
+            layouts.append(layout(small))
+        if not layouts:
+            return
+        for i, part in enumerate(parts):
+            self._set_bank(i, torch.cat([self._get("bank", i), *part], 2).contiguous())
+        if self.layouts.numel():
+            self.layouts = torch.cat([self.layouts, *layouts])
+        self.positions_ = None  # no longer positions of a training pass
+        self._fit_scales()
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
-        finest = max(self.derived.grids, key=lambda g: g[2] * g[3])[2:]
-        grids = []
         small = self.working(x)
         candidates = self._candidates(layout(small)) if self.layouts.numel() else None
-        for i, d in enumerate(self._projected(self.raw_descriptors(small))):
-            dist = self._distances(i, d, candidates=candidates)
-            z = (dist - self._get("mean", i)) / self._get("spread", i)
-            grids.append(grow(z.unsqueeze(1), finest))
-        grid = torch.stack(grids).mean(0)  # (B, 1, gh, gw) at the finest grid
+        distances = [
+            self._distances(i, d, candidates=candidates)
+            for i, d in enumerate(self._projected(self.raw_descriptors(small)))
+        ]
+        score, grid = self._scored(distances)
+        return InferenceBatch(score, grow(grid, x.shape[-2:])[:, 0] if maps else None)
+
+    def _scored(self, distances: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B,) scores, (B, 1, gh, gw) map at the finest grid) from each grid's (B, gh, gw)
+        distances: standardised per position, averaged over the grids, the mean of the top cells."""
+        finest = max(self.derived.grids, key=lambda g: g[2] * g[3])[2:]
+        grids = [
+            grow(((dist - self._get("mean", i)) / self._get("spread", i)).unsqueeze(1), finest)
+            for i, dist in enumerate(distances)
+        ]
+        grid = torch.stack(grids).mean(0)
         flat = grid.flatten(1)
         top = max(1, round(self.params.top * flat.shape[1]))
-        score = flat.topk(top, dim=1).values.mean(1)
-        return InferenceBatch(score, grow(grid, x.shape[-2:])[:, 0] if maps else None)
+        return flat.topk(top, dim=1).values.mean(1), grid
+
+    def reference_scores(self) -> torch.Tensor | None:
+        """The ``references`` bank images' own scores, each left out of the bank (what the
+        per-position scales were fitted on): normal scores for an ensemble's fusion scale, far more
+        than a small set's few held-out images."""
+        return self.reference_
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
