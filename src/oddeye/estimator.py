@@ -199,7 +199,11 @@ class Detector:
         heldout = result.val_indices if len(result.val_indices) else None
         batch, progress = config.score_batch_size, config.progress
         desc = "scoring held-out images" if heldout is not None else "scoring training images"
-        scores = infer(model, data, device, batch, indices=heldout, progress=progress, desc=desc).scores
+        cached = getattr(model, "heldout_fused_", None)  # an ensemble of banks scored them as it fitted
+        if heldout is not None and cached is not None and len(cached) == len(heldout):
+            scores = cached.numpy()
+        else:
+            scores = infer(model, data, device, batch, indices=heldout, progress=progress, desc=desc).scores
         basis = HELDOUT if heldout is not None else NO_HELDOUT
         record = RunRecord(
             build=build,

@@ -13,6 +13,7 @@ from torch import nn
 
 from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_training
 from oddeye.detectors.fusion import ExcessFusion, ScoreFusion, collect
+from oddeye.detectors.memory import count_of
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import Build, DetectorSpec, get_spec, record_of, register
 from oddeye.detectors.screening import screen_training
@@ -89,6 +90,7 @@ class Ensemble(AnomalyModel):
     """
 
     trainable = False  # the members train; the ensemble itself only fits the fusion scale
+    heldout_fused_: torch.Tensor | None = None  # after fit_end: the held-out images' fused scores
     updatable = True  # where every member is (``absorb`` refuses otherwise, naming the member)
 
     Params = EnsembleParams
@@ -168,7 +170,12 @@ class Ensemble(AnomalyModel):
         held out) and the members' reference scores where ``references`` counts them."""
         self.eval()
         extra = [m.reference_scores() for m in self.detectors] if self.references != "heldout" else None
-        self.fusion.fit(collect(self._components, heldout, batches), extra)
+        components = collect(self._components, heldout, batches)
+        self.fusion.fit(components, extra)
+        # the held-out images' fused scores, as scoring them again would give (members that do not
+        # train compute in float32 in both places): the run's held-out scores without a second pass
+        again = count_of(heldout) and not any(m.trainable for m in self.detectors)
+        self.heldout_fused_ = self.fusion(components).double().cpu() if again else None
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
         """Map: the members' maps, each divided by the spread its score is divided by when the
