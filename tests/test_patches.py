@@ -288,7 +288,8 @@ def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_q
 
 def test_a_bank_ensemble_keeps_the_held_out_scores_it_fitted_on_as_rescoring_gives_them() -> None:
     det = oddeye.create("default", progress=False, val_fraction=0.25).fit(faces(60))
-    assert det.model_.heldout_fused_ is not None and len(det.heldout_scores_) == len(det.model_.heldout_fused_)
+    fused = det.model_.heldout_fused_
+    assert fused is not None and len(det.heldout_scores_) == len(fused)
     sample = det.record_.heldout_sample  # every held-out image kept (fewer than the sample's bound)
     assert len(sample) == len(det.heldout_scores_)
     np.testing.assert_allclose(det.score(sample), det.heldout_scores_, rtol=1e-6, atol=1e-6)

@@ -326,9 +326,10 @@ def _avatars_markdown(results: list[dict[str, Any]], validation: bool = False) -
             "## Avatars, validation protocol (`oddeye bench avatars --validation`; training faces only)",
             "",
             "Train on five sixths of each category's `train/good` (a seeded draw); test on the other sixth, "
-            "half as it is and half given one synthetic local anomaly each (a patch of another face or of "
-            "the same face moved, or the region blurred, erased, tinted or noised; 0.3-3% of the image), "
-            "masked where pixels changed. Settings of the default's local view are chosen here, never on "
+            "half as it is and half given one synthetic local anomaly each, drawn by the benchmark itself "
+            "(an ellipse of 0.3-3% of the image filled with another held-out face's patch from elsewhere, "
+            "the region tinted, or a flat colour), masked where pixels changed. Settings of the default's "
+            "local view are chosen here, never on "
             "`test/`. s: train + score seconds with maps.",
         ]
         if validation
