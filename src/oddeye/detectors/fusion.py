@@ -37,9 +37,13 @@ class ScoreFusion(nn.Module):
         spread = torch.stack([c.std() if len(c) > 1 else c.new_ones(()) for c in columns])
         self.scale = torch.nan_to_num(spread, nan=1.0).clamp_min(1e-6)
 
+    def standardised(self, components: torch.Tensor) -> torch.Tensor:
+        """(B, n) component scores -> (B, n) z-scores on the fitted scales."""
+        return (components.float() - self.loc) / self.scale
+
     def forward(self, components: torch.Tensor) -> torch.Tensor:
         """(B, n) component scores -> (B,) fused score (higher = more anomalous)."""
-        z = (components.float() - self.loc) / self.scale
+        z = self.standardised(components)
         return z.mean(1) if self.weights is None else (z * self.weights.to(z.device)).sum(1)
 
 
@@ -62,7 +66,7 @@ class ExcessFusion(ScoreFusion):
         self.n_local, self.excess, self.margin = n_local, excess, margin
 
     def forward(self, components: torch.Tensor) -> torch.Tensor:
-        z = (components.float() - self.loc) / self.scale
+        z = self.standardised(components)
         whole, local = z[:, : -self.n_local].mean(1), z[:, -self.n_local :].mean(1)
         return whole + self.excess * torch.relu(local - self.margin)
 

@@ -413,7 +413,7 @@ class PatchKNN(AnomalyModel):
                 continue
             own = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
             del raw
-            self._keep(i, own)
+            self._keep_anywhere(i, own)
             refs = torch.from_numpy(spaced(len(own), self.params.references))
             anywhere.append(
                 self._fit_scale(i, own[refs], refs, None)
@@ -427,11 +427,12 @@ class PatchKNN(AnomalyModel):
     def fit_end_work(self) -> str:
         return "patch memory bank"
 
-    def _empty_store(self, i: int, n: int) -> torch.Tensor:
-        """(gh + 2r, gw + 2r, n, D) float16, every value :data:`FAR`: the place of grid ``i``'s raw
-        descriptors of ``n`` images, positions first, padded for the search around them."""
+    def _empty_store(self, i: int, n: int, dim: int | None = None) -> torch.Tensor:
+        """(gh + 2r, gw + 2r, n, dim) float16, every value :data:`FAR`: the place of grid ``i``'s
+        descriptors of ``n`` images (``dim``: the raw ones' D by default), positions first, padded
+        for the search around them."""
         r, (_, span, gh, gw) = self.params.radius, self.derived.grids[i]
-        dim = self.shape[2] * span * span
+        dim = self.shape[2] * span * span if dim is None else dim
         return torch.full((gh + 2 * r, gw + 2 * r, n, dim), FAR, dtype=BANK_DTYPE)
 
     def _interior(self, i: int, store: torch.Tensor) -> torch.Tensor:
@@ -465,11 +466,9 @@ class PatchKNN(AnomalyModel):
             for y in range(inner.shape[0]):
                 inner[y] = (inner[y].float() - centre).to(BANK_DTYPE)
             return store
-        r = self.params.radius
-        gh, gw, n, _ = inner.shape
-        bank = torch.full((gh + 2 * r, gw + 2 * r, n, axes.shape[1]), FAR, dtype=BANK_DTYPE)
-        for y in range(gh):
-            bank[r + y, r : r + gw] = ((inner[y].float() - centre) @ axes).to(BANK_DTYPE)
+        bank = self._empty_store(i, inner.shape[2], axes.shape[1])
+        for y, row in enumerate(self._interior(i, bank)):
+            row.copy_((inner[y].float() - centre) @ axes)
         return bank
 
     def _set_bank(self, i: int, bank: torch.Tensor) -> None:
@@ -480,18 +479,14 @@ class PatchKNN(AnomalyModel):
         )  # a row at a time
         setattr(self, f"owners{i}", torch.arange(bank.shape[2]))
 
-    def _keep(self, i: int, own: torch.Tensor) -> None:
-        """The bank of patch size ``i`` from the kept images' (N, gh, gw, d) descriptors: by position,
-        padded for the search around it ("near"), or an evenly spaced sample of every position's
-        patches, with the image each came from ("anywhere")."""
+    def _keep_anywhere(self, i: int, own: torch.Tensor) -> None:
+        """The "anywhere" bank of patch size ``i`` from the kept images' (N, gh, gw, d) descriptors:
+        an evenly spaced sample of every position's patches, with the image each came from ("near"
+        banks are built in place: :meth:`_projected_store`)."""
         n, gh, gw, d = own.shape
-        if self.params.match == "near":
-            bank = pad_positions(own.permute(1, 2, 0, 3), self.params.radius).contiguous()
-            owners = torch.arange(n)
-        else:
-            pick = torch.from_numpy(spaced(n * gh * gw, self.params.max_patches))
-            bank = own.reshape(-1, d)[pick].view(1, 1, -1, d).contiguous()
-            owners = pick // (gh * gw)
+        pick = torch.from_numpy(spaced(n * gh * gw, self.params.max_patches))
+        bank = own.reshape(-1, d)[pick].view(1, 1, -1, d).contiguous()
+        owners = pick // (gh * gw)
         setattr(self, f"bank{i}", bank)
         setattr(self, f"norms{i}", bank.pow(2).sum(-1))
         setattr(self, f"owners{i}", owners)
@@ -551,11 +546,8 @@ class PatchKNN(AnomalyModel):
     def _bank_rows(self, i: int, images: torch.Tensor) -> torch.Tensor:
         """(R, gh, gw, d) the descriptors bank ``i`` holds of its ``images`` ("near" banks hold
         every patch of their images, padded around)."""
-        r, (_, _, gh, gw) = self.params.radius, self.derived.grids[i]
-        rows = self._get("bank", i)[r : r + gh, r : r + gw].index_select(
-            2, images.to(self._get("bank", i).device)
-        )
-        return rows.permute(2, 0, 1, 3)
+        bank = self._get("bank", i)
+        return self._interior(i, bank).index_select(2, images.to(bank.device)).permute(2, 0, 1, 3)
 
     @torch.no_grad()
     def _fit_scales(self) -> None:
@@ -577,9 +569,14 @@ class PatchKNN(AnomalyModel):
     @torch.no_grad()
     def keep_images(self, keep: np.ndarray) -> None:
         """Keep the bank images where ``keep`` (its images' order) is True, then refit the scales."""
+        if self._drop_images(keep):
+            self._fit_scales()
+
+    def _drop_images(self, keep: np.ndarray) -> bool:
+        """Keep the bank images where ``keep`` is True (the scales as they were); False when all stay."""
         keep = np.asarray(keep, bool)
         if keep.all():
-            return
+            return False
         if self.params.match != "near":
             raise OddeyeError("patch-knn match=anywhere cannot set images aside from its bank")
         index = torch.from_numpy(np.flatnonzero(keep))
@@ -589,7 +586,7 @@ class PatchKNN(AnomalyModel):
             self.layouts = self.layouts[index]
         if self.positions_ is not None:
             self.positions_ = self.positions_[keep]
-        self._fit_scales()
+        return True
 
     def set_aside_images(self, positions: np.ndarray) -> None:
         """The training-pass ``positions`` an ensemble's screening set aside leave this bank too."""
@@ -606,7 +603,7 @@ class PatchKNN(AnomalyModel):
             raise OddeyeError(needs_training(self))
         old = self.bank_images()
         take_old, take_new = bank_shares(old, seen, len(batches), self.params.max_bank)
-        self.keep_images(np.isin(np.arange(old), spaced(old, take_old)))
+        self._drop_images(np.isin(np.arange(old), spaced(old, take_old)))  # scales refit once, below
         keep, start = spaced(len(batches), take_new), 0
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
         layouts: list[torch.Tensor] = []
@@ -621,6 +618,7 @@ class PatchKNN(AnomalyModel):
                 parts[i].append(pad_positions(d.permute(1, 2, 0, 3), self.params.radius).to(stored))
             layouts.append(layout(small))
         if not layouts:
+            self._fit_scales()  # the bank may have lost images to its bound
             return
         for i, part in enumerate(parts):
             self._set_bank(i, torch.cat([self._get("bank", i), *part], 2).contiguous())
