@@ -10,7 +10,8 @@ import torch
 
 import oddeye
 from oddeye.detectors import get_spec
-from oddeye.detectors.patches import near_distances, pad_positions, patch_grid, principal_axes
+from oddeye.detectors.memory import principal_axes
+from oddeye.detectors.patches import near_distances, pad_positions, patch_grid
 
 
 def faces(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -276,8 +277,11 @@ def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_q
     quiet = z[:, -1] <= 3
     whole = z[:, :-1].mean(1)
     scores = torch.from_numpy(det.score(images)).float()
-    torch.testing.assert_close(scores[quiet], whole[quiet])
-    torch.testing.assert_close(scores[~quiet], whole[~quiet] + 0.5 * (z[~quiet, -1] - 3))
+    # (the manual batch and the scoring batches differ in size and layout: float32 rounding apart)
+    torch.testing.assert_close(scores[quiet], whole[quiet], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        scores[~quiet], whole[~quiet] + 0.5 * (z[~quiet, -1] - 3), atol=1e-4, rtol=1e-5
+    )
     record = record_of(model)
     assert record.params["local_fusion"] == "excess" and record.params["local_margin"] == 3.0
     old = dict(record.params)

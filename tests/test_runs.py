@@ -103,7 +103,7 @@ def test_missing_or_foreign_run_folder(tmp_path: Path) -> None:
     (tmp_path / "other" / "model.json").write_text('{"format": "something-else"}')
     with pytest.raises(
         OddeyeError,
-        match="expected format 'oddeye-run/1' or 'oddeye-run/2' or 'oddeye-run/3' or 'oddeye-run/4', "
-        "found 'something-else'",
+        match="expected format 'oddeye-run/1' or 'oddeye-run/2' or 'oddeye-run/3' or 'oddeye-run/4' or "
+        "'oddeye-run/5', found 'something-else'",
     ):
         oddeye.load(tmp_path / "other")

@@ -65,7 +65,7 @@ def test_the_default_sets_aside_planted_images_and_records_them(tmp_path: Path) 
     banks = [bank.bank.shape[0] for bank, _ in det.model_.banks()]
     assert len(set(banks)) == 1  # the members' banks were screened together: the same images left
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/4"
+    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/5"
     assert meta["screening"]["bank_images_set_aside"] + meta["screening"]["heldout_images_set_aside"] == len(
         found
     )

@@ -52,6 +52,14 @@ class TrainConfig:
     lr: float = field(default=1e-3, metadata=_flag("Adam learning rate", "X"))
     seed: int = field(default=0, metadata=_flag("random seed (same seed, data and device: same scores)", "N"))
     val_fraction: float = field(default=0.05, metadata=_flag("share of training images held out", "X"))
+    max_heldout: int = field(
+        default=2048,
+        metadata=_flag(
+            "held-out images at most, whatever val_fraction gives (0: no cap); every held-out image is "
+            "scored by every part, and fusion scales and thresholds need no more",
+            "N",
+        ),
+    )
     patience: int = field(
         default=5, metadata=_flag("epochs without held-out improvement before stopping", "N")
     )
@@ -93,6 +101,7 @@ class TrainConfig:
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
+            "max_heldout": self.max_heldout >= 0,
             "patience": self.patience >= 1,
             "min_delta": 0.0 <= self.min_delta < 1.0,
             "precision": self.precision in ("auto", "fp32", "bf16"),

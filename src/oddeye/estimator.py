@@ -261,7 +261,8 @@ class Detector:
         data = self.prepare(images, size=size, split="train")
         start = time.perf_counter()
         digest = images_sha256(data)
-        seen = bank_images(record.training.n_images, record.updates, record.config.val_fraction)
+        config = record.config
+        seen = bank_images(record.training.n_images, record.updates, config.val_fraction, config.max_heldout)
         done = absorb_images(self.model_, data, self._kept_sample(), seen, config, self.device_)
         entry = {
             "added": len(data),

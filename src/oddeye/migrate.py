@@ -11,6 +11,8 @@ parameter added later needs no step here: its field says the value older runs ha
 Format 3 only marked the first such addition (``default``'s ``gray_members``); a format-2 record
 reads as format 3 unchanged. Format 4 added a training setting, ``contamination`` (training images
 set aside before the banks are kept); a format-3 record reads with ``"0"``, what its code did.
+Format 5 added ``max_heldout`` (at most that many images held out); a format-4 record reads with
+``0``, no cap, what its code did.
 A change of the record's structure (not a new parameter) adds an upgrade step and a test that
 loads a run written by the previous format.
 """
@@ -181,9 +183,27 @@ def upgrade_v3(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Training settings added with format 5, with the value that does what format-4 code did.
+V4_CONFIG_LATER: dict[str, Any] = {"max_heldout": 0}
+
+
+def upgrade_v4(meta: dict[str, Any]) -> dict[str, Any]:
+    """A format-4 model.json as format 5: its settings gain ``max_heldout: 0`` (format-4 code held
+    out ``val_fraction`` of the images whatever their number), nothing else changes."""
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError("format 4 metadata needs a config object")
+    return {
+        **meta,
+        "config": {**meta["config"], **V4_CONFIG_LATER},
+        "format": "oddeye-run/5",
+        "upgraded_from": meta.get("upgraded_from", "oddeye-run/4"),
+    }
+
+
 # format -> the step that turns its metadata into the next format's
 UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "oddeye-run/1": upgrade_v1,
     "oddeye-run/2": upgrade_v2,
     "oddeye-run/3": upgrade_v3,
+    "oddeye-run/4": upgrade_v4,
 }

@@ -89,6 +89,8 @@ def rank_outliers(
         det.set_params(local_members=())
     config = det.config
     model = det.build(data.shape)
+    for bank, _ in model.banks():  # the typical core is the bank's densest part: a coreset would
+        bank.select = "spaced"  # even the density out, so large sets keep an evenly spaced sample
     if not model.banks():
         raise OddeyeError(
             f"outliers: expected a memory-bank detector (default, pixel-knn, hog-knn, color-knn, "

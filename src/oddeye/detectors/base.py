@@ -21,16 +21,53 @@ from oddeye.errors import OddeyeError
 
 class Batches:
     """A set of normalised images as batches, one pass per call (``for x in batches()``); ``len``
-    is the number of images, so a bank can choose its rows before the pass."""
+    is the number of images, so a bank can choose its rows before the pass. ``subset``, where the
+    source can read some of its images alone (the training loop's passes): positions -> the
+    batches of those images only (see :meth:`select`). ``cover``, where the source keeps what it
+    computed for other banks of the same fit: m -> the positions of m images that cover the pass
+    (see :func:`oddeye.detectors.memory.covering`), computed once for every bank that asks."""
 
-    def __init__(self, make: Callable[[], Iterator[torch.Tensor]], n: int) -> None:
-        self.make, self.n = make, n
+    def __init__(
+        self,
+        make: Callable[[], Iterator[torch.Tensor]],
+        n: int,
+        subset: Callable[[np.ndarray], Batches] | None = None,
+        cover: Callable[[int], np.ndarray] | None = None,
+    ) -> None:
+        self.make, self.n, self.subset, self.cover = make, n, subset, cover
 
     def __call__(self) -> Iterator[torch.Tensor]:
         return self.make()
 
     def __len__(self) -> int:
         return self.n
+
+    def select(self, positions: np.ndarray) -> Batches:
+        """The images at the ascending ``positions`` of a pass, in order: read alone where the
+        source can (a bank of 20,000 of 140,001 images decodes those, not all), else picked out of
+        a whole pass."""
+        positions = np.asarray(positions, np.int64)
+        if self.subset is not None:
+            return self.subset(positions)
+        return Batches(lambda: picked(self, positions), len(positions))
+
+
+def picked(batches: Callable[[], Iterator[torch.Tensor]], positions: np.ndarray) -> Iterator[torch.Tensor]:
+    """The images at the ascending ``positions`` of one pass of ``batches()``, batch by batch."""
+    seen = 0
+    for x in batches():
+        start, seen = seen, seen + len(x)
+        lo, hi = np.searchsorted(positions, [start, seen])
+        if hi > lo:
+            yield x if hi - lo == len(x) else x[torch.from_numpy(positions[lo:hi] - start)]
+
+
+def selected(batches: Callable[[], Iterator[torch.Tensor]], positions: np.ndarray) -> Iterator[torch.Tensor]:
+    """One pass over the images at the ascending ``positions`` of ``batches``: :meth:`Batches.select`
+    where it is one, else picked out of a whole pass."""
+    if isinstance(batches, Batches):
+        return batches.select(positions)()
+    return picked(batches, np.asarray(positions, np.int64))
 
 
 @dataclass

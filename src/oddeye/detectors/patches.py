@@ -27,13 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_training
+from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_training, selected
 from oddeye.detectors.memory import (
+    bank_select_param,
     bank_shares,
     count_of,
+    covering,
     gaussian_blur,
     grow,
     nearest,
+    principal_axes,
     reduced_size,
     shrink,
     spaced,
@@ -218,22 +221,6 @@ def pad_positions(bank: torch.Tensor, radius: int) -> torch.Tensor:
     return F.pad(bank.permute(2, 3, 0, 1), (radius, radius, radius, radius), value=FAR).permute(2, 3, 0, 1)
 
 
-def principal_axes(rows: torch.Tensor, dims: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (D,), axes (D, dims)) of the rows' ``dims`` directions of most variance (all D, as
-    they are, when ``dims`` is 0 or at least D). Signs fixed (largest entry positive), so the
-    same rows give the same axes."""
-    rows = rows.float()
-    mean = rows.mean(0)
-    dim = rows.shape[1]
-    if dims <= 0 or dims >= dim:
-        return mean, torch.eye(dim)
-    centred = rows - mean
-    _, vectors = torch.linalg.eigh(centred.T @ centred / max(1, len(rows) - 1))  # ascending
-    axes = vectors[:, -dims:].flip(1)
-    signs = torch.sign(axes.gather(0, axes.abs().argmax(0, keepdim=True)))
-    return mean, (axes * signs).contiguous()
-
-
 @dataclass(frozen=True)
 class PatchKNNParams(Params):
     max_side: int = param(64, help="the working resolution: pixels a side at most (0: full)")
@@ -253,6 +240,7 @@ class PatchKNNParams(Params):
         0, help="near: compare with the patches of this many training images laid out most alike (0: all)"
     )
     max_bank: int = param(3000, help="training images whose patches the bank keeps at most (evenly spaced)")
+    select: str = bank_select_param("spaced")  # a cover keeps rare faces, not the patches most faces share
     references: int = param(
         200, help="bank images whose own patches (left out in turn) set each position's scale"
     )
@@ -347,7 +335,23 @@ class PatchKNN(AnomalyModel):
         return self._projected(self.raw_descriptors(self.working(x)))
 
     def _projected(self, raw: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [(r - self._get("centre", i)) @ self._get("axes", i) for i, r in enumerate(raw)]
+        """Raw descriptors on each grid's principal axes (less the centre alone where every
+        dimension is kept as it is: no product with the identity)."""
+        out = []
+        for i, r in enumerate(raw):
+            axes = self._get("axes", i)
+            kept = not torch.compiler.is_exporting() and self._identity(i)
+            out.append(r - self._get("centre", i) if kept else (r - self._get("centre", i)) @ axes)
+        return out
+
+    def _identity(self, i: int) -> bool:
+        """Whether grid ``i`` keeps every dimension as it is (its axes the identity; checked once)."""
+        cache = self.__dict__.setdefault("_identity_of", {})
+        axes = self._get("axes", i)
+        key = (i, axes.data_ptr(), tuple(axes.shape))
+        if key not in cache:
+            cache[key] = axes.shape[0] == axes.shape[1] and bool(torch.equal(axes, torch.eye(axes.shape[0])))
+        return cache[key]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([d.flatten(1) for d in self.descriptors(x)], 1)
@@ -356,8 +360,9 @@ class PatchKNN(AnomalyModel):
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:
-        n = count_of(batches)
-        keep = None if n is None else spaced(n, self.params.max_bank)
+        n, bound = count_of(batches), self.params.max_bank
+        coreset = self.params.select == "coreset" and n is not None and n > bound
+        keep = None if n is None else covering(batches, bound) if coreset else spaced(n, bound)
         near = self.params.match == "near"
         # "near" with a known pass: each image's raw descriptors go straight to their place in the
         # bank (no list of batches to concatenate: the bank's own size, once)
@@ -366,13 +371,8 @@ class PatchKNN(AnomalyModel):
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
         layouts: list[torch.Tensor] = []
         seen = placed = 0
-        for x in batches():
-            start, seen = seen, seen + len(x)
-            if keep is not None:
-                lo, hi = np.searchsorted(keep, [start, seen])
-                if hi == lo:
-                    continue
-                x = x[torch.from_numpy(keep[lo:hi] - start)]
+        for x in batches() if keep is None else selected(batches, keep):  # only the kept images read
+            seen += len(x)
             small = self.working(x)
             for i, d in enumerate(self.raw_descriptors(small)):  # (b, gh, gw, D) until the axes are known
                 if stores is not None:
@@ -604,15 +604,10 @@ class PatchKNN(AnomalyModel):
         old = self.bank_images()
         take_old, take_new = bank_shares(old, seen, len(batches), self.params.max_bank)
         self._drop_images(np.isin(np.arange(old), spaced(old, take_old)))  # scales refit once, below
-        keep, start = spaced(len(batches), take_new), 0
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
         layouts: list[torch.Tensor] = []
-        for x in batches():
-            lo, hi = np.searchsorted(keep, [start, start + len(x)])
-            start += len(x)
-            if hi == lo:
-                continue
-            small = self.working(x[torch.from_numpy(keep[lo:hi] - (start - len(x)))])
+        for x in selected(batches, spaced(len(batches), take_new)):
+            small = self.working(x)
             for i, d in enumerate(self._projected(self.raw_descriptors(small))):
                 stored = self._get("bank", i).dtype  # float16, or float32 in a run written before
                 parts[i].append(pad_positions(d.permute(1, 2, 0, 3), self.params.radius).to(stored))

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from oddeye.config import TrainConfig, contamination_share
 from oddeye.data.imageset import ImageSet, batch_images
 from oddeye.detectors.base import AnomalyModel, Batches
+from oddeye.detectors.memory import SKETCH_SIDE, coreset, layout_sketch
 from oddeye.detectors.screening import Screening
 from oddeye.progress import EpochProgress, Task, clock, say
 from oddeye.training.budget import Budget, Pacer
@@ -84,10 +86,14 @@ def trained_parts(model: AnomalyModel) -> list[str]:
     return names + ([part_name(model)] if model.trainable else [])
 
 
-def split_indices(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) index arrays; the held-out slice is empty when there is too little data."""
+def split_indices(
+    n: int, val_fraction: float, rng: np.random.Generator, max_heldout: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) index arrays: ``val_fraction`` of the images held out, at most
+    ``max_heldout`` (0: no cap); the held-out slice is empty when there is too little data."""
     perm = rng.permutation(n)
     n_val = int(round(n * val_fraction)) if n >= 4 else 0
+    n_val = min(n_val, max_heldout) if max_heldout > 0 else n_val
     n_val = min(max(n_val, 1 if val_fraction > 0 and n >= 4 else 0), n - 1)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -102,6 +108,7 @@ def fit_model(
     scope: str = "",
     name: str = "",
     budget: Budget | None = None,
+    covers: dict[tuple[str, int], np.ndarray] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for at most ``model.epoch_cap`` epochs; returns the
     per-epoch history and the held-out split. ``name`` labels its progress (default its label).
@@ -111,15 +118,16 @@ def fit_model(
     this ``scope``, training continues from it exactly (same weights as an uninterrupted run).
     """
     name = name or part_name(model)
+    covers = {} if covers is None else covers  # the members' banks share their coresets
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    train_idx, val_idx = split_indices(len(data), config.val_fraction, rng)
+    train_idx, val_idx = split_indices(len(data), config.val_fraction, rng, config.max_heldout)
     optimizer = prepare(model, device, config.lr)
 
     shown = config.progress and world().main  # under torchrun, rank 0 alone shows progress
     step = batch_images(config.score_batch_size, data.shape)
 
-    def batches_of(indices: np.ndarray, which: str) -> Batches:
+    def batches_of(indices: np.ndarray, which: str, whole: bool = True) -> Batches:
         def gen() -> Iterator[torch.Tensor]:
             model.eval()
             desc = f"{name}: pass over the {which} images"
@@ -130,7 +138,25 @@ def fit_model(
                     data.release(idx)  # in order: a bounded resident set
                     bar.update(len(idx))
 
-        return Batches(gen, len(indices))
+        def cover(m: int) -> np.ndarray:  # the same for every bank of this fit: computed once
+            if (which, m) not in covers:
+                covers[which, m] = coreset(torch.cat(list(layouts())), m)
+            return covers[which, m]
+
+        def layouts() -> Iterator[torch.Tensor]:  # image_sketch, pooled from the stored images
+            desc = f"{name}: layouts of the {which} images"
+            with Task(desc, len(indices), "images", shown, leave=False, final_line=False) as bar:
+                for i in range(0, len(indices), step):
+                    idx = indices[i : i + step]
+                    pooled = F.adaptive_avg_pool2d(feed.raw(idx).to(feed.device).float(), SKETCH_SIDE)
+                    yield layout_sketch(data.normalisation.apply(pooled)).cpu()
+                    data.release(idx)
+                    bar.update(len(idx))
+
+        def subset(positions: np.ndarray) -> Batches:
+            return batches_of(indices[positions], which, whole=False)
+
+        return Batches(gen, len(indices), subset, cover if whole else None)
 
     train_batches, heldout_batches = batches_of(train_idx, "training"), batches_of(val_idx, "held-out")
     result = TrainResult(val_indices=val_idx)
@@ -141,7 +167,16 @@ def fit_model(
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
         member_name = part_name(member, i, len(members))
         member_result = fit_model(
-            member, data, config, device, member_precision, ckpt, f"{scope}members.{i}.", member_name, budget
+            member,
+            data,
+            config,
+            device,
+            member_precision,
+            ckpt,
+            f"{scope}members.{i}.",
+            member_name,
+            budget,
+            covers,
         )
         result.members.append((member.label, member_result))
     feed = Feed(data, device, model.channels_last)  # after the members: one resident copy at a time

@@ -50,7 +50,9 @@ def absorb_images(
     """``model`` absorbs the prepared new images ``data`` (in place), refitting its score scales on
     the held-out ``sample`` the run kept (None: none) and the new held-out images; ``seen``: the
     images its banks were built from."""
-    absorbed, held_out = split_indices(len(data), config.val_fraction, np.random.default_rng(config.seed))
+    absorbed, held_out = split_indices(
+        len(data), config.val_fraction, np.random.default_rng(config.seed), config.max_heldout
+    )
     kept = [] if sample is None else [(sample, np.arange(len(sample)))]
     step, shown = batch_images(config.score_batch_size, data.shape), config.progress
     new = passes([(data, absorbed)], device, model.channels_last, step, "absorbing the new images", shown)
@@ -115,9 +117,12 @@ def images_sha256(data: ImageSet) -> str:
     return digest.hexdigest()
 
 
-def bank_images(n_images: int, updates: list[dict[str, Any]], val_fraction: float) -> int:
+def bank_images(
+    n_images: int, updates: list[dict[str, Any]], val_fraction: float, max_heldout: int = 0
+) -> int:
     """How many images a run's memory banks were built from: the training images less those held
     out, then every update's absorbed images (``n_images`` counts every image, added ones too)."""
     first = n_images - sum(int(u["added"]) for u in updates)
-    held = len(split_indices(first, val_fraction, np.random.default_rng(0))[1]) if first > 0 else 0
+    rng = np.random.default_rng(0)
+    held = len(split_indices(first, val_fraction, rng, max_heldout)[1]) if first > 0 else 0
     return first - held + sum(int(u["absorbed"]) for u in updates)
