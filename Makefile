@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # install it into .venv first (or pass TORCH_SPEC=torch), and nothing here replaces it.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-fast bench bench-data bench-data-emoji bench-data-avatars bench-emoji fmnist-data lint format clean
+.PHONY: install demo test test-fast bench bench-data bench-data-emoji bench-data-avatars bench-data-homework bench-emoji fmnist-data lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,12 @@ bench-data-avatars: install
 	$(AVATARS) --size 64 --n-train 3000 --n-test 1000
 	$(AVATARS) --size 256 --n-train 3000 --n-test 1000
 	$(AVATARS) --size 1024 --n-train 200 --n-test 100
+
+# the avatars at the homework's size (issue 24: oddeye bench avatars --n 140001): about 2 minutes
+bench-data-homework: install
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "node and npm (node 18+) are needed to draw the avatars: https://nodejs.org"; exit 2; }
+	$(AVATARS) --size 64 --n-train 140001 --n-test 19999 --name avatars64-n140001
 
 bench-emoji: install bench-data-emoji
 	$(BIN)/oddeye bench emoji --data-dir $(EMOJI_DIR)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from oddeye.bench import avatars_data as av
+from oddeye.data import load_images
 from oddeye.errors import OddeyeError
 
 REPO_MODULES = Path(__file__).resolve().parents[1] / av.AVATARS_NPM_DIR
@@ -191,3 +192,46 @@ def test_the_validation_protocol_holds_out_training_faces_and_marks_what_changed
         assert (changed.max(-1) > 0)[truth.masks.mask(i)].all()  # the mask is where pixels changed
     again = validation_split(train, "x")
     np.testing.assert_array_equal(again[1], val)  # seeded: the same every run
+
+
+def test_bench_avatars_at_a_size_reads_its_own_category_from_a_mapped_copy(
+    modules: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oddeye.bench import avatars as bench
+
+    data = tmp_path / "data"
+    cat = av.generate(data, 64, 9, 6, modules, workers=1, name=av.category_name(64, 9))
+    assert cat.path.name == "avatars64-n9" and av.generate(data, 64, 9, 6, modules, name="avatars64-n9").kept
+    monkeypatch.setattr(bench, "LARGE_SET", 4)  # 9 images: a "large" set, read from a .npy copy
+    first = bench.training_images(cat.path, tmp_path / "scratch")
+    assert isinstance(first, np.memmap) and first.shape == (9, 64, 64, 3)
+    np.testing.assert_array_equal(first, load_images(cat.path / "train" / "good", progress=False).array)
+    assert (tmp_path / "scratch" / "avatars64-n9-train.npy").is_file()
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--n", "9", "--detectors", "knn",
+            "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
+    record = json.loads((results / "avatars64-n9-knn.json").read_text())
+    assert record["n"] == 9 and record["dataset"] == "avatars64-n9" and record["data"]["n_train"] == 9
+    text = md.read_text()
+    assert "## Avatars at the homework's size (`oddeye bench avatars --n 9`)" in text
+    assert "## Avatars: local" not in text  # a size of its own: not a column of the main table
+    missing = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--n", "140001", "--no-save")
+    assert missing.code == 2 and "make bench-data-homework" in missing.err
+
+
+def test_bench_homework_on_the_avatars_reports_the_runs_quality(modules: Path, tmp_path: Path, cli) -> None:
+    data = tmp_path / "data"
+    av.generate(data, 64, 9, 6, modules, workers=1, name=av.category_name(64, 9))
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli("bench", "homework", "--n", "9", "--data", "avatars", "--avatars-dir", data,
+            "--data-dir", tmp_path / "scratch", "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
+    (path,) = results.iterdir()
+    record = json.loads(path.read_text())
+    assert record["data"] == "avatars64-n9" and record["n_test"] == 6 and 0 <= record["image_auroc"] <= 1
+    assert set(record["per_defect_auroc"]) == set(av.DEFECT_NAMES)
+    assert "image AUROC on avatars64-n9" in r.out and "| avatars64-n9 | **" in md.read_text()
+    assert np.load(tmp_path / "scratch" / "avatars64-n9-test.npy").shape == (6, 64, 64, 3)
+    wrong = cli("bench", "homework", "--n", "9", "--data", "avatars", "--avatars-dir", tmp_path, "--no-save")
+    assert wrong.code == 2 and "make bench-data-homework" in wrong.err

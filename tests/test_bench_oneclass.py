@@ -316,3 +316,45 @@ def test_a_label_with_slashes_or_spaces_names_one_file() -> None:
     name = results_name("fmnist", "default until issue 22 (k=3/1/3)", list(range(10)), [0], 0.05)
     assert name == "oneclass-fmnist-default-until-issue-22-k-3-1-3-contam0.05.json" and "/" not in name
     assert "/" not in emoji_name("category", "a/b c", [0], False)
+
+
+def test_pairs_are_parsed_checked_and_the_fixed_list_is_five() -> None:
+    from oddeye.bench.oneclass import DEFAULT_PAIRS, parse_pairs
+
+    assert parse_pairs("default") == list(DEFAULT_PAIRS) and len(DEFAULT_PAIRS) == 5
+    assert len(parse_pairs("all")) == 45 and parse_pairs("0-6, 2-4,0-6") == [(0, 6), (2, 4)]
+    for bad in ("6-0", "0-10", "0,6", "x-1", ""):
+        with pytest.raises(OddeyeError, match="--pairs: expected"):
+            parse_pairs(bad)
+
+
+def test_a_pair_case_trains_on_the_other_eight_classes() -> None:
+    from oddeye.bench.oneclass import pair_cases
+
+    data = load_digits_split()
+    (case,) = pair_cases(data, [(3, 8)])
+    assert case.key == "3-8" and case.title == "3 + 8"
+    assert len(case.train) == int((~np.isin(data.train_classes, (3, 8))).sum())
+    np.testing.assert_array_equal(case.anomalous, np.isin(data.test_classes, (3, 8)))
+    np.testing.assert_array_equal(np.sort(np.unique(data.train_classes[case.pool_rows])), [3, 8])
+
+
+def test_digits_bench_pairs_writes_its_records_and_its_table(cli, tmp_path: Path) -> None:
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli(
+        "bench", "digits", "--detectors", "knn,pixel-knn", "--pairs", "3-8,1-7",
+        "--results-dir", results, "--markdown", md,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "digits 8-vs-2" in r.out and "3-8" in r.out
+    names = sorted(p.name for p in results.iterdir())
+    assert names == ["pairs-digits-knn-pairs-38-17.json", "pairs-digits-pixel-knn-pairs-38-17.json"]
+    record = json.loads((results / names[0]).read_text())
+    assert record["benchmark"] == "pairs" and record["pairs"] == [[3, 8], [1, 7]]
+    assert record["cases"] == ["3-8", "1-7"] and set(record["auroc"]) == {"3-8", "1-7"}
+    assert 0.5 < record["mean_auroc"] <= 1.0
+    text = md.read_text()
+    section = text.split("## Digits, 8 vs 2")[1]
+    assert "| knn | classical |" in section and "| 3-8 3 + 8 | 1-7 1 + 7 |" in section
+    assert "- pixel-knn: above 1-NN on raw pixels on **" in section
+    assert "## One-class digits" not in text  # the one-class table has no records here

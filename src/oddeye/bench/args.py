@@ -73,6 +73,12 @@ def oneclass(parser: argparse.ArgumentParser, dataset: str) -> None:
     """``oddeye bench fmnist|digits``."""
     add_run_arguments(parser, DEFAULT_METHODS)
     parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
+    parser.add_argument(
+        "--pairs",
+        default=None,
+        help="the 8-vs-2 protocol instead of one-class: these pairs of classes are the anomalies, the "
+        "other 8 the normal training set ('0-6,2-4', 'default' for five fixed pairs, or 'all' for 45)",
+    )
     if dataset == "fmnist":
         parser.add_argument(
             "--data-dir",
@@ -120,6 +126,13 @@ def avatars(parser: argparse.ArgumentParser) -> None:
         help="the validation protocol: train on 5/6 of train/good, test on the rest, half of it given "
         "synthetic local anomalies (choose settings here, never on test/)",
     )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="the category of N training images instead, avatarsSIZE-nN (the homework's size: 140001, "
+        "19,999 test images; made by 'make bench-data-homework'), with the full-bank references",
+    )
 
 
 def avatars_data(parser: argparse.ArgumentParser) -> None:
@@ -139,6 +152,10 @@ def avatars_data(parser: argparse.ArgumentParser) -> None:
         help=f"folder with the npm packages, installed there if missing (default {AVATARS_NPM_DIR})",
     )
     parser.add_argument("--workers", type=int, help="drawing processes (default: the CPUs, at most 8)")
+    parser.add_argument(
+        "--name",
+        help="the category's folder name (default avatarsSIZE; bench avatars --n N reads avatarsSIZE-nN)",
+    )
 
 
 def speed(parser: argparse.ArgumentParser) -> None:
@@ -192,6 +209,17 @@ def homework(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--goal", default="30m", help="the time goal for train + score (default 30m)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
     parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the generated sets go")
+    parser.add_argument(
+        "--data",
+        choices=("auto", "avatars", "generated"),
+        default="auto",
+        help="avatars: the avatars category of N faces (avatars64-nN: 'make bench-data-homework'), scored "
+        "against its labels; generated: random images, time and memory only; auto (default): avatars "
+        "where that category is there and the shape is 64x64x3",
+    )
+    parser.add_argument(
+        "--avatars-dir", type=Path, default=AVATARS_DIR, help=f"where avatars64-nN is (default {AVATARS_DIR})"
+    )
     add_output_arguments(parser)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import oddeye
 from oddeye.bench.avatars_data import category_name
 from oddeye.bench.classical import CLASSICAL
+from oddeye.bench.common import SCRATCH_DIR
 from oddeye.bench.oneclass import Estimator, int_list, make_method, method_label, safe_name, settings_record
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
@@ -114,7 +115,7 @@ def measure(job: Job) -> dict[str, Any]:
     from oddeye.pixel_metrics import per_defect_auroc
 
     category = Path(job.category)
-    train = load_images(category / "train" / "good", progress=False).array
+    train = training_images(category)
     if job.validation:
         train, test_images, truth = validation_split(np.asarray(train), str(category))
     else:
@@ -245,22 +246,62 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def results_name(size: int, label: str, seeds: list[int], validation: bool = False) -> str:
-    stem = f"avatars{size}-{'val-' if validation else ''}{safe_name(label)}"
+def results_name(
+    size: int, label: str, seeds: list[int], validation: bool = False, n: int | None = None
+) -> str:
+    stem = f"{category_name(size, n)}-{'val-' if validation else ''}{safe_name(label)}"
     return stem + ("" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))) + ".json"
 
 
-def category_dir(data_dir: Path, size: int) -> Path:
-    """The category ``avatarsSIZE`` in ``data_dir``; an error saying how to make it when absent."""
+def category_dir(data_dir: Path, size: int, n: int | None = None) -> Path:
+    """The category ``avatarsSIZE`` (``avatarsSIZE-nN`` with ``n``) in ``data_dir``; an error saying
+    how to make it when absent."""
     from oddeye.data import mvtec_category
 
-    path = Path(data_dir) / category_name(size)
+    path = Path(data_dir) / category_name(size, n)
     if mvtec_category(path) is None or not (path / "avatars.json").is_file():
+        make = (
+            f"'oddeye bench avatars-data --size {size} --out {data_dir}'"
+            if n is None
+            else f"'oddeye bench avatars-data --size {size} --n-train {n} --n-test {HOMEWORK_TEST} "
+            f"--name {path.name} --out {data_dir}'"
+        )
+        target = "make bench-data" if n is None else "make bench-data-homework"
         raise OddeyeError(
             f"{path}: expected the avatars category (train/good, test/, ground_truth/, avatars.json), found "
-            f"it missing; run 'make bench-data' or 'oddeye bench avatars-data --size {size} --out {data_dir}'"
+            f"it missing; run '{target}' or {make}"
         )
     return path
+
+
+HOMEWORK_TEST = 19_999  # test images of an avatarsSIZE-nN category, as many as the homework's
+LARGE_SET = 20_000  # training sets beyond this many images are read from a memory-mapped .npy copy
+
+
+def training_images(category: Path, scratch: Path = SCRATCH_DIR) -> np.ndarray:
+    """``category``'s ``train/good`` as (N, H, W, C) uint8: in memory, or beyond ``LARGE_SET`` images
+    memory-mapped from a ``.npy`` copy made once in ``scratch`` (as the homework's set is read)."""
+    from oddeye.data import load_images
+
+    folder = category / "train" / "good"
+    if sum(1 for _ in folder.iterdir()) <= LARGE_SET:
+        return load_images(folder, progress=False).array
+    return np.load(training_copy(category, scratch), mmap_mode="r")
+
+
+def training_copy(category: Path, scratch: Path = SCRATCH_DIR) -> Path:
+    """``scratch/CATEGORY-train.npy``: ``category``'s ``train/good`` as one uint8 ``.npy`` (the
+    homework's layout), written atomically once and again only when the category is newer."""
+    from oddeye.data import load_images
+    from oddeye.io import atomic_path
+
+    copy = Path(scratch) / f"{category.name}-train.npy"
+    if copy.is_file() and copy.stat().st_mtime >= (category / "avatars.json").stat().st_mtime:
+        return copy
+    images = load_images(category / "train" / "good", progress=False).array
+    with atomic_path(copy) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.asarray(images))
+    return copy
 
 
 def validation_data(run: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
@@ -285,7 +326,11 @@ def run(args: argparse.Namespace) -> int:
     settings = dict(args.settings)
     if args.label and len(names) != 1:
         raise OddeyeError("--label names the results of one detector; give one name in --detectors")
-    categories = {size: category_dir(args.data_dir, size) for size in sizes}
+    if args.n is not None and (args.validation or args.n < 2):
+        raise OddeyeError(
+            f"--n: expected a number of training images >= 2 without --validation, found {args.n}"
+        )
+    categories = {size: category_dir(args.data_dir, size, args.n) for size in sizes}
     for size in sizes:  # bad names or settings fail now, before hours of training
         for name in names:
             if name not in CLASSICAL:
@@ -311,6 +356,7 @@ def run(args: argparse.Namespace) -> int:
                 "dataset": category.name,
                 "protocol": "validation" if args.validation else "test",
                 "size": size,
+                "n": args.n,
                 "detector": name,
                 "kind": "classical" if name in CLASSICAL else "oddeye",
                 "label": args.label or method_label(name, settings),
@@ -325,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
             }
             results.append(record)
             if not args.no_save:
-                file = results_name(size, record["label"], seeds, args.validation)
+                file = results_name(size, record["label"], seeds, args.validation, args.n)
                 write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
     print(avatars_table(results))
     regenerate(args)

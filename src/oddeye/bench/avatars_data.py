@@ -73,8 +73,10 @@ DEFECTS = (
 DEFECT_NAMES = tuple(d.name for d in DEFECTS)
 
 
-def category_name(size: int) -> str:
-    return f"avatars{size}"
+def category_name(size: int, n_train: int | None = None) -> str:
+    """``avatarsSIZE``, the benchmark's category of that size; ``avatarsSIZE-nN`` with ``n_train``:
+    one of N training images (``oddeye bench avatars --n N``, the homework's size)."""
+    return f"avatars{size}" + ("" if n_train is None else f"-n{n_train}")
 
 
 # ----------------------------------------------------------------------------------------- renderer
@@ -333,17 +335,18 @@ def generate(
     n_test: int,
     modules: str | Path = AVATARS_NPM_DIR,
     workers: int | None = None,
+    name: str | None = None,
 ) -> Category:
-    """Write the category ``avatarsSIZE`` under ``out_dir`` (kept if complete): drawn into a temporary
-    folder by ``workers`` processes, renamed when whole, so an interrupted run leaves nothing that
-    looks complete."""
+    """Write the category ``name`` (default ``avatarsSIZE``) under ``out_dir`` (kept if complete):
+    drawn into a temporary folder by ``workers`` processes, renamed when whole, so an interrupted run
+    leaves nothing that looks complete."""
     import time
 
     import numpy as np
 
     from oddeye.io import atomic_dir, write_text
 
-    path = Path(out_dir) / category_name(size)
+    path = Path(out_dir) / (name or category_name(size))
     done = _read_done(path, size, n_train, n_test)
     if done is not None:
         return done
@@ -425,7 +428,7 @@ def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | N
 def run(args: Any) -> int:
     """``oddeye bench avatars-data``: install the packages if needed, write one category, say so."""
     install_modules(args.modules)
-    c = generate(args.out, args.size, args.n_train, args.n_test, args.modules, args.workers)
+    c = generate(args.out, args.size, args.n_train, args.n_test, args.modules, args.workers, args.name)
     if c.kept:
         print(f"{c.path}: present ({c.n_train} train, {c.n_test_good} + {sum(c.anomalous.values())} test)")
         return 0

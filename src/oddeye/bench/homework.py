@@ -37,8 +37,16 @@ def run(args: argparse.Namespace) -> int:
         raise OddeyeError(f"--goal: expected a time like 30m, found {args.goal!r}") from None
     folder = Path(args.data_dir)
     tag = f"{'x'.join(map(str, shape))}"
-    train = generate_images(folder / f"homework-train-{args.n}-{tag}.npy", args.n, seed=1, shape=shape)
-    test = generate_images(folder / f"homework-test-{args.test}-{tag}.npy", args.test, seed=2, shape=shape)
+    faces = avatars_category(args, shape)
+    if faces is not None:  # the avatars at this size: a set with labels, so the run's quality too
+        train, test, truth = avatars_sets(faces, folder)
+        args.test, tag = len(truth.labels), f"{tag}-{faces.name}"
+    else:
+        train = generate_images(folder / f"homework-train-{args.n}-{tag}.npy", args.n, seed=1, shape=shape)
+        test = generate_images(
+            folder / f"homework-test-{args.test}-{tag}.npy", args.test, seed=2, shape=shape
+        )
+        truth = None
     run_dir, csv = (
         folder / f"homework-run-{args.detector}-{tag}",
         folder / f"homework-{args.detector}-{tag}.csv",
@@ -65,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         "peak_rss_bytes": max(trained["peak_rss_bytes"], scored["peak_rss_bytes"]),
         "memory_budget_bytes": MEMORY_BUDGET * nbytes,
         "plan": training.get("plan"),
+        "data": "generated" if faces is None else faces.name,
+        **({} if truth is None else quality(csv, truth)),
         "commands": [f"oddeye {' '.join(train_cmd)}", f"oddeye score {run_dir} {test} --out {csv}"],
         **context,
     }
@@ -76,6 +86,59 @@ def run(args: argparse.Namespace) -> int:
         write_text(Path(args.results_dir) / name, json.dumps(record, indent=2) + "\n")
         write_markdown(Path(args.results_dir), Path(args.markdown))
     return 0
+
+
+def avatars_category(args: argparse.Namespace, shape: tuple[int, ...]) -> Path | None:
+    """The avatars category of ``args.n`` faces (``avatars64-nN``) that ``--data`` asks for:
+    ``avatars`` needs it (an error says how to make it), ``auto`` takes it where it is there and the
+    shape is its own, ``generated`` never."""
+    from oddeye.bench.avatars import category_dir
+
+    if args.data == "avatars" and shape != (64, 64, 3):
+        raise OddeyeError(f"--data avatars: expected --shape 64x64x3, found {'x'.join(map(str, shape))}")
+    if args.data == "generated" or (args.data == "auto" and shape != (64, 64, 3)):
+        return None
+    try:
+        return category_dir(Path(args.avatars_dir), 64, args.n)
+    except OddeyeError:
+        if args.data == "auto":
+            return None
+        raise
+
+
+def avatars_sets(category: Path, folder: Path) -> tuple[Path, Path, Any]:
+    """(training .npy, test .npy, ground truth): the category's faces as the homework's two files
+    (made once in ``folder``), the test images in sorted path order."""
+    import numpy as np
+
+    from oddeye.bench.avatars import training_copy
+    from oddeye.data import ground_truth, load_images
+    from oddeye.io import atomic_path
+
+    train = training_copy(category, folder)
+    test = folder / f"{category.name}-test.npy"
+    found = load_images(category / "test", progress=False)
+    truth = ground_truth(category, paths=found.paths)
+    if not test.is_file() or test.stat().st_mtime < (category / "avatars.json").stat().st_mtime:
+        with atomic_path(test) as tmp, open(tmp, "wb") as f:
+            np.save(f, np.asarray(found.array))
+    return train, test, truth
+
+
+def quality(csv: Path, truth: Any) -> dict[str, Any]:
+    """The scored CSV's image AUROC against the ground truth, overall and per defect."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from oddeye.pixel_metrics import per_defect_auroc
+
+    scores = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1, ndmin=1)
+    if len(scores) != len(truth.labels):
+        raise OddeyeError(f"{csv}: expected {len(truth.labels)} scores, found {len(scores)}")
+    return {
+        "image_auroc": float(roc_auc_score(truth.labels, scores)),
+        "per_defect_auroc": per_defect_auroc(scores, truth.labels, truth.defects),
+    }
 
 
 def format_result(r: dict[str, Any]) -> str:
@@ -95,5 +158,10 @@ def format_result(r: dict[str, Any]) -> str:
             f"  end to end {clock(r['total_s'])}: {within} the {clock(r['goal_s'])} goal",
             f"  peak RSS {rss:.2f} GB = {rss / gb:.2f}x the training set's uint8 size "
             f"(budget {MEMORY_BUDGET:g}x)",
+            *(
+                [f"  image AUROC on {r['data']}: {r['image_auroc']:.4f}"]
+                if r.get("image_auroc") is not None
+                else []
+            ),
         ]
     )

@@ -141,6 +141,53 @@ def oneclass_cases(data: MultiClass, classes: list[int]) -> list[Case]:
     ]
 
 
+# the 8-vs-2 protocol's fixed list (issue 24): fixed before any figure, each pair two classes alike
+# (tops, warm tops, long garments, low shoes, bag and boot), where the classes left to train on
+# hold the nearest look-alikes of the anomalies
+DEFAULT_PAIRS = ((0, 6), (2, 4), (1, 3), (5, 7), (8, 9))
+
+
+def parse_pairs(text: str) -> list[tuple[int, int]]:
+    """``--pairs``: 'A-B,C-D', 'default' (:data:`DEFAULT_PAIRS`) or 'all' (the 45 pairs of 0..9)."""
+    if text.strip() == "default":
+        return list(DEFAULT_PAIRS)
+    if text.strip() == "all":
+        return [(a, b) for a in range(10) for b in range(a + 1, 10)]
+    pairs = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        a, sep, b = item.partition("-")
+        if not (sep and a.isdigit() and b.isdigit() and 0 <= int(a) < int(b) <= 9):
+            raise OddeyeError(
+                "--pairs: expected 'default', 'all' or a comma list of A-B with 0 <= A < B <= 9, "
+                f"found {item!r}"
+            )
+        pairs.append((int(a), int(b)))
+    if not pairs:
+        raise OddeyeError(f"--pairs: expected at least one pair A-B, found {text!r}")
+    return list(dict.fromkeys(pairs))
+
+
+def pair_cases(data: MultiClass, pairs: list[tuple[int, int]]) -> list[Case]:
+    """The 8-vs-2 protocol (the course's earlier edition): for each pair, the training images of
+    the eight other classes are normal; the whole test set, the pair's classes anomalous; the
+    pair's own training images the contamination pool."""
+    cases = []
+    for pair in pairs:
+        held = np.isin(data.train_classes, pair)
+        cases.append(
+            Case(
+                f"{pair[0]}-{pair[1]}",
+                " + ".join(data.class_names[c] for c in pair),
+                data.train[~held],
+                data.test,
+                np.isin(data.test_classes, pair),
+                data.train,
+                np.flatnonzero(held),
+            )
+        )
+    return cases
+
+
 def contaminate(
     train: np.ndarray, pool: np.ndarray, fraction: float, seed: int, key: str, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -246,6 +293,30 @@ def run_method(
     }
 
 
+def run_pairs(
+    data: MultiClass,
+    name: str,
+    pairs: list[tuple[int, int]],
+    seeds: list[int],
+    settings: dict[str, Any],
+    contamination: float = 0.0,
+) -> dict[str, Any]:
+    """Every (seed, pair) of the 8-vs-2 protocol for one method; the results record."""
+    cases = pair_cases(data, pairs)
+    desc = f"{data.name} 8-vs-2" + contamination_desc(contamination)
+    return {
+        "benchmark": "pairs",
+        "dataset": data.name,
+        **run_cases(cases, name, seeds, settings, desc, contamination),
+        "pairs": [list(p) for p in pairs],
+        "cases": [c.key for c in cases],
+        "case_titles": {c.key: c.title for c in cases},
+        "case_sizes": {
+            c.key: [len(c.train), int((~c.anomalous).sum()), int(c.anomalous.sum())] for c in cases
+        },
+    }
+
+
 def settings_record(name: str, settings: dict[str, Any], build: Any = None) -> dict[str, Any]:
     """What was asked for, and (for detectors) the build the first case resolved it to."""
     if name in CLASSICAL:
@@ -285,6 +356,18 @@ def results_name(
     return stem + contamination_suffix(contamination) + ".json"
 
 
+def pairs_results_name(
+    dataset: str, name: str, pairs: list[tuple[int, int]], seeds: list[int], contamination: float = 0.0
+) -> str:
+    """File name of an 8-vs-2 run: the fixed list gets the plain name, others say their pairs."""
+    stem = f"pairs-{dataset}-{safe_name(name)}"
+    if pairs != list(DEFAULT_PAIRS):
+        stem += "-pairs-" + "-".join(f"{a}{b}" for a, b in pairs)
+    if seeds != [0]:
+        stem += "-seeds-" + "-".join(map(str, seeds))
+    return stem + contamination_suffix(contamination) + ".json"
+
+
 # ------------------------------------------------------------------------------------------- CLI
 def int_list(text: str, what: str, lo: int = 0, hi: int | None = None) -> list[int]:
     try:
@@ -310,7 +393,7 @@ def fractions(text: str) -> list[float]:
 
 def run(args: argparse.Namespace, dataset: str) -> int:
     """``oddeye bench fmnist|digits``: run, print the table, save JSON, regenerate the markdown."""
-    from oddeye.bench.report import oneclass_table, regenerate
+    from oddeye.bench.report import oneclass_table, pairs_table, regenerate
 
     names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     for name in names:  # unknown names fail now, listing the valid ones
@@ -327,17 +410,26 @@ def run(args: argparse.Namespace, dataset: str) -> int:
             oddeye.create(name, **settings).build(shape)
     if args.label and len(names) != 1:
         raise OddeyeError("--label names the results of one detector; give one name in --detectors")
+    pairs = None if args.pairs is None else parse_pairs(args.pairs)
     for fraction in contaminations:
         results = []
         for name in names:
-            result = run_method(data, name, classes, seeds, settings, fraction)
-            result["label"] = args.label or method_label(name, settings)
+            label = args.label or method_label(name, settings)
+            if pairs is not None:
+                result = run_pairs(data, name, pairs, seeds, settings, fraction)
+                file = pairs_results_name(dataset, label, pairs, seeds, fraction)
+            else:
+                result = run_method(data, name, classes, seeds, settings, fraction)
+                file = results_name(dataset, label, classes, seeds, fraction)
+            result["label"] = label
             results.append(result)
             if not args.no_save:
-                file = results_name(dataset, result["label"], classes, seeds, fraction)
                 write_text(Path(args.results_dir) / file, json.dumps(result, indent=2) + "\n")
-        if fraction:
-            print(f"\n{dataset}{contamination_desc(fraction)}")
+        if fraction or pairs is not None:
+            print(f"\n{dataset}{' 8-vs-2' if pairs is not None else ''}{contamination_desc(fraction)}")
+        if pairs is not None:
+            print(pairs_table(results))
+            continue
         published = PUBLISHED[dataset] if classes == list(range(10)) and not fraction else []
         print(oneclass_table(results, published))
     regenerate(args)
