@@ -358,3 +358,18 @@ def test_digits_bench_pairs_writes_its_records_and_its_table(cli, tmp_path: Path
     assert "| knn | classical |" in section and "| 3-8 3 + 8 | 1-7 1 + 7 |" in section
     assert "- pixel-knn: above 1-NN on raw pixels on **" in section
     assert "## One-class digits" not in text  # the one-class table has no records here
+
+
+def test_digits_pairs_contaminated_get_their_table(cli, tmp_path: Path) -> None:
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli(
+        "bench", "digits", "--detectors", "knn", "--pairs", "3-8", "--contamination", "0,0.1",
+        "--results-dir", results, "--markdown", md,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    dirty = json.loads((results / "pairs-digits-knn-pairs-38-contam0.1.json").read_text())
+    assert dirty["contamination"] == 0.1 and dirty["replaced_images"]["3-8"] > 0
+    text = md.read_text()
+    title = "## Digits, 8 vs 2 (train on half of eight digits' images; the other two anomalous)"
+    assert f"{title}: contaminated training sets" in text
+    assert "training images of the pair held out" in text

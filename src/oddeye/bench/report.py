@@ -226,6 +226,8 @@ def _pairs_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]:
 
 
 CONTAMINATION_POOLS = {
+    "fmnist-pairs": "training images of the pair held out (the anomalous classes)",
+    "digits-pairs": "training images of the pair held out (the anomalous digits)",
     "fmnist": "the other classes' training images",
     "digits": "the other digits' training images",
     "emoji-style": "Twitter's drawings of the training emoji",
@@ -626,6 +628,7 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     for dataset in PAIRS_TITLES:
         pairs = [r for r in results if r.get("benchmark") == "pairs" and r.get("dataset") == dataset]
         lines += _pairs_markdown(dataset, [r for r in pairs if not r.get("contamination")])
+        lines += _contamination_markdown(f"{dataset}-pairs", PAIRS_TITLES[dataset], pairs)
     for dataset, title in EMOJI_TITLES.items():
         lines += _emoji_markdown(dataset, [r for r in clean if r.get("dataset") == dataset])
         lines += _contamination_markdown(dataset, title, [r for r in results if r.get("dataset") == dataset])
