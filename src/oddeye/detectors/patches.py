@@ -339,19 +339,10 @@ class PatchKNN(AnomalyModel):
         dimension is kept as it is: no product with the identity)."""
         out = []
         for i, r in enumerate(raw):
-            axes = self._get("axes", i)
-            kept = not torch.compiler.is_exporting() and self._identity(i)
+            axes = self._get("axes", i)  # square only as the identity (principal_axes keeps every dim)
+            kept = not torch.compiler.is_exporting() and axes.shape[0] == axes.shape[1]
             out.append(r - self._get("centre", i) if kept else (r - self._get("centre", i)) @ axes)
         return out
-
-    def _identity(self, i: int) -> bool:
-        """Whether grid ``i`` keeps every dimension as it is (its axes the identity; checked once)."""
-        cache = self.__dict__.setdefault("_identity_of", {})
-        axes = self._get("axes", i)
-        key = (i, axes.data_ptr(), tuple(axes.shape))
-        if key not in cache:
-            cache[key] = axes.shape[0] == axes.shape[1] and bool(torch.equal(axes, torch.eye(axes.shape[0])))
-        return cache[key]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([d.flatten(1) for d in self.descriptors(x)], 1)
