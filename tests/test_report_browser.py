@@ -1,41 +1,16 @@
 """The report in a real browser: headless Chromium (Debian's ``chromium``, which ``.ci/run`` installs
-where apt is available) opens it offline, every image loads, nothing goes to the network."""
+where apt is available; the ``browser`` fixture is in conftest) opens it offline, every image loads,
+nothing goes to the network."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import oddeye
 from helpers import FAST, blobs
-
-CHROMIUM = os.environ.get("ODDEYE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"headless Chromium not found at {CHROMIUM}: install it with 'apt-get install chromium'")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 def test_report_opens_offline_with_every_image_loaded(browser, tmp_path: Path) -> None:

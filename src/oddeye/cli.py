@@ -35,6 +35,12 @@ EXAMPLES = {
     "  oddeye outliers trainingset.npy --out outliers.html --top 64 --detector pixel-knn\n\n"
     "no model is kept: a memory-bank detector is built on every image, and each image's score is its\n"
     "atypicality among the others (higher = odder). Unreadable files are skipped and listed.",
+    "review": "examples:\n  oddeye review runs/default testingset.npy\n"
+    "  oddeye review runs/default photos/ --marks photos-marks.csv\n"
+    "  oddeye review runs/bottle mvtec/bottle --host 0.0.0.0 --port 8765\n\n"
+    "scores the images once (cached), then serves a page at the printed address: the images by score,\n"
+    "their maps, the threshold on the histogram, marks (j/k move, n normal, a anomalous, u undo) kept in\n"
+    "--marks at once, and 'add the images marked normal to the model' (oddeye update, then rescoring).",
     "detectors": "examples:\n  oddeye detectors --shape 64x64x3\n  oddeye detectors pixel-knn",
     "serve": "examples:\n  oddeye serve model.onnx --port 8000\n  oddeye serve runs/default --workers 2\n"
     "  curl -F files=@face.png http://127.0.0.1:8000/score",
@@ -48,6 +54,7 @@ EXAMPLES = {
     "  oddeye bench speed --detectors cnn-bn --max-images 20000\n"
     "  oddeye bench large --n 1000000\n"
     "  oddeye bench outliers --planted 0.05\n"
+    "  oddeye bench review --n 20000\n"
     "  oddeye bench avatars-data --size 64 --n-train 3000 --n-test 1000\n"
     "  oddeye bench avatars --sizes 64 --detectors default,pixel-knn,knn",
 }
@@ -250,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_arguments(p)
 
+    p = _command(
+        sub, "review", "a local web page to look through flagged images, mark them and update the model"
+    )
+    from oddeye.review.server import add_arguments as review_arguments
+
+    review_arguments(p)
+
     p = _command(sub, "detectors", "list the registered detectors, or one detector's parameters")
     p.add_argument("name", nargs="?", help="a detector: list its parameters, types, defaults and meanings")
     p.add_argument(
@@ -282,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_args.homework(bench.add_parser("homework", help=what, description=what))
     what = "load test of oddeye serve on loopback: requests/s, p50/p99 latency, errors, RSS"
     bench_args.serve(bench.add_parser("serve", help=what, description=what))
+    what = "oddeye review on a 20,000-image run: first and later pages in Chromium, server memory"
+    bench_args.review(bench.add_parser("review", help=what, description=what))
     what = "pixel AUROC of every detector's anomaly map on pasted patches (Fashion-MNIST)"
     bench_args.maps(bench.add_parser("maps", help=what, description=what))
     what = "oddeye outliers on Fashion-MNIST with planted images: precision, beside cleanlab's outlier check"

@@ -207,6 +207,12 @@ def cmd_outliers(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    from oddeye.review.server import cmd_review
+
+    return cmd_review(args)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from oddeye.export import export_onnx, export_triton
 
@@ -274,7 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return emoji.run(args)
     if args.bench == "homework":
         return homework.run(args)
-    if args.bench in ("serve", "maps", "outliers", "avatars"):
+    if args.bench in ("serve", "maps", "outliers", "avatars", "review"):
         return importlib.import_module(f"oddeye.bench.{args.bench}").run(args)
     if args.bench == "avatars-data":
         return importlib.import_module("oddeye.bench.avatars_data").run(args)

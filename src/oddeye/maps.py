@@ -179,7 +179,7 @@ def overlay(
     base = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
     rgb = np.asarray(base.resize(big, Image.Resampling.BILINEAR)) / 255.0
     heat = resize_map(amap, (h * scale, w * scale))
-    lo, hi = _colour_range(amap, threshold)
+    lo, hi = colour_range(amap, threshold)
     level = np.clip((heat - lo) / (hi - lo), 0.0, 1.0)
     colours = colormaps[COLORMAP](level)[..., :3]
     alpha = OVERLAY_ALPHA * level[..., None]
@@ -193,7 +193,7 @@ def overlay(
     return Image.fromarray((out * 255).round().astype(np.uint8))
 
 
-def _colour_range(amap: np.ndarray, threshold: PixelThreshold | None) -> tuple[float, float]:
+def colour_range(amap: np.ndarray, threshold: PixelThreshold | None) -> tuple[float, float]:
     """The overlay's colour scale: from the held-out median to as far past the threshold (the
     threshold mid-scale), or the map's own range without one."""
     if threshold is not None and threshold.low is not None and threshold.value > threshold.low:

@@ -238,6 +238,16 @@ def serve(parser: argparse.ArgumentParser) -> None:
     add_output_arguments(parser)
 
 
+def review(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench review``."""
+    parser.add_argument("--detector", default="default", help="registry name (default: default)")
+    parser.add_argument("--n", type=int, default=20000, help="images under review (default 20,000)")
+    parser.add_argument("--train", type=int, default=2000, help="training images for the run (default 2,000)")
+    parser.add_argument("--http-only", action="store_true", help="time plain HTTP requests, not Chromium")
+    parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the images and the run go")
+    add_output_arguments(parser)
+
+
 def outliers(parser: argparse.ArgumentParser) -> None:
     """``oddeye bench outliers``."""
     parser.add_argument(

@@ -550,6 +550,40 @@ def _serve_markdown(results: list[dict[str, Any]]) -> list[str]:
     return [*lines, "", f"Machine: {machine}; {results[0]['images_per_request']} images per request.", ""]
 
 
+def _review_markdown(results: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## The review page on a 20,000-image run (`oddeye bench review`)",
+        "",
+        "`oddeye review` in its own process on generated 64x64x3 images, with a run trained on others. "
+        "Start: until the page answers (the first start scores every image; the second reads the "
+        'cached scores). Pages: from the navigation (or the click on "next page") until every '
+        "thumbnail of the page is decoded, in headless Chromium; thumbnails are made on their first "
+        "request and kept on disk, so the first page and the later ones are timed with none made yet, "
+        'and "cached" is page 1 again in a new browser context. Detail: the full image and its '
+        "anomaly map, computed on that request. Memory from /proc of the server process: RSS (own = "
+        "RssAnon; the rest is pages of the memory-mapped images) and its peak (VmHWM).",
+        "",
+        "| detector | images | client | start: scoring / cached | first page | later pages (max of 10) "
+        "| page 1 cached | detail views | server RSS (own) / peak | peak while scoring | images (uint8) "
+        "| commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m = r["memory_bytes"]
+        mib = 2**20
+        lines.append(
+            f"| {r['detector']} | {r['n']:,} x {'x'.join(map(str, r['shape']))} | {r['client']} | "
+            f"{_clock(r['start_scoring_s'])} / {r['start_cached_s']:.1f} s | {r['first_page_s']:.2f} s | "
+            f"{r['later_page_max_s']:.2f} s | {r['first_page_cached_s']:.2f} s | "
+            f"{min(r['detail_s']):.2f}-{max(r['detail_s']):.2f} s | "
+            f"{m['after']['VmRSS'] / mib:.0f} MiB ({m['after']['RssAnon'] / mib:.0f}) / "
+            f"{m['after']['VmHWM'] / mib:.0f} MiB | {m['scoring']['VmHWM'] / mib:.0f} MiB | "
+            f"{r['data_bytes'] / mib:.0f} MiB | {_short_commit(r.get('git_commit'))} |"
+        )
+    machine = "; ".join(sorted({_machine(r) for r in results}))
+    return [*lines, "", f"Machine: {machine}; {results[0]['page_images']} thumbnails a page.", ""]
+
+
 def _homework_markdown(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## The homework end to end at its size (`oddeye bench homework`)",
@@ -647,6 +681,9 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     serving = [r for r in results if r.get("benchmark") == "serve"]
     if serving:
         lines += _serve_markdown(serving)
+    review = [r for r in results if r.get("benchmark") == "review"]
+    if review:
+        lines += _review_markdown(review)
     homework = [r for r in results if r.get("benchmark") == "homework"]
     if homework:
         lines += _homework_markdown(homework)

@@ -108,7 +108,7 @@ def create_app(backend: Backend, limits: Limits | None = None) -> FastAPI:
             "Open Inference Protocol (KServe v2) under /v2, image files under /score."
         ),
     )
-    _errors(app)
+    json_errors(app)
     h, w, c = backend.shape
 
     @app.get("/", include_in_schema=False)
@@ -221,7 +221,9 @@ def _limited(app: FastAPI, limits: Limits) -> FastAPI:
     return app
 
 
-def _errors(app: FastAPI) -> None:
+def json_errors(app: FastAPI) -> None:
+    """Every error as a JSON body with a 4xx (a 500 only for a bug, without its traceback)."""
+
     @app.exception_handler(BadRequest)
     async def bad(_: Request, e: BadRequest) -> JSONResponse:
         return e.response()

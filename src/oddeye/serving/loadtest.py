@@ -46,33 +46,34 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-class Server:
-    """``oddeye serve MODEL`` in a child process on a free loopback port, until closed."""
+class ChildServer:
+    """``oddeye ARGS`` in a child process, until closed; ready once ``GET ready`` answers 200
+    (``timeout`` seconds at most). ``ready_s``: how long that took from the start."""
 
-    def __init__(self, model: str | Path, workers: int = 1, extra: tuple[str, ...] = ()) -> None:
-        self.port = free_port()
-        cmd = [sys.executable, "-m", "oddeye", "serve", str(model), "--port", str(self.port)]
-        cmd += ["--workers", str(workers), *extra]
+    def __init__(self, args: list[str], port: int, ready: str, timeout: float = 90.0) -> None:
+        self.port = port
         self.log = tempfile.TemporaryFile(mode="w+")  # never a pipe nobody reads (it could fill)
+        started = time.perf_counter()
+        cmd = [sys.executable, "-m", "oddeye", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True)
-        self.name = ""
-        self._wait_ready()
+        self._wait_ready(ready, timeout, args[0])
+        self.ready_s = time.perf_counter() - started
 
-    def _wait_ready(self, timeout: float = 90.0) -> None:
+    def _wait_ready(self, path: str, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
-                raise RuntimeError(f"oddeye serve exited: {self.log.read().strip()}")
+                raise RuntimeError(f"oddeye {what} exited: {self.log.read().strip()}")
             try:
-                status, body = request(self.port, "GET", "/v2/health/ready")
+                status, body = request(self.port, "GET", path, timeout=5)
                 if status == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.2)
         self.close()
-        raise RuntimeError("oddeye serve did not become ready")
+        raise RuntimeError(f"oddeye {what} did not become ready")
 
     def close(self) -> None:
         self.log.close()
@@ -84,11 +85,21 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> Server:
+    def __enter__(self) -> ChildServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Server(ChildServer):
+    """``oddeye serve MODEL`` in a child process on a free loopback port, until closed."""
+
+    def __init__(self, model: str | Path, workers: int = 1, extra: tuple[str, ...] = ()) -> None:
+        port = free_port()
+        args = ["serve", str(model), "--port", str(port), "--workers", str(workers), *extra]
+        self.name = ""
+        super().__init__(args, port, "/v2/health/ready")
 
 
 def request(
