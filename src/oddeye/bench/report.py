@@ -554,14 +554,18 @@ def _review_markdown(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## The review page on a 20,000-image run (`oddeye bench review`)",
         "",
-        "`oddeye review` in its own process on generated 64x64x3 images, with a run trained on others. "
-        "Start: until the page answers (the first start scores every image; the second reads the "
-        'cached scores). Pages: from the navigation (or the click on "next page") until every '
-        "thumbnail of the page is decoded, in headless Chromium; thumbnails are made on their first "
-        "request and kept on disk, so the first page and the later ones are timed with none made yet, "
-        'and "cached" is page 1 again in a new browser context. Detail: the full image and its '
-        "anomaly map, computed on that request. Memory from /proc of the server process: RSS (own = "
-        "RssAnon; the rest is pages of the memory-mapped images) and its peak (VmHWM).",
+        "`oddeye review` in its own process on generated 64x64x3 images, with a run trained on 2,000 "
+        "others. Start: until the page answers (the first start scores every image; the second reads "
+        "the cached scores). Pages, as the page itself measures them (`performance.now()`, so the "
+        "browser driver's own delays are left out): from the navigation, or from the page's request "
+        'after a click on "next page", until every thumbnail of the page is decoded, in headless '
+        "Chromium. Thumbnails are made on their first request and kept on disk: the first page and "
+        'the later ones are timed with none made yet; "cached" is page 1 again in a new browser '
+        "context. Detail: from the click until the image and its anomaly map are decoded; the first "
+        "also computes the run's pixel threshold (the maps of its held-out images), and each view "
+        "makes the next image's map meanwhile (as pressing j would want it). Memory from /proc of the "
+        "server process: RSS (own = RssAnon; the rest is pages of the memory-mapped images, which "
+        "the kernel can drop) and its peak (VmHWM).",
         "",
         "| detector | images | client | start: scoring / cached | first page | later pages (max of 10) "
         "| page 1 cached | detail views | server RSS (own) / peak | peak while scoring | images (uint8) "
