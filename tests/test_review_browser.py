@@ -168,3 +168,25 @@ def test_review_page_end_to_end(browser, tmp_path: Path) -> None:
         shot(page, "updated", tmp_path)
     assert errors == [] and outside == []
     page.close()
+
+
+def test_with_a_token_the_page_and_its_pictures_load_and_without_nothing(browser, tmp_path: Path) -> None:
+    """Token mode (any host but loopback): the printed address's token becomes a cookie, so the
+    detail view's pictures load too; the same address without it gets a 401 JSON body."""
+    run = tmp_path / "run"
+    oddeye.train(blobs(40, SHAPE, seed=1), "pixel-knn", run, progress=False, val_fraction=0.25)
+    np.save(tmp_path / "test.npy", blobs(10, SHAPE, seed=2))
+    review = Review(
+        run, tmp_path / "test.npy", marks=tmp_path / "m.csv", cache=tmp_path / "c", progress=False
+    )
+    with running(review, token="t0ken") as url:
+        page = browser.new_page()
+        response = page.goto(url)
+        assert response.status == 401 and "token needed" in page.content()
+        page.goto(f"{url}?token=t0ken")
+        wait_page(page)
+        page.click("#grid .card >> nth=0")
+        page.wait_for_selector("#detail[data-loaded]")
+        widths = page.evaluate("['d-image', 'd-map'].map(id => document.getElementById(id).naturalWidth)")
+        assert widths == [SHAPE[1], SHAPE[1]]
+        page.close()
