@@ -156,6 +156,131 @@ def test_filters_follow_the_threshold_given_and_the_marks(knn_run: Path, test_se
     assert c.get("/api/marks").json()["marks"] == {"4": 0, "9": 1}
 
 
+def test_a_listing_stays_the_same_while_its_images_are_marked(
+    knn_run: Path, test_set, tmp_path: Path
+) -> None:
+    """Pages of "not marked" images, marked page by page, still show every image once: the listing
+    is frozen when it is made (its view), not recomputed as the marks change it."""
+    review = session(knn_run, test_set[0], tmp_path, page_size=10)
+    c = client(review)
+    seen: list[int] = []
+    first = c.get("/api/page", params={"filter": "unmarked"}).json()
+    view, pages = first["view"], first["pages"]
+    for page in range(pages):
+        body = c.get("/api/page", params={"filter": "unmarked", "page": page, "view": view}).json()
+        assert body["view"] == view and body["total"] == 40
+        for it in body["items"]:
+            c.post("/api/marks", json={"id": it["id"], "label": "normal"})
+            seen.append(it["id"])
+    assert sorted(seen) == list(range(40))  # none skipped, none twice
+    fresh = c.get("/api/page", params={"filter": "unmarked"}).json()  # a new listing: the marks count now
+    assert fresh["total"] == 0 and fresh["view"] != view
+    gone = c.get("/api/page", params={"view": 10**6}).json()  # an unknown view: made again
+    assert gone["total"] == 40
+
+
+def test_marks_and_listings_do_not_race(knn_run: Path, test_set, tmp_path: Path, monkeypatch) -> None:
+    """Requests read the marks while other requests mark: a snapshot each time, never a dict that
+    changes under them (the disk write is stubbed out to make the race likely)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    review = session(knn_run, test_set[0], tmp_path)
+    monkeypatch.setattr(MarksFile, "_write", lambda self: None)
+
+    def marking(k: int) -> None:
+        review.mark(k % 40, k % 2)
+        review.mark(k % 40, None)
+
+    def reading(_: int) -> None:
+        review.page(filt="normal")
+        review.scores_json()
+        review.pending()
+
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(marking if k % 2 else reading, k) for k in range(4000)]
+        for job in jobs:
+            job.result()
+
+
+@pytest.mark.parametrize("kind", ["float in [0, 1]", "gray (N, H, W)", "NCHW"], ids=["float", "gray", "nchw"])
+def test_other_arrays_show_and_update(kind: str, tmp_path: Path) -> None:
+    train, test = blobs(40, SHAPE, seed=1), blobs(12, SHAPE, seed=2)
+    if kind.startswith("float"):
+        train, test = train / 255.0, test / 255.0
+    elif kind.startswith("gray"):
+        train, test = train[..., 0], test[..., 0]
+    else:
+        train, test = train.transpose(0, 3, 1, 2).copy(), test.transpose(0, 3, 1, 2).copy()
+    run = tmp_path / "run"
+    oddeye.train(train, "pixel-knn", run, progress=False, val_fraction=0.25)
+    np.save(tmp_path / "test.npy", test)
+    c = client(session(run, tmp_path / "test.npy", tmp_path))
+    channels = 1 if kind.startswith("gray") else 3
+    thumb = Image.open(io.BytesIO(c.get("/images/0/thumb").content))
+    assert thumb.size == SHAPE[:2] and len(thumb.getbands()) == channels
+    full = np.asarray(Image.open(io.BytesIO(c.get("/images/0/full").content)))
+    shown = test[0] if not kind == "NCHW" else test[0].transpose(1, 2, 0)
+    expected = np.round(np.asarray(shown, float) * (255 if kind.startswith("float") else 1))
+    np.testing.assert_allclose(full.reshape(expected.shape), expected, atol=1)
+    assert c.get("/api/images/0").json()["map"]
+    c.post("/api/marks", json={"id": 0, "label": "normal"})
+    c.post("/api/update", json={})
+    assert wait_job(c)["state"] == "done"
+
+
+def test_a_run_without_held_out_images_or_threshold(test_set, tmp_path: Path) -> None:
+    """No held-out scores: no calibrated scale and no threshold; the page still lists, and the
+    update says there were no flags to compare."""
+    run = tmp_path / "run"
+    oddeye.train(blobs(40, SHAPE, seed=1), "pixel-knn", run, progress=False, val_fraction=0.25)
+    for name in ("heldout_scores.npy", "heldout_sample.npy"):  # as a run written before held-out scores
+        (run / name).unlink()
+    meta = json.loads((run / "model.json").read_text())
+    meta["threshold"] = None
+    (run / "model.json").write_text(json.dumps(meta))
+    c = client(session(run, test_set[0], tmp_path))
+    info = c.get("/api/info").json()
+    assert info["threshold"] is None and not info["calibrated"]
+    items = c.get("/api/page", params={"filter": "flagged"}).json()
+    assert items["total"] == 0  # no threshold: nothing flagged
+    assert c.get("/api/page").json()["items"][0]["calibrated"] is None
+    c.post("/api/marks", json={"id": 5, "label": "normal"})
+    c.post("/api/update", json={})
+    job = wait_job(c)
+    assert job["state"] == "done" and "No flags to compare: the old run had no threshold" in job["message"]
+
+
+def test_the_threshold_is_not_saved_while_an_update_runs(
+    knn_run: Path, test_set, tmp_path: Path, monkeypatch
+) -> None:
+    """A threshold saved during an update would go into the run being replaced: refused (409)."""
+    import threading
+
+    from oddeye.review import session as session_module
+
+    run = tmp_path / "run"
+    shutil.copytree(knn_run, run)
+    gate = threading.Event()
+    real_update = session_module.update
+
+    def slow_update(*args, **kwargs):
+        gate.wait(30)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(session_module, "update", slow_update)
+    c = client(session(run, test_set[0], tmp_path))
+    c.post("/api/marks", json={"id": 1, "label": "normal"})
+    assert c.post("/api/update", json={}).status_code == 202
+    before = (run / "model.json").read_text()
+    r = c.post("/api/threshold", json={"value": 0.5})
+    assert r.status_code == 409 and "an update is running" in r.json()["error"]
+    assert c.post("/api/update", json={}).status_code == 409  # one at a time
+    gate.set()
+    assert wait_job(c)["state"] == "done"
+    assert (run / "model.json").read_text() == before
+    assert c.post("/api/threshold", json={"value": 0.5}).json()["run"] == str(tmp_path / "run-updated")
+
+
 def test_pictures_are_made_when_asked_and_kept_on_disk(knn_run: Path, test_set, tmp_path: Path) -> None:
     images, _ = test_set
     review = session(knn_run, images, tmp_path)
@@ -231,7 +356,7 @@ def test_marks_undo_and_threshold_through_the_api(knn_run: Path, test_set, tmp_p
         ("get", "/images/abc/thumb", None, 422, "invalid request"),
         ("get", "/api/page?sort=path", None, 422, "unknown sort"),
         ("get", "/api/page?filter=../x", None, 422, "unknown filter"),
-        ("get", "/static/../session.py", None, 404, ""),
+        ("get", "/static/../session.py", None, 404, "Not Found"),
         ("get", "/static/index.html", None, 404, "no such file"),
         ("post", "/api/marks", {"id": 1, "label": "odd"}, 422, "invalid request"),
         ("post", "/api/marks", {"id": 1}, 422, "invalid request"),
@@ -264,12 +389,22 @@ def test_guards_host_token_json_and_size(knn_run: Path, test_set, tmp_path: Path
         "/api/marks", content=b"{" + b" " * MAX_BODY + b"}", headers={"content-type": "application/json"}
     )
     assert big.status_code == 413
+    posted = client(review, "http://attacker.example:8765").post(
+        "/api/marks", json={"id": 1, "label": "normal"}
+    )
+    assert posted.status_code == 421 and not review.marks.labels
+    cross = c.get("/images/1/map", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})
+    assert cross.status_code == 403 and cross.json()["error"] == "cross-site request"
+    link = c.get("/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"})
+    assert link.status_code == 200  # following a link to the page is allowed; its requests are same-origin
     t = client(review, "http://10.1.2.3:8765", token="s3cret")
     for path in ("/", "/api/info", "/images/0/thumb", "/static/review.js"):
         r = t.get(path)
         assert r.status_code == 401 and r.json()["error"] == "token needed", path
     assert t.get("/api/info", headers={"X-Oddeye-Token": "wrong"}).status_code == 401
     assert t.get("/api/info", headers={"X-Oddeye-Token": "s3cret"}).status_code == 200
+    blind = t.post("/api/marks", json={"id": 1, "label": "normal"})
+    assert blind.status_code == 401 and not review.marks.labels
     page = t.get("/?token=s3cret")
     assert page.status_code == 200 and "oddeye review" in page.text
     assert t.get("/images/0/thumb").status_code == 200  # the cookie the page set carries the token

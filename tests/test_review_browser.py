@@ -103,6 +103,8 @@ def test_review_page_end_to_end(browser, tmp_path: Path) -> None:
             " return [e.complete, e.naturalWidth, e.hidden]; })"
         )
         assert sizes == [[True, SHAPE[1], False], [True, SHAPE[1], False]], sizes
+        boxes = [page.locator(f"#{name}").bounding_box() for name in ("d-image", "d-map")]
+        assert boxes[0] == boxes[1] and boxes[0]["width"] >= 4 * SHAPE[1]  # the map lies on the image
         page.fill("#d-opacity", "30")
         assert page.evaluate("document.getElementById('d-map').style.opacity") == "0.3"
         assert "rank" in page.inner_text("#d-facts")

@@ -5,13 +5,13 @@ Trains the detector on generated images of the homework's shape, then starts ``o
 reads the cached scores) and drives the page in headless Chromium (Playwright), timing from the
 navigation to every thumbnail of the page decoded:
 
-- the first page, with no thumbnail made yet (each is made on its request and cached on disk);
+- the first page, with no thumbnail made yet (a page's thumbnails are made with it, kept on disk);
 - ten later pages ("next page"), also cold; then the first page again, from the cache;
 - five detail views (the image and its anomaly map, the map computed on that request).
 
-Without Chromium the same requests are made by a client of 6 threads, as a browser makes them
-(the record says which). Memory: the server's RSS (its anonymous part apart from mapped file pages)
-and its peak, from /proc, beside the uint8 size of the images.
+Without Chromium the same requests are made by a plain HTTP client (the record says which).
+Memory: the server's RSS (its anonymous part apart from mapped file pages) and its peak, from
+/proc, beside the uint8 size of the images.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import shutil
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +98,7 @@ def measure(run_dir: Path, images: Path, work: Path, args: argparse.Namespace) -
         info = json.loads(request(server.port, "GET", "/api/info")[1])
         later = min(LATER_PAGES, -(-info["n"] // info["page_size"]) - 1)  # pages after the first
         timings = _browser(server.port, later) if not args.http_only else None
-        client = "chromium" if timings is not None else "http (6 threads)"
+        client = "chromium" if timings is not None else "http"
         if timings is None:
             timings = _http(server.port, later)
         after = server.memory()
@@ -163,8 +162,8 @@ def _browser(port: int, pages: int) -> dict[str, Any] | None:
 
 
 def _http(port: int, pages: int) -> dict[str, Any]:
-    """The page's requests, as a browser makes them: the page and its API calls, then the
-    thumbnails of the page on 6 connections."""
+    """The page's requests, as the page makes them: the page and its API calls, then each page's
+    listing with its thumbnails inline (the browser's decoding is not timed)."""
 
     def get(path: str) -> bytes:
         status, body = request(port, "GET", path)
@@ -177,9 +176,7 @@ def _http(port: int, pages: int) -> dict[str, Any]:
         if page == 0:
             for path in ("/", "/static/review.js", "/static/review.css", "/api/info", "/api/scores"):
                 get(path)
-        items = json.loads(get(f"/api/page?page={page}"))["items"]
-        with ThreadPoolExecutor(6) as pool:
-            list(pool.map(lambda it: get(f"/images/{it['id']}/thumb"), items))
+        items = json.loads(get(f"/api/page?page={page}&thumbs=true"))["items"]  # as the page asks
         return time.perf_counter() - start, len(items)
 
     first, cards = show(0)

@@ -18,6 +18,7 @@ one) and at most ``MAX_BODY`` bytes. Bad requests get a 4xx JSON body, never a t
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import secrets
 from http.cookies import SimpleCookie
@@ -69,6 +70,7 @@ class Guard:
 
     def __init__(self, app: Any, token: str | None) -> None:
         self.app, self.token = app, token
+        self.cookie = cookie_name(token)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,6 +86,10 @@ class Guard:
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if self.token is None and not is_loopback(name):
             return BadRequest(421, "wrong host", "a loopback host (127.0.0.1 or localhost)", repr(host))
+        fetch_site, fetch_mode = headers.get("sec-fetch-site", ""), headers.get("sec-fetch-mode", "")
+        if fetch_site == "cross-site" and not (fetch_mode == "navigate" and scope["path"] == "/"):
+            # another web site's page asking (an <img>, a fetch): only opening the page is allowed
+            return BadRequest(403, "cross-site request", "requests from the review page itself", "cross-site")
         if self.token is not None and not self._has_token(scope, headers):
             return BadRequest(
                 401, "token needed", "the token oddeye review printed (?token=...)", "none or another"
@@ -105,9 +111,14 @@ class Guard:
         given = [
             *query.get("token", []),
             headers.get("x-oddeye-token", ""),
-            cookie[COOKIE].value if COOKIE in cookie else "",
+            cookie[self.cookie].value if self.cookie in cookie else "",
         ]
         return any(g and secrets.compare_digest(g.encode(), self.token.encode()) for g in given)
+
+
+def cookie_name(token: str | None) -> str:
+    """The token's cookie, named after the token (two servers on one host keep their own)."""
+    return f"{COOKIE}_{hashlib.sha256((token or '').encode()).hexdigest()[:12]}"
 
 
 def create_app(review: Review, token: str | None = None) -> Any:
@@ -134,7 +145,7 @@ def create_app(review: Review, token: str | None = None) -> Any:
     def home(request: Request) -> HTMLResponse:
         response = HTMLResponse(page, headers={"Cache-Control": "no-store"})
         if token is not None and request.query_params.get("token") == token:
-            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+            response.set_cookie(cookie_name(token), token, httponly=True, samesite="strict")
         return response
 
     @app.get("/static/{name}", include_in_schema=False)
@@ -158,12 +169,13 @@ def create_app(review: Review, token: str | None = None) -> Any:
         page: int = Query(0, ge=0, le=10**9),
         threshold: float | None = Query(None),
         thumbs: bool = Query(False),
+        view: int | None = Query(None, ge=0, le=2**62),
     ) -> dict[str, Any]:
         if sort not in SORTS:
             raise BadRequest(422, "unknown sort", ", ".join(SORTS), repr(sort))
         if filter not in FILTERS:
             raise BadRequest(422, "unknown filter", ", ".join(FILTERS), repr(filter))
-        return review.page(sort, filter, page, threshold, thumbs)
+        return review.page(sort, filter, page, threshold, thumbs, view)
 
     @app.get("/api/images/{i}")
     def detail(i: int) -> dict[str, Any]:

@@ -60,9 +60,14 @@ class MarksFile:
             self._write()
             return image, before
 
+    def snapshot(self) -> dict[int, int]:
+        """The marks now, as a copy (requests read it while others mark)."""
+        with self._lock:
+            return dict(self.labels)
+
     def with_label(self, label: int) -> list[int]:
         """The ids marked ``label``, in order."""
-        return sorted(i for i, v in self.labels.items() if v == label)
+        return sorted(i for i, v in self.snapshot().items() if v == label)
 
     def _apply(self, image: int, label: int | None) -> None:
         if label is None:

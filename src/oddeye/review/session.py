@@ -24,6 +24,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from oddeye.api import load, update, updated_path
+from oddeye.data.decode import decode, reason
 from oddeye.data.masks import GroundTruth, ground_truth, mvtec_category
 from oddeye.detectors.base import needs_training
 from oddeye.errors import OddeyeError
@@ -48,6 +50,7 @@ from oddeye.training.update import images_sha256
 
 THUMB_SIDE = 160  # thumbnails fit in THUMB_SIDE x THUMB_SIDE (never enlarged)
 PAGE_SIZE = 60
+VIEWS = 16  # frozen listings kept (each: one id per image it lists)
 SORTS = ("score", "score-asc", "id")
 FILTERS = ("all", "flagged", "unflagged", "unmarked", "marked", "normal", "anomalous")
 WEB_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
@@ -134,6 +137,9 @@ class Review:
         self.lock = threading.RLock()  # the model in use: maps, and the switch to an updated run
         self.added: set[int] = set()  # ids added to the model by this session
         self.history: list[dict[str, Any]] = []
+        self._views: OrderedDict[int, np.ndarray] = OrderedDict()  # frozen listings, newest last
+        self._next_view = 0
+        self._views_lock = threading.Lock()
         self.job = Job()
         self._job_lock = threading.Lock()
         self.current = self._scored(det, Path(run), progress)
@@ -160,6 +166,9 @@ class Review:
             "added": len(self.added),
             "history": self.history,
             "page_size": self.page_size,
+            "images_key": self.image_cache.name.removeprefix("images-"),
+            "run_key": s.cache.name,
+            "job": self.job.state,
             "sorts": list(SORTS),
             "filters": list(FILTERS),
         }
@@ -168,9 +177,9 @@ class Review:
         """Every score (id order), for the histogram and the live count at a moved threshold."""
         s = self.current
         return {
-            "scores": [float(f"{v:.7g}") for v in s.scores.astype(np.float32)],
+            "scores": s.scores.tolist(),  # float64, as the flags on the server are drawn
             "labels": None if self.truth is None else self.truth.labels.astype(int).tolist(),
-            "marks": {str(i): v for i, v in sorted(self.marks.labels.items())},
+            "marks": {str(i): v for i, v in sorted(self.marks.snapshot().items())},
         }
 
     def page(
@@ -180,21 +189,38 @@ class Review:
         page: int = 0,
         threshold: float | None = None,
         thumbs: bool = False,
+        view: int | None = None,
     ) -> dict[str, Any]:
         """One page of ``page_size`` images in ``sort`` order among those ``filt`` keeps; with
-        ``thumbs``, each item carries its thumbnail as a data URL (one request shows a page)."""
+        ``thumbs``, each item carries its thumbnail as a data URL (one request shows a page).
+
+        The listing is frozen when it is made and named by the answer's ``view``: pages asked for
+        with that ``view`` index the same list, so marking the images of a page shown "not marked"
+        does not shift the next page past images never shown. A view that is gone (a few are
+        kept) is made again."""
         s = self.current
-        order = self._order(s, sort)
-        if filt != "all":
-            order = order[self._keep(s, filt, threshold)[order]]
+        with self._views_lock:
+            order = self._views.get(view) if view is not None else None
+            if order is None:
+                order = self._order(s, sort)
+                if filt != "all":
+                    order = order[self._keep(s, filt, threshold)[order]]
+                view, self._next_view = self._next_view, self._next_view + 1
+                self._views[view] = order
+                while len(self._views) > VIEWS:
+                    self._views.popitem(last=False)
         pages = max(1, -(-len(order) // self.page_size))
         page = min(max(page, 0), pages - 1)
         ids = order[page * self.page_size : (page + 1) * self.page_size]
         items = [self.item(int(i)) for i in ids]
         if thumbs:
-            for item, data in zip(items, _pool().map(self.thumbnail_bytes, [int(i) for i in ids])):
-                item["thumb"] = "data:image/jpeg;base64," + base64.b64encode(data).decode()
-        return {"total": int(len(order)), "page": page, "pages": pages, "items": items}
+            for item, data in zip(items, _pool().map(self._thumbnail_or_reason, [int(i) for i in ids])):
+                if isinstance(data, bytes):
+                    item["thumb"] = "data:image/jpeg;base64," + base64.b64encode(data).decode()
+                else:  # a file gone or broken since it was scored: said, and the page goes on
+                    item["thumb"], item["thumb_error"] = None, data
+        listing = {"total": int(len(order)), "page": page, "pages": pages, "view": view}
+        return {**listing, "items": items}
 
     def item(self, i: int) -> dict[str, Any]:
         s = self.current
@@ -232,8 +258,9 @@ class Review:
 
     def _keep(self, s: Scored, filt: str, threshold: float | None) -> np.ndarray:
         keep = np.zeros(self.n, bool)
-        marked = np.fromiter(self.marks.labels.keys(), np.int64, len(self.marks.labels))
-        values = np.fromiter(self.marks.labels.values(), np.int64, len(self.marks.labels))
+        given = self.marks.snapshot()
+        marked = np.fromiter(given.keys(), np.int64, len(given))
+        values = np.fromiter(given.values(), np.int64, len(given))
         if filt in ("flagged", "unflagged"):
             flagged = s.flagged(threshold)
             return flagged if filt == "flagged" else ~flagged
@@ -267,6 +294,8 @@ class Review:
         ``oddeye score --threshold VALUE`` writes it."""
         if not np.isfinite(value):
             raise OddeyeError(f"threshold: expected a finite number, found {value!r}")
+        if self.job.state == "running":  # it would go into the run being replaced
+            raise Busy("an update is running; save the threshold once it has finished (into the new run)")
         s = self.current
         basis = (
             f"set in oddeye review, {int((s.scores > value).sum())} of {self.n} images of {self.source} above"
@@ -288,8 +317,13 @@ class Review:
             _save(im, f, "JPEG", quality=90)
         return f
 
-    def thumbnail_bytes(self, i: int) -> bytes:
-        return self.thumbnail(i).read_bytes()
+    def _thumbnail_or_reason(self, i: int) -> bytes | str:
+        try:
+            return self.thumbnail(i).read_bytes()
+        except OddeyeError as e:
+            return str(e)
+        except Exception as e:  # noqa: BLE001 - Pillow and the file system raise many kinds
+            return f"{self._file(i) or f'image {i}'}: {reason(e)}"
 
     def full(self, i: int) -> tuple[Path, str]:
         """The image at its own size: a folder's file as it is where browsers show its format,
@@ -344,11 +378,13 @@ class Review:
 
     def _picture(self, i: int, draft: bool = False) -> Image.Image:
         original = self._file(i)
+        mode = "L" if self.data.shape[2] == 1 else "RGB"
         if original is not None:
             with Image.open(original) as im:
-                if draft and im.format == "JPEG":
-                    im.draft("RGB", (THUMB_SIDE, THUMB_SIDE))  # decode at a fraction of the size
-                return im.convert("L" if self.data.shape[2] == 1 else "RGB")
+                if draft and im.format == "JPEG":  # no transparency: decoded at a fraction of the size
+                    im.draft(mode, (THUMB_SIDE, THUMB_SIDE))
+                    return im.convert(mode)
+            return Image.fromarray(decode(original, mode))  # on white, as the model saw it
         pixels = (self.data.display(np.array([i]))[0] * 255).round().astype(np.uint8)
         return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
 
@@ -463,11 +499,17 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def describe_update(r: dict[str, Any]) -> str:
-    return (
+    head = (
         f"added {r['added']} image{'s' if r['added'] != 1 else ''} marked normal to the model: {r['run']} "
-        f"(from {r['from']}, unchanged). Flagged at the run's threshold: {r['flagged_before']} before, "
-        f"{r['flagged_after']} after; of the images added, {r['added_flagged_before']} before and "
-        f"{r['added_flagged_after']} after."
+        f"(from {r['from']}, unchanged)."
+    )
+    if r["threshold_before"] is None or r["threshold_after"] is None:
+        which = "the old run had" if r["threshold_before"] is None else "the new run has"
+        return f"{head} No flags to compare: {which} no threshold."
+    return (
+        f"{head} Flagged at each run's threshold ({r['threshold_before']:.4g}, then "
+        f"{r['threshold_after']:.4g}): {r['flagged_before']} before, {r['flagged_after']} after; of the "
+        f"images added, {r['added_flagged_before']} before and {r['added_flagged_after']} after."
     )
 
 

@@ -5,7 +5,7 @@ const $ = (id) => document.getElementById(id);
 const S = {
   info: null, scores: null, labels: null, sortedScores: null, marks: new Map(),
   sort: "score", filter: "all", page: 0, pages: 1, total: 0, items: [], sel: 0,
-  threshold: null, detail: null, version: 0, polling: null, lo: 0, hi: 1,
+  threshold: null, detail: null, version: 0, polling: null, lo: 0, hi: 1, view: null, pageSeq: 0,
 };
 const BINS = 60;
 const W = 720, H = 150, PAD = 18;
@@ -81,18 +81,29 @@ async function loadScores() {
   drawHistogram();
 }
 
+// A listing is frozen on the server when it is made (its "view"): the pages of one listing stay the
+// same while images are marked, so marking a page of "not marked" images skips none. A new sort or
+// filter, a moved threshold under "flagged", or an update makes a new one.
 async function loadPage(keepSelection = false) {
   const asked = performance.now();
+  const seq = ++S.pageSeq;
+  const selected = S.items[S.sel] ? S.items[S.sel].id : null;
   const params = new URLSearchParams({ sort: S.sort, filter: S.filter, page: String(S.page), thumbs: "true" });
   if (S.filter === "flagged" || S.filter === "unflagged") params.set("threshold", String(S.threshold));
+  if (S.view !== null) params.set("view", String(S.view));
   const body = await api(`api/page?${params}`);
+  if (seq !== S.pageSeq) return;  // a newer request was made meanwhile
   S.items = body.items;
   S.page = body.page;
   S.pages = body.pages;
   S.total = body.total;
-  if (!keepSelection || S.sel >= S.items.length) S.sel = Math.min(S.sel, Math.max(0, S.items.length - 1));
+  S.view = body.view;
+  const again = keepSelection ? S.items.findIndex((it) => it.id === selected) : -1;
+  S.sel = again >= 0 ? again : Math.min(S.sel, Math.max(0, S.items.length - 1));
   renderGrid(asked);
 }
+
+function newListing() { S.view = null; S.page = 0; S.sel = 0; return loadPage(); }
 
 // -- the grid --------------------------------------------------------------------------------
 function renderGrid(asked = performance.now()) {
@@ -120,14 +131,19 @@ function card(item, k) {
   fig.dataset.id = item.id;
   fig.dataset.k = k;
   const img = document.createElement("img");
-  img.src = item.thumb || `images/${item.id}/thumb`;  // the page's answer carries its thumbnails
-  img.alt = item.path || `image ${item.id}`;
+  if (item.thumb_error) {  // the file went missing or broke after it was scored
+    img.alt = item.thumb_error;
+    img.title = item.thumb_error;
+  } else {
+    img.src = item.thumb || `images/${item.id}/thumb?v=${S.info.images_key}`;  // the page's answer carries it
+    img.alt = item.path || `image ${item.id}`;
+  }
   if (S.info.shape[0] <= 96) img.className = "small";
   fig.append(img);
   const cap = document.createElement("figcaption");
   const cal = item.calibrated === null ? "" : ` · ${pct(item.calibrated)}`;
   const truth = item.label === undefined ? "" :
-    `<br><span class="truth">${item.label ? (item.defect || "anomalous") : "normal"} (label)</span>`;
+    `<br><span class="truth">${escapeHtml(item.label ? (item.defect || "anomalous") : "normal")} (label)</span>`;
   cap.innerHTML = `<span class="rank">#${item.rank}</span> <b>${fmt(item.score)}</b>${cal}` +
     `<br><span class="rank">id ${item.id}${item.path ? " · " + escapeHtml(item.path) : ""}</span>${truth}`;
   fig.append(cap);
@@ -178,12 +194,12 @@ async function move(step) {
 
 // -- marks -----------------------------------------------------------------------------------
 async function mark(label) {
-  const item = S.items[S.sel];
-  if (!item) return;
+  const id = S.detail !== null ? S.detail : (S.items[S.sel] ? S.items[S.sel].id : null);  // what is shown
+  if (id === null) return;
   try {
-    const r = await api("api/marks", { method: "POST", body: JSON.stringify({ id: item.id, label }) });
-    S.marks.set(item.id, r.mark);
-    afterMark(r, `marked image ${item.id} ${label} (saved to ${S.info.marks_file})`);
+    const r = await api("api/marks", { method: "POST", body: JSON.stringify({ id, label }) });
+    S.marks.set(id, r.mark);
+    afterMark(r, `marked image ${id} ${label} (saved to ${S.info.marks_file})`);
   } catch (e) { say(`could not mark: ${e.message}`, true); }
 }
 
@@ -276,7 +292,7 @@ function setThreshold(t) {
   if (S.detail !== null) showFacts();
   if (S.filter === "flagged" || S.filter === "unflagged") {
     clearTimeout(refetch);
-    refetch = setTimeout(() => { S.page = 0; loadPage(); }, 250);
+    refetch = setTimeout(newListing, 250);
   }
 }
 
@@ -290,7 +306,9 @@ function dragHistogram() {
   svg.addEventListener("pointerdown", (ev) => { dragging = true; svg.setPointerCapture(ev.pointerId); setThreshold(at(ev)); });
   svg.addEventListener("pointermove", (ev) => { if (dragging) setThreshold(at(ev)); });
   svg.addEventListener("pointerup", () => { dragging = false; });
-  $("threshold").addEventListener("change", (ev) => setThreshold(Number(ev.target.value)));
+  $("threshold").addEventListener("change", (ev) => {
+    if (ev.target.value.trim() !== "") setThreshold(Number(ev.target.value));  // empty: no change
+  });
 }
 
 async function saveThreshold() {
@@ -311,7 +329,8 @@ async function openDetail() {
   const small = S.info.shape[0] <= 96;
   const image = $("d-image");
   image.classList.toggle("small", small);
-  image.src = `images/${item.id}/full`;
+  image.style.width = image.style.height = "";
+  image.src = `images/${item.id}/full?v=${S.info.images_key}`;
   $("d-title").textContent = `image ${item.id}${item.path ? " · " + item.path : ""} · #${item.rank} of ${S.info.n}`;
   delete $("detail").dataset.loaded;
   $("d-map").hidden = true;
@@ -321,11 +340,14 @@ async function openDetail() {
   try {
     const d = await api(`api/images/${item.id}`);
     if (S.detail !== item.id) return;  // moved on meanwhile
-    const v = `?v=${S.version}`;
+    const v = `?v=${S.info.run_key}`;
     if (d.map) { $("d-map").src = `images/${item.id}/map${v}`; $("d-map").hidden = false; }
     $("d-opacity-label").hidden = !d.map;
     $("d-mask-label").hidden = !d.mask;
-    if (d.mask) { $("d-mask").src = `images/${item.id}/mask`; $("d-mask").hidden = !$("d-show-mask").checked; }
+    if (d.mask) {
+      $("d-mask").src = `images/${item.id}/mask?v=${S.info.images_key}`;
+      $("d-mask").hidden = !$("d-show-mask").checked;
+    }
     if (d.recon) {
       $("d-recon").src = `images/${item.id}/recon${v}`;
       $("d-recon").classList.toggle("small", small);
@@ -334,10 +356,21 @@ async function openDetail() {
     applyOpacity();
     const shown = ["d-image", "d-map", "d-mask", "d-recon"].map($).filter((img) => img.src && !img.hidden);
     await Promise.all(shown.map((img) => img.decode().catch(() => null)));
+    fitImage(image);
     if (S.detail === item.id) $("detail").dataset.loaded = String(item.id);
     const next = S.items[S.sel + 1];  // its map is made meanwhile, so that j shows it at once
     if (next && S.detail === item.id) fetch(`api/images/${next.id}`).catch(() => null);
   } catch (e) { say(`could not open image ${item.id}: ${e.message}`, true); }
+}
+
+// The picture at a size that fits (small ones enlarged), set on the image itself, so the map and the
+// true region, stretched over the stage, lie exactly on it (no letterbox between them).
+function fitImage(image) {
+  const w = image.naturalWidth, h = image.naturalHeight;
+  if (!w || !h) return;
+  const scale = Math.min(512 / w, (0.8 * window.innerHeight) / h, (0.6 * window.innerWidth) / w);
+  image.style.width = `${Math.round(w * scale)}px`;
+  image.style.height = `${Math.round(h * scale)}px`;
 }
 
 function showFacts() {
@@ -363,6 +396,7 @@ function closeDetail() { S.detail = null; $("detail").hidden = true; delete $("d
 // -- adding the images marked normal ---------------------------------------------------------
 async function addNormal() {
   $("add-normal").disabled = true;
+  $("save-threshold").disabled = true;  // it would go into the run being replaced
   try {
     await api("api/update", { method: "POST", body: "{}" });
     say("adding the images marked normal to the model…");
@@ -371,7 +405,9 @@ async function addNormal() {
 }
 
 async function pollJob() {
-  const job = await api("api/job");
+  let job;
+  try { job = await api("api/job"); } catch (e) { setTimeout(pollJob, 1000); return; }  // try again
+  $("save-threshold").disabled = job.state === "running";
   if (job.state === "running") {
     const part = job.total ? ` ${job.done.toLocaleString()} / ${job.total.toLocaleString()}` : "";
     say(`updating the model: ${job.phase}${part} (${job.seconds} s)`);
@@ -383,6 +419,7 @@ async function pollJob() {
   await loadInfo();
   S.threshold = S.info.threshold ? S.info.threshold.value : S.threshold;
   await loadScores();
+  S.view = null;  // the new scores: a new listing
   await loadPage(true);
   say(job.message);
   document.body.dataset.updated = String(S.version);
@@ -405,8 +442,8 @@ function keys(ev) {
 }
 
 async function start() {
-  $("sort").addEventListener("change", (ev) => { S.sort = ev.target.value; S.page = 0; S.sel = 0; loadPage(); });
-  $("filter").addEventListener("change", (ev) => { S.filter = ev.target.value; S.page = 0; S.sel = 0; loadPage(); });
+  $("sort").addEventListener("change", (ev) => { S.sort = ev.target.value; newListing(); });
+  $("filter").addEventListener("change", (ev) => { S.filter = ev.target.value; newListing(); });
   $("prev").addEventListener("click", () => { S.page -= 1; S.sel = 0; loadPage(); });
   $("next").addEventListener("click", () => { S.page += 1; S.sel = 0; loadPage(); });
   $("save-threshold").addEventListener("click", saveThreshold);
@@ -429,6 +466,7 @@ async function start() {
     await scores;
     redecorate();
     if (S.info.resumed) say(`resumed ${S.info.resumed} marks from ${S.info.marks_file}`);
+    if (S.info.job === "running") pollJob();  // reloaded during an update: follow it
   } catch (e) { say(`could not load: ${e.message}`, true); }
 }
 
