@@ -152,3 +152,21 @@ def test_a_damaged_updates_record_is_one_line(tmp_path: Path) -> None:
     (run / "model.json").write_text(json.dumps({**meta, "updates": [{"added": -1}]}))
     with pytest.raises(OddeyeError, match="model.json: expected complete metadata.*update must count"):
         oddeye.load(run, progress=False)
+
+
+def test_a_run_with_nothing_held_out_keeps_its_threshold_when_images_are_added(tmp_path: Path) -> None:
+    """val_fraction=0: nothing was held out at training, nothing is at the update. The threshold
+    stays the run's (not one chosen on the few images just added, each in a bank that holds it),
+    and the held-out scores keep the run's beside the new ones."""
+    run = tmp_path / "run"
+    before = oddeye.train(TRAIN, "pixel-knn", run, progress=False, val_fraction=0)
+    added = blobs(3, SHAPE, seed=5)
+    after = oddeye.load(oddeye.update(run, added, progress=False), progress=False)
+    assert after.threshold_ == before.threshold_
+    assert len(after.heldout_scores_) == len(before.heldout_scores_) + 3
+    np.testing.assert_array_equal(
+        after.heldout_scores_[: len(before.heldout_scores_)], before.heldout_scores_
+    )
+    assert after.heldout_basis_.endswith("and 3 normal images just added (none held out: optimistic)")
+    normal = blobs(40, SHAPE, seed=6)
+    assert after.predict(normal).sum() <= before.predict(normal).sum() + 1  # no flood of flags

@@ -35,7 +35,7 @@ from oddeye.training.checkpoint import Checkpoint, data_fingerprint
 from oddeye.training.device import choose_device, choose_precision
 from oddeye.training.distributed import world
 from oddeye.training.loop import EpochRecord, SetAside, fit_model, trained_parts
-from oddeye.training.update import Absorbed, absorb_images, bank_images, images_sha256
+from oddeye.training.update import ADDED_ONLY, Absorbed, absorb_images, bank_images, images_sha256
 
 ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
@@ -290,9 +290,18 @@ class Detector:
         update recorded; the analysis threshold is dropped (chosen on scores of another scale)."""
         saved = self.threshold_  # the operating threshold in force (save() writes this one)
         rule = saved.rule if saved is not None and parse_rule(saved.rule)[0] in ("value", "fpr") else None
-        threshold = choose_threshold(
-            rule or record.config.threshold, heldout=done.scores, heldout_basis=done.basis
-        )
+        scores, basis = done.scores, done.basis
+        before = record.heldout_scores
+        if done.basis == ADDED_ONLY and before is not None and len(before):
+            # nothing held out now or when the run was trained (val_fraction=0): the run's scores
+            # stay, with the new images' beside them, and so does its threshold; one chosen on the few
+            # images just added, each scored in a bank that holds it, would fall towards zero
+            scores = np.concatenate([np.asarray(before, np.float64), done.scores])
+            basis = f"{record.heldout_basis}; and {len(done.scores)} {ADDED_ONLY}"
+        if scores is not done.scores and saved is not None:
+            threshold = saved
+        else:
+            threshold = choose_threshold(rule or record.config.threshold, heldout=scores, heldout_basis=basis)
         new = data.batch(done.held_out).permute(0, 2, 3, 1).numpy() if len(done.held_out) else None
         parts = [a for a in (record.heldout_sample, new) if a is not None and len(a)]
         both = as_imageset(np.concatenate(parts), "<held-out images>") if parts else None
@@ -300,10 +309,10 @@ class Detector:
         return dataclasses.replace(
             record,
             training=dataclasses.replace(record.training, n_images=record.training.n_images + len(data)),
-            heldout_scores=done.scores,
+            heldout_scores=scores,
             heldout_sample=sample,
-            heldout_stats=score_stats(done.scores),
-            heldout_basis=done.basis,
+            heldout_stats=score_stats(scores),
+            heldout_basis=basis,
             threshold=threshold,
             updates=[*record.updates, entry],
             extra={k: v for k, v in record.extra.items() if k != "analysis_threshold"},
