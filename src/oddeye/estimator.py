@@ -292,13 +292,14 @@ class Detector:
         rule = saved.rule if saved is not None and parse_rule(saved.rule)[0] in ("value", "fpr") else None
         scores, basis = done.scores, done.basis
         before = record.heldout_scores
-        if done.basis == ADDED_ONLY and before is not None and len(before):
-            # nothing held out now or when the run was trained (val_fraction=0): the run's scores
-            # stay, with the new images' beside them, and so does its threshold; one chosen on the few
-            # images just added, each scored in a bank that holds it, would fall towards zero
+        # nothing held out now or when the run was trained (val_fraction=0): the run's scores stay,
+        # with the new images' beside them, and so does its threshold; one chosen on the few images
+        # just added, each scored in a bank that holds it, would fall towards zero
+        kept = done.basis == ADDED_ONLY and before is not None and len(before) > 0
+        if kept:
             scores = np.concatenate([np.asarray(before, np.float64), done.scores])
             basis = f"{record.heldout_basis}; and {len(done.scores)} {ADDED_ONLY}"
-        if scores is not done.scores and saved is not None:
+        if kept and saved is not None:
             threshold = saved
         else:
             threshold = choose_threshold(rule or record.config.threshold, heldout=scores, heldout_basis=basis)

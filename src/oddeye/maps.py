@@ -179,8 +179,7 @@ def overlay(
     base = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB")
     rgb = np.asarray(base.resize(big, Image.Resampling.BILINEAR)) / 255.0
     heat = resize_map(amap, (h * scale, w * scale))
-    lo, hi = colour_range(amap, threshold)
-    level = np.clip((heat - lo) / (hi - lo), 0.0, 1.0)
+    level = heat_level(heat, amap, threshold)
     colours = colormaps[COLORMAP](level)[..., :3]
     alpha = OVERLAY_ALPHA * level[..., None]
     out = (1 - alpha) * rgb + alpha * colours
@@ -191,6 +190,12 @@ def overlay(
                 region = np.asarray(Image.fromarray(region).resize(big, Image.Resampling.NEAREST))
             out[region & ~ndimage.binary_erosion(region, iterations=width)] = colour
     return Image.fromarray((out * 255).round().astype(np.uint8))
+
+
+def heat_level(heat: np.ndarray, amap: np.ndarray, threshold: PixelThreshold | None) -> np.ndarray:
+    """``heat`` (``amap`` or a resized copy) on the overlays' colour scale, clipped to [0, 1]."""
+    lo, hi = colour_range(amap, threshold)
+    return np.clip((heat - lo) / (hi - lo), 0.0, 1.0)
 
 
 def colour_range(amap: np.ndarray, threshold: PixelThreshold | None) -> tuple[float, float]:

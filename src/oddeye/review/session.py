@@ -40,7 +40,7 @@ from oddeye.detectors.base import needs_training
 from oddeye.errors import OddeyeError
 from oddeye.estimator import Detector, ImagesLike
 from oddeye.io import atomic_path
-from oddeye.maps import COLORMAP, PixelThreshold, colour_range
+from oddeye.maps import COLORMAP, PixelThreshold, heat_level
 from oddeye.progress import Task
 from oddeye.review.marks import NORMAL, MarksFile
 from oddeye.runs import save_threshold
@@ -462,9 +462,10 @@ class Review:
         calibrated = (
             det.calibrate(scores) if det.heldout_scores_ is not None and len(det.heldout_scores_) else None
         )
+        order = np.argsort(-scores, kind="stable")  # the "score" listing's order, and the ranks
         rank = np.empty(self.n, np.int64)
-        rank[np.argsort(-scores, kind="stable")] = np.arange(1, self.n + 1)
-        return Scored(det, run, scores, calibrated, rank, cache)
+        rank[order] = np.arange(1, self.n + 1)
+        return Scored(det, run, scores, calibrated, rank, cache, orders={"score": order})
 
     def _score(self, det: Detector, progress: bool, job: Job | None) -> np.ndarray:
         batch = det._settings().score_batch_size
@@ -518,8 +519,7 @@ def heat_picture(amap: np.ndarray, pixel: PixelThreshold | None) -> Image.Image:
     opacity rising with the value (transparent where the map is low)."""
     from matplotlib import colormaps
 
-    lo, hi = colour_range(amap, pixel)
-    level = np.clip((amap - lo) / (hi - lo), 0.0, 1.0)
+    level = heat_level(amap, amap, pixel)
     rgba = colormaps[COLORMAP](level)
     rgba[..., 3] = HEAT_ALPHA * np.sqrt(level)
     return Image.fromarray((rgba * 255).round().astype(np.uint8), "RGBA")
