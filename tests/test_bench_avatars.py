@@ -208,12 +208,20 @@ def test_bench_avatars_at_a_size_reads_its_own_category_from_a_mapped_copy(
     np.testing.assert_array_equal(first, load_images(cat.path / "train" / "good", progress=False).array)
     assert (tmp_path / "scratch" / "avatars64-n9-train.npy").is_file()
     results, md = tmp_path / "results", tmp_path / "BENCH.md"
-    r = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--n", "9", "--detectors", "knn",
-            "--results-dir", results, "--markdown", md)  # fmt: skip
+    r = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--n", "9", "--detectors",
+            "knn,pixel-knn", "--set", "max_bank=4", "--full-bank", "--results-dir", results,
+            "--markdown", md)  # fmt: skip
     assert r.code == 0, r.err
     record = json.loads((results / "avatars64-n9-knn.json").read_text())
     assert record["n"] == 9 and record["dataset"] == "avatars64-n9" and record["data"]["n_train"] == 9
+    own = json.loads((results / "avatars64-n9-pixel-knn-max_bank-4.json").read_text())
+    full = json.loads(
+        (results / "avatars64-n9-pixel-knn-max_bank-4-every-image-in-the-banks.json").read_text()
+    )
+    assert full["full_bank_of"] == own["label"] and full["invocation"] == own["invocation"]
+    assert full["settings"]["params"]["max_bank"] == 9 and own["settings"]["params"]["max_bank"] == 4
     text = md.read_text()
+    assert f"- pixel-knn-max_bank-4 (avatars64): **{own['image_auroc']:.4f}** against" in text
     assert "## Avatars at the homework's size (`oddeye bench avatars --n 9`)" in text
     assert "## Avatars: local" not in text  # a size of its own: not a column of the main table
     missing = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--n", "140001", "--no-save")

@@ -373,3 +373,70 @@ def test_digits_pairs_contaminated_get_their_table(cli, tmp_path: Path) -> None:
     title = "## Digits, 8 vs 2 (train on half of eight digits' images; the other two anomalous)"
     assert f"{title}: contaminated training sets" in text
     assert "training images of the pair held out" in text
+
+
+def test_full_bank_settings_put_every_image_in_each_whole_image_bank() -> None:
+    import oddeye
+    from oddeye.bench.common import full_bank_settings
+
+    full = full_bank_settings("default", {}, 48000)
+    assert full is not None and "local_members" not in full  # patch banks stay as they are
+    assert full["members"] == [
+        "pixel-knn:k_share=0.0035;k_max=20;max_bank=48000",
+        "hog-knn:k_share=0.0035;k_max=20;max_bank=48000",
+    ]
+    assert full["colour_members"] == ["color-knn:max_bank=48000"]
+    assert full["gray_members"] == ["shape-knn:k_share=0.0035;k_max=20;max_bank=48000"]
+    assert full_bank_settings("pixel-knn", {"k": 3}, 10) == {"k": 3, "max_bank": 10}
+    mixed = full_bank_settings("ensemble", {"members": ["pixel-knn:max_bank=5; k=2", "boss"], "epochs": 1}, 7)
+    assert mixed == {"members": ["pixel-knn:k=2;max_bank=7", "boss"], "epochs": 1}  # its own cap replaced
+    assert (
+        full_bank_settings("cnn", {}, 10) is None
+        and full_bank_settings("ensemble", {"members": ["boss"]}, 9) is None
+    )
+    for settings in (full, mixed):  # what it gives builds
+        oddeye.create("default" if settings is full else "ensemble", **settings).build((8, 8, 1))
+
+
+def test_digits_pairs_full_bank_runs_the_reference_in_the_same_run(cli, tmp_path: Path) -> None:
+    from oddeye.bench.oneclass import load_digits_split
+
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli(
+        "bench", "digits", "--detectors", "knn,pixel-knn", "--pairs", "3-8", "--full-bank",
+        "--set", "max_bank=50", "--results-dir", results, "--markdown", md,
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    own = json.loads((results / "pairs-digits-pixel-knn-max_bank-50-pairs-38.json").read_text())
+    full = json.loads(
+        (results / "pairs-digits-pixel-knn-max_bank-50-every-image-in-the-banks-pairs-38.json").read_text()
+    )
+    assert full["full_bank_of"] == own["label"] == "pixel-knn-max_bank-50" and "full_bank_of" not in own
+    assert full["invocation"] == own["invocation"]
+    assert own["settings"]["params"]["max_bank"] == 50
+    assert full["settings"]["params"]["max_bank"] == len(
+        load_digits_split(0).train
+    )  # at least every training image
+    assert len(list(results.glob("*every-image*"))) == 1  # knn (a reference) gets none
+    line = f"- pixel-knn-max_bank-50: **{own['mean_auroc']:.4f}** against {full['mean_auroc']:.4f} with every"
+    assert line in md.read_text() and line.replace("**", "") in r.out
+    # records of separate runs are not compared
+    again = cli("bench", "digits", "--detectors", "pixel-knn", "--pairs", "3-8", "--set", "max_bank=50",
+                "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert again.code == 0, again.err
+    assert "with every training image in its banks, in the same run" not in md.read_text()
+
+
+def test_full_bank_skips_a_detector_with_no_bank_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from oddeye.bench.oneclass import with_full_banks
+
+    methods = with_full_banks(["knn", "cnn", "default"], {}, None, 100)
+    assert [(m.name, m.label, m.full_bank_of) for m in methods] == [
+        ("knn", "knn", None),
+        ("cnn", "cnn", None),
+        ("default", "default", None),
+        ("default", "default, every image in the banks", "default"),
+    ]
+    assert len({m.invocation for m in methods}) == 1
+    assert "cnn keeps no bank of training images" in capsys.readouterr().out
+    assert [m.full_bank_of for m in with_full_banks(["default"], {}, None, None)] == [None]  # no --full-bank

@@ -156,3 +156,14 @@ def test_oddeye_detectors_name_lists_the_parameters(cli) -> None:
     )
     assert "  kinds         tuple[str, ...] = noise,paste," in r.out
     assert cli("detectors", "nope").code == 2
+
+
+def test_resolved_params_are_every_parameter_as_it_would_be_built() -> None:
+    import oddeye
+
+    det = oddeye.create("pixel-knn", k=3)
+    resolved = det.resolved_params()
+    assert resolved["k"] == 3 and resolved["max_bank"] == 20000  # given, and the default
+    assert det.params == {"k": 3}  # what was given is unchanged
+    members = oddeye.create("default").resolved_params()["members"]
+    assert isinstance(members, list) and members[0].startswith("pixel-knn")  # plain JSON values

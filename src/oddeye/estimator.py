@@ -128,6 +128,12 @@ class Detector:
     def _params(self) -> dict[str, Any]:
         return dict(self.params or {})
 
+    def resolved_params(self) -> dict[str, Any]:
+        """Every parameter of the detector as it would be built: those given, the rest at the code's
+        current defaults (plain JSON values; derived ones, computed from the images' shape at
+        build time, are not among them)."""
+        return get_spec(self.detector).resolve(self._params()).to_dict()
+
     def set_params(self, **values: Any) -> Detector:
         """Set ``detector``, ``config`` or ``params`` (scikit-learn's own), or any training setting
         or parameter of the detector by its name (checked as ``oddeye.create`` checks them);

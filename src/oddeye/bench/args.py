@@ -25,15 +25,24 @@ LOOPS = ("ours", "course")
 
 
 def add_run_arguments(
-    parser: argparse.ArgumentParser, default_methods: str, contamination: bool = True
+    parser: argparse.ArgumentParser, default_methods: str, contamination: bool = True, full_bank: bool = False
 ) -> None:
     """The options every accuracy benchmark shares: what to run, seeds, settings, where it goes
-    (and ``--contamination``, where the benchmark has an anomalous kind to contaminate with)."""
+    (and ``--contamination``, where the benchmark has an anomalous kind to contaminate with;
+    ``--full-bank``, where it runs full-bank references)."""
     parser.add_argument(
         "--detectors",
         default=default_methods,
         help=f"comma list of detectors and references (pca, knn); default {default_methods}",
     )
+    if full_bank:
+        parser.add_argument(
+            "--full-bank",
+            action="store_true",
+            help="after each memory-bank detector, in the same run, the same detector with every "
+            "training image in its whole-image banks (max_bank = the training set's size), and "
+            "whether the detector reaches it",
+        )
     parser.add_argument("--seeds", default="0", help="comma list of seeds; results are averaged")
     if contamination:
         _contamination(parser)
@@ -71,7 +80,7 @@ def report(parser: argparse.ArgumentParser) -> None:
 
 def oneclass(parser: argparse.ArgumentParser, dataset: str) -> None:
     """``oddeye bench fmnist|digits``."""
-    add_run_arguments(parser, DEFAULT_METHODS)
+    add_run_arguments(parser, DEFAULT_METHODS, full_bank=True)
     parser.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9", help="normal classes to run")
     parser.add_argument(
         "--pairs",
@@ -108,7 +117,7 @@ def emoji(parser: argparse.ArgumentParser) -> None:
 
 def avatars(parser: argparse.ArgumentParser) -> None:
     """``oddeye bench avatars``."""
-    add_run_arguments(parser, AVATARS_METHODS, contamination=False)
+    add_run_arguments(parser, AVATARS_METHODS, contamination=False, full_bank=True)
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -131,7 +140,8 @@ def avatars(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="the category of N training images instead, avatarsSIZE-nN (the homework's size: 140001, "
-        "19,999 test images; made by 'make bench-data-homework'), with the full-bank references",
+        "19,999 test images; made by 'make bench-data-homework'); add --full-bank for the full-bank "
+        "references",
     )
 
 

@@ -37,7 +37,15 @@ import oddeye
 from oddeye.bench.avatars_data import category_name
 from oddeye.bench.classical import CLASSICAL
 from oddeye.bench.common import SCRATCH_DIR
-from oddeye.bench.oneclass import Estimator, int_list, make_method, method_label, safe_name, settings_record
+from oddeye.bench.oneclass import (
+    Estimator,
+    int_list,
+    make_method,
+    new_invocation,
+    safe_name,
+    settings_record,
+    with_full_banks,
+)
 from oddeye.errors import OddeyeError
 from oddeye.io import write_text
 
@@ -336,17 +344,22 @@ def run(args: argparse.Namespace) -> int:
             if name not in CLASSICAL:
                 oddeye.create(name, **settings).build((size, size, 3))
     results = []
+    invocation = new_invocation()
     for size, category in categories.items():
         meta = json.loads((category / "avatars.json").read_text())
-        for name in names:
+        full = meta["n_train"] if args.full_bank else None
+        for method in with_full_banks(names, settings, args.label, full, invocation):
+            name = method.name
             runs = []
             for seed in seeds:
-                runs.append(in_fresh_process(Job(str(category), name, seed, settings, args.validation)))
+                runs.append(
+                    in_fresh_process(Job(str(category), name, seed, method.settings, args.validation))
+                )
                 r = runs[-1]
                 pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
                 where = category.name + (" validation" if args.validation else "")
                 print(
-                    f"{where} {name} seed {seed}: image AUROC {r['image_auroc']:.3f}, pixel AUROC / "
+                    f"{where} {method.label} seed {seed}: image AUROC {r['image_auroc']:.3f}, pixel AUROC / "
                     f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s, "
                     f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB",
                     flush=True,
@@ -359,8 +372,8 @@ def run(args: argparse.Namespace) -> int:
                 "n": args.n,
                 "detector": name,
                 "kind": "classical" if name in CLASSICAL else "oddeye",
-                "label": args.label or method_label(name, settings),
-                "settings": settings_record(name, settings),
+                **method.record(),
+                "settings": settings_record(name, method.settings),
                 "seeds": seeds,
                 "data": validation_data(runs[0], meta)
                 if args.validation

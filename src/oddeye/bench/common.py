@@ -43,6 +43,45 @@ def contamination_desc(fraction: float) -> str:
     return f" contaminated {fraction * 100:g}%" if fraction else ""
 
 
+# ------------------------------------------------------------------------------ full-bank references
+FULL_BANK_LABEL = "{label}, every image in the banks"
+BANK_MEMBER_FIELDS = ("members", "colour_members", "gray_members")  # whole-image members (local: kept)
+
+
+def full_bank_settings(name: str, settings: dict[str, Any], n: int) -> dict[str, Any] | None:
+    """``settings`` for ``name`` with every one of ``n`` training images in its whole-image banks
+    (``--full-bank``): ``max_bank=n`` for a memory-bank detector, and for an ensemble on each
+    member of ``members``, ``colour_members`` and ``gray_members`` that has a bank (its other
+    settings kept; local members, which bank patches, stay as they are). None for a detector with
+    no such bank."""
+    import oddeye
+
+    params = oddeye.create(name, **settings).resolved_params()
+    if "max_bank" in params:
+        return {**settings, "max_bank": n}
+    changed = {}
+    for key in BANK_MEMBER_FIELDS:
+        members = list(params.get(key) or ())
+        full = [_member_with_full_bank(m, n) for m in members]
+        if full != members:
+            changed[key] = full
+    return {**settings, **changed} if changed else None
+
+
+def _member_with_full_bank(member: Any, n: int) -> Any:
+    """An ensemble member's ``name:key=value;...`` text with ``max_bank=n`` (its own value
+    replaced); a member without a bank, or given as a build record, unchanged."""
+    import oddeye
+
+    if not isinstance(member, str):
+        return member
+    name, _, rest = member.partition(":")
+    if "max_bank" not in oddeye.create(name.strip()).resolved_params():
+        return member
+    items = [i.strip() for i in rest.split(";") if i.strip() and i.partition("=")[0].strip() != "max_bank"]
+    return f"{name.strip()}:{';'.join([*items, f'max_bank={n}'])}"
+
+
 # ------------------------------------------------------------------------------------ generated images
 SHAPE = (64, 64, 3)  # the homework's images
 SEED = 0

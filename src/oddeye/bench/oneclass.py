@@ -15,6 +15,7 @@ import dataclasses
 import json
 import re
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,13 @@ from sklearn.metrics import roc_auc_score
 
 import oddeye
 from oddeye.bench.classical import CLASSICAL
-from oddeye.bench.common import FMNIST_DIR, contamination_desc, contamination_suffix
+from oddeye.bench.common import (
+    FMNIST_DIR,
+    FULL_BANK_LABEL,
+    contamination_desc,
+    contamination_suffix,
+    full_bank_settings,
+)
 from oddeye.bench.provenance import provenance
 from oddeye.bench.published import PUBLISHED
 from oddeye.data import as_imageset, digits_classes, read_idx
@@ -336,6 +343,49 @@ def method_label(name: str, settings: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_")
 
 
+@dataclass(frozen=True)
+class Method:
+    """One method of a benchmark run: a detector (or classical reference) with its settings and
+    label; a full-bank reference also names the method it is the full bank of. ``invocation``:
+    shared by the records of one run of the benchmark (the report compares only those)."""
+
+    name: str
+    settings: dict[str, Any]
+    label: str
+    invocation: str
+    full_bank_of: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What the method adds to its record."""
+        out: dict[str, Any] = {"label": self.label, "invocation": self.invocation}
+        if self.full_bank_of is not None:
+            out["full_bank_of"] = self.full_bank_of
+        return out
+
+
+def new_invocation() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def with_full_banks(
+    names: list[str], settings: dict[str, Any], label: str | None, n: int | None, invocation: str = ""
+) -> list[Method]:
+    """The methods of a run: each of ``names`` (labelled ``label`` or by :func:`method_label`),
+    and with ``n`` (``--full-bank``: at least the training sets' size) each memory-bank detector's
+    full-bank reference right after it (:func:`~oddeye.bench.common.full_bank_settings`)."""
+    invocation = invocation or new_invocation()
+    methods = []
+    for name in names:
+        own = label or method_label(name, settings)
+        methods.append(Method(name, settings, own, invocation))
+        full = None if n is None or name in CLASSICAL else full_bank_settings(name, settings, n)
+        if full is not None:
+            methods.append(Method(name, full, FULL_BANK_LABEL.format(label=own), invocation, own))
+        elif n is not None:
+            print(f"--full-bank: {name} keeps no bank of training images; no full-bank reference for it")
+    return methods
+
+
 def safe_name(label: str) -> str:
     """``label`` as a file-name part: runs of other characters than letters, digits, ``._-``
     become one ``-``."""
@@ -411,17 +461,18 @@ def run(args: argparse.Namespace, dataset: str) -> int:
     if args.label and len(names) != 1:
         raise OddeyeError("--label names the results of one detector; give one name in --detectors")
     pairs = None if args.pairs is None else parse_pairs(args.pairs)
+    methods = with_full_banks(names, settings, args.label, len(data.train) if args.full_bank else None)
     for fraction in contaminations:
         results = []
-        for name in names:
-            label = args.label or method_label(name, settings)
+        for method in methods:
+            name, label = method.name, method.label
             if pairs is not None:
-                result = run_pairs(data, name, pairs, seeds, settings, fraction)
+                result = run_pairs(data, name, pairs, seeds, method.settings, fraction)
                 file = pairs_results_name(dataset, label, pairs, seeds, fraction)
             else:
-                result = run_method(data, name, classes, seeds, settings, fraction)
+                result = run_method(data, name, classes, seeds, method.settings, fraction)
                 file = results_name(dataset, label, classes, seeds, fraction)
-            result["label"] = label
+            result.update(method.record())
             results.append(result)
             if not args.no_save:
                 write_text(Path(args.results_dir) / file, json.dumps(result, indent=2) + "\n")

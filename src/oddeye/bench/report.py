@@ -154,6 +154,36 @@ def _made_by(results: Sequence[dict[str, Any]]) -> list[str]:
     return ["", f"Machine: {machine}. Commits: {commits}.", "", f"Produced by: {commands}", ""]
 
 
+def full_bank_lines(results: Sequence[dict[str, Any]], key: str) -> list[str]:
+    """A line per full-bank reference (``--full-bank``) whose method ran in the same invocation:
+    both figures (``key`` of each record) and whether the method reaches its full bank's."""
+    lines = []
+    for full in results:
+        of = full.get("full_bank_of")
+        own = next(
+            (
+                r
+                for r in results
+                if of is not None
+                and r.get("label") == of
+                and "full_bank_of" not in r
+                and r.get("invocation") == full.get("invocation")
+                and r.get("size") == full.get("size")
+            ),
+            None,
+        )
+        if own is None:
+            continue
+        mine, theirs = own[key], full[key]
+        verdict = "at least the full bank's" if mine >= theirs else "below the full bank's"
+        where = f" (avatars{own['size']})" if "size" in own else ""
+        lines.append(
+            f"- {of}{where}: **{mine:.4f}** against {theirs:.4f} with every training image in its "
+            f"banks, in the same run: {verdict}."
+        )
+    return lines
+
+
 def _oneclass_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]:
     full = [r for r in results if r["classes"] == list(range(10))]
     if not full:
@@ -165,6 +195,8 @@ def _oneclass_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]
         cells = " | ".join(f"{a:.3f}" for a in p.per_class) if p.per_class else " | ".join([""] * 10)
         kind = "published, pretrained" if p.pretrained else "published"
         lines.append(f"| {p.method} | {kind} ({p.source}) | {p.mean:.3f} | {cells} | | |")
+    full_banks = full_bank_lines(full, "mean_auroc")
+    lines += ["", *full_banks] if full_banks else []
     machine = "; ".join(sorted({_machine(r) for r in full}))
     commits = ", ".join(sorted({_short_commit(r.get("git_commit")) for r in full}))
     commands = "; ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in full}))
@@ -197,7 +229,7 @@ def pairs_table(results: Sequence[dict[str, Any]]) -> str:
     for r in sorted(results, key=lambda r: -r["mean_auroc"]):
         cells = "".join(f"{a:8.3f}" for a in _case_means(r))
         lines.append(f"{r.get('label', r['detector']):<30}{_mean_cell(r):>18}{cells}{_seconds(r):9.1f}")
-    return "\n".join(lines)
+    return "\n".join(lines + [x.replace("**", "") for x in full_bank_lines(results, "mean_auroc")])
 
 
 def _pairs_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]:
@@ -221,6 +253,8 @@ def _pairs_markdown(dataset: str, results: list[dict[str, Any]]) -> list[str]:
                     f"- {r.get('label', r['detector'])}: above 1-NN on raw pixels on **{above} of "
                     f"{len(cases)}** pairs."
                 )
+        full = full_bank_lines(chosen, "mean_auroc")
+        lines += ["", *full] if full and ref is None else full
         lines += [*_sizes_lines(chosen[0].get("case_sizes", {}), "{:,}"), *_made_by(chosen)]
     return lines
 
@@ -362,7 +396,7 @@ def avatars_table(results: Sequence[dict[str, Any]]) -> str:
             f"{_cell(r['aupro']):>7}{r['train_seconds']:9.1f}{r['score_seconds']:9.1f}"
             f"{r['peak_rss_bytes'] / 2**30:9.2f}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + [x.replace("**", "") for x in full_bank_lines(results, "image_auroc")])
 
 
 VALIDATION_PARTS = {"synthetic": "synthetic"}
@@ -480,6 +514,8 @@ def _avatars_at_size_markdown(results: list[dict[str, Any]]) -> list[str]:
                 f"{'**' if total > HOMEWORK_SECONDS else ''} | {r['peak_rss_bytes'] / 1e9:.2f} GB | "
                 f"{ratio:.2f}x |"
             )  # fmt: skip
+        full = full_bank_lines(chosen, "image_auroc")
+        lines += ["", *full] if full else []
         lines += _made_by(chosen)
     return lines
 
