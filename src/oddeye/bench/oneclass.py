@@ -381,7 +381,7 @@ def with_full_banks(
         full = None if n is None or name in CLASSICAL else full_bank_settings(name, settings, n)
         if full is not None:
             methods.append(Method(name, full, FULL_BANK_LABEL.format(label=own), invocation, own))
-        elif n is not None:
+        elif n is not None and name not in CLASSICAL:  # a reference is itself the comparison
             print(f"--full-bank: {name} keeps no bank of training images; no full-bank reference for it")
     return methods
 
