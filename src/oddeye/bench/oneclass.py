@@ -378,11 +378,13 @@ def with_full_banks(
     for name in names:
         own = label or method_label(name, settings)
         methods.append(Method(name, settings, own, invocation))
-        full = None if n is None or name in CLASSICAL else full_bank_settings(name, settings, n)
-        if full is not None:
-            methods.append(Method(name, full, FULL_BANK_LABEL.format(label=own), invocation, own))
-        elif n is not None and name not in CLASSICAL:  # a reference is itself the comparison
+        if n is None or name in CLASSICAL:  # a classical reference is itself the comparison
+            continue
+        full = full_bank_settings(name, settings, n)
+        if full is None:
             print(f"--full-bank: {name} keeps no bank of training images; no full-bank reference for it")
+            continue
+        methods.append(Method(name, full, FULL_BANK_LABEL.format(label=own), invocation, own))
     return methods
 
 

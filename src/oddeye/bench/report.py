@@ -160,15 +160,16 @@ def full_bank_lines(results: Sequence[dict[str, Any]], key: str) -> list[str]:
     lines = []
     for full in results:
         of = full.get("full_bank_of")
+        if of is None:
+            continue
+        same_run = ("invocation", "size")
         own = next(
             (
                 r
                 for r in results
-                if of is not None
-                and r.get("label") == of
+                if r.get("label") == of
                 and "full_bank_of" not in r
-                and r.get("invocation") == full.get("invocation")
-                and r.get("size") == full.get("size")
+                and all(r.get(k) == full.get(k) for k in same_run)
             ),
             None,
         )
