@@ -89,14 +89,18 @@ def resize_bank_on_load(
 
 
 def euclidean(q: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, N) Euclidean distances between the rows of ``q`` and ``b``, computed as torch.cdist does
-    for more than 25 rows (bit for bit): one product of padded rows, [-2q, |q|^2, 1] . [b, 1, |b|^2].
-    Written out so that an exported graph runs the same operations (cdist exports badly)."""
+    """(B, N) Euclidean distances between the rows of ``q`` and ``b``: |q|^2 + |b|^2 - 2 q.b, the
+    product and the sum in one ``addmm`` on the rows as they are. Written out so that an exported
+    graph runs the same operations (cdist exports badly).
+
+    Until issue 24 this was torch.cdist's own form, one product of padded rows
+    [-2q, |q|^2, 1] . [b, 1, |b|^2]: padding copied the whole bank on every call, which cost more
+    than the product itself for small query batches (a 19,831 x 3,072 bank on 2 cores: 0.17 s
+    against 0.05 s for 64 queries, 0.25 s against 0.13 s for 256; the same neighbours, distances
+    within 2e-6 of each other, NOTES.md)."""
     qq = q.pow(2).sum(-1, keepdim=True)
-    bb = b.pow(2).sum(-1, keepdim=True)
-    q_pad = torch.cat([q.mul(-2), qq, torch.ones_like(qq)], -1)
-    b_pad = torch.cat([b, torch.ones_like(bb), bb], -1)
-    return (q_pad @ b_pad.mT).clamp_min(0).sqrt()
+    bb = torch.linalg.vector_norm(b, dim=-1).pow(2)  # no (N, D) temporary
+    return torch.addmm(qq + bb, q, b.mT, alpha=-2).clamp_min(0).sqrt()
 
 
 def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
