@@ -61,7 +61,12 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, n_epochs: int) -> None:
 
 @pytest.mark.parametrize(
     "detector, params, total_epochs",
-    [("cnn-bn", {}, EPOCHS), ("vae", {}, EPOCHS), ("ensemble", {"members": "pixel-knn,cnn,dae"}, 2 * EPOCHS)],
+    [
+        ("cnn-bn", {}, EPOCHS),
+        ("vae", {}, EPOCHS),
+        ("ensemble", {"members": "pixel-knn,cnn,dae"}, 2 * EPOCHS),
+        ("fcn", {"contamination": "0.1"}, EPOCHS),  # trimmed after epoch 2: resumed with the same images out
+    ],
 )
 def test_resume_after_an_interrupt_at_every_epoch_matches_an_uninterrupted_run(
     images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, detector: str, params: dict, total_epochs: int
@@ -82,6 +87,9 @@ def test_resume_after_an_interrupt_at_every_epoch_matches_an_uninterrupted_run(
             oddeye.train(images, detector, run, resume=True, **SETTINGS, **params)
         assert_same_run(reference, run)
         assert not (run / "checkpoint.safetensors").exists()
+        if "contamination" in params:
+            assert (run / "set_aside.csv").read_text() == (reference / "set_aside.csv").read_text()
+            assert (reference / "set_aside.csv").read_text().count("\n") > 1
 
 
 def test_early_stopping_state_survives_a_resume(

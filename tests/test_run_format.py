@@ -16,13 +16,14 @@ import oddeye
 from helpers import REGISTRY_SHAPE, REGISTRY_TEST, blobs
 from oddeye.detectors import available, get_spec, memory, transforms
 from oddeye.errors import OddeyeError
-from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2, upgrade_v3, upgrade_v4
+from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2, upgrade_v3, upgrade_v4, upgrade_v5
 
 SHAPE = REGISTRY_SHAPE
 FORMAT1 = Path(__file__).parent / "data" / "format1-digits-default"
 FORMAT2 = Path(__file__).parent / "data" / "format2-digits-default"
 FORMAT3 = Path(__file__).parent / "data" / "format3-digits-default"
 FORMAT4 = Path(__file__).parent / "data" / "format4-digits-default"
+FORMAT5 = Path(__file__).parent / "data" / "format5-digits-default"
 # Another valid value for every string parameter (other types are changed by rule, see other_value).
 OTHER_CHOICE = {
     ("boss", "score"): "classifier",
@@ -80,7 +81,7 @@ def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_detector_records_its_resolved_build(name: str, trained_run) -> None:
     run = trained_run(name).run
     meta = json.loads((run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/5"
+    assert meta["format"] == "oddeye-run/6"
     spec = get_spec(name)
     assert set(meta["params"]) == set(spec.arch_defaults())  # every parameter, not just the typed ones
     assert set(meta["derived"]) == set(spec.model_cls.Derived.names())
@@ -180,7 +181,7 @@ def test_saving_a_threshold_into_a_format1_run_keeps_its_scores(format1_run: Pat
     )
     assert r.code == 0, r.err
     meta = json.loads((format1_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/5" and meta["upgraded_from"] == "oddeye-run/1"
+    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/1"
     assert meta["threshold"]["rule"] == "fpr:0.5"
     assert_format1_scores(format1_run)
 
@@ -271,7 +272,7 @@ def test_saving_a_threshold_into_a_format2_run_writes_format3_and_keeps_its_scor
     r = cli("score", format2_run, FORMAT2 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
     assert r.code == 0, r.err
     meta = json.loads((format2_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/5" and meta["upgraded_from"] == "oddeye-run/2"
+    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/2"
     assert "gray_members" not in meta["params"]  # the record stays as written: no migration step
     assert oddeye.load(format2_run, progress=False).build_.params["gray_members"] == []  # its before
     assert_format2_scores(format2_run)
@@ -324,7 +325,7 @@ def test_saving_a_threshold_into_a_format3_run_writes_format5_and_keeps_its_scor
     )
     assert r.code == 0, r.err
     meta = json.loads((format3_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/5" and meta["upgraded_from"] == "oddeye-run/3"
+    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/3"
     assert meta["config"]["contamination"] == "0" and meta["config"]["max_heldout"] == 0
     assert_scores_as_written(format3_run, FORMAT3)
 
@@ -370,7 +371,7 @@ def test_saving_a_threshold_into_a_format4_run_writes_format5_and_keeps_its_scor
     r = cli("score", format4_run, FORMAT4 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
     assert r.code == 0, r.err
     meta = json.loads((format4_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/5" and meta["upgraded_from"] == "oddeye-run/4"
+    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/4"
     assert meta["config"]["max_heldout"] == 0
     assert_scores_as_written(format4_run, FORMAT4)
 
@@ -393,3 +394,44 @@ def test_large_sets_hold_out_at_most_max_heldout_images() -> None:
     assert len(held) == 2048 and len(train) == 140_001 - 2048
     assert len(split_indices(140_001, 0.05, rng(0))[1]) == 7000  # no cap: the share
     assert len(split_indices(1000, 0.05, rng(0), 2048)[1]) == 50  # a small set: the share
+
+
+@pytest.fixture
+def format5_run(tmp_path: Path) -> Path:
+    """The checked-in format-5 run (written by the last format-5 code), copied so tests may write."""
+    return Path(shutil.copytree(FORMAT5 / "run", tmp_path / "run"))
+
+
+def test_the_checked_in_format5_run_still_loads_and_scores_as_written(format5_run: Path) -> None:
+    assert json.loads((format5_run / "model.json").read_text())["format"] == "oddeye-run/5"
+    assert_scores_as_written(format5_run, FORMAT5)
+    det = oddeye.load(format5_run, progress=False)
+    assert det.config_.contamination == "auto" and det.config_.trim is False  # as format 5 did
+    assert det.record_.set_aside is not None and len(det.record_.set_aside.indices) > 0
+
+
+def test_format5_runs_ignore_todays_defaults(format5_run: Path, monkeypatch) -> None:
+    change_every_default(monkeypatch)
+    assert_scores_as_written(format5_run, FORMAT5)
+
+
+def test_saving_a_threshold_into_a_format5_run_writes_format6_and_keeps_its_scores(
+    format5_run: Path, cli, tmp_path
+) -> None:
+    out = tmp_path / "p.csv"
+    r = cli("score", format5_run, FORMAT5 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
+    assert r.code == 0, r.err
+    meta = json.loads((format5_run / "model.json").read_text())
+    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/5"
+    assert meta["config"]["trim"] is False
+    assert_scores_as_written(format5_run, FORMAT5)
+
+
+def test_format5_upgrade_adds_only_trim_false() -> None:
+    meta = {"format": "oddeye-run/5", "detector": "default", "params": {}, "config": {"seed": 3}}
+    up = upgrade_v5(meta)
+    assert up["config"] == {"seed": 3, "trim": False}
+    assert up["format"] == "oddeye-run/6" and up["upgraded_from"] == "oddeye-run/5"
+    assert upgrade_v5({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
+    with pytest.raises(ValueError, match="config"):
+        upgrade_v5({"format": "oddeye-run/5"})

@@ -21,14 +21,20 @@ def fitted():
 
 def test_run_folder_contents_and_metadata(fitted, tmp_path: Path) -> None:
     run = fitted.save(tmp_path / "run")
-    assert sorted(p.name for p in run.iterdir()) == [
-        "heldout_sample.npy",
-        "heldout_scores.npy",
-        "history.csv",
-        "model.json",
-        "model.safetensors",
-        "training_curve.png",
-    ]
+    s = fitted.record_.set_aside  # trimmed after epoch 1 of 2: the list, and the oddest if any
+    assert s is not None and "after epoch 1" in s.rule
+    trimmed = ["set_aside.csv", *(["set_aside_sample.npy"] if len(s.indices) else [])]
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [
+            "heldout_sample.npy",
+            "heldout_scores.npy",
+            "history.csv",
+            "model.json",
+            "model.safetensors",
+            "training_curve.png",
+            *trimmed,
+        ]
+    )
     meta = json.loads((run / "model.json").read_text())
     assert meta["detector"] == "cnn-bn" and meta["input_shape"] == [16, 16, 3]
     assert meta["normalisation"] == {"lo": 0.0, "hi": 255.0}
@@ -104,6 +110,6 @@ def test_missing_or_foreign_run_folder(tmp_path: Path) -> None:
     with pytest.raises(
         OddeyeError,
         match="expected format 'oddeye-run/1' or 'oddeye-run/2' or 'oddeye-run/3' or 'oddeye-run/4' or "
-        "'oddeye-run/5', found 'something-else'",
+        "'oddeye-run/5' or 'oddeye-run/6', found 'something-else'",
     ):
         oddeye.load(tmp_path / "other")

@@ -65,7 +65,7 @@ def test_the_default_sets_aside_planted_images_and_records_them(tmp_path: Path) 
     banks = [bank.bank.shape[0] for bank, _ in det.model_.banks()]
     assert len(set(banks)) == 1  # the members' banks were screened together: the same images left
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/5"
+    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/6"
     assert meta["screening"]["bank_images_set_aside"] + meta["screening"]["heldout_images_set_aside"] == len(
         found
     )
@@ -143,3 +143,58 @@ def test_the_default_records_its_growing_k_and_old_records_keep_a_fixed_one() ->
     assert [m.memory.k_now for m in det.model_.detectors[:3]] == [3, 1, 3]  # 80-odd images: k as before
     fixed = oddeye.create("pixel-knn", progress=False).fit(x)
     assert fixed.build_.params["k_share"] == 0.0 and fixed.model_.memory.k_now == 3
+
+
+def test_a_trained_detector_trims_its_training_set_after_a_first_pass(tmp_path: Path) -> None:
+    x, planted = digits_with_strays(strays=9)
+    det = oddeye.create("fcn", epochs=10, progress=False).fit(x)  # trimmed after epoch 5 (100 steps)
+    assert det.config_.trim is True
+    s = det.record_.set_aside
+    assert s is not None and "after epoch 5" in s.rule
+    found = set(s.indices.tolist())
+    assert len(found & set(planted.tolist())) >= 5 and len(found) <= 0.25 * len(x)
+    det.save(tmp_path / "run")
+    with open(tmp_path / "run" / "set_aside.csv", newline="") as f:
+        assert {int(r["Id"]) for r in csv.DictReader(f)} == found
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["config"]["trim"] is True and meta["screening"]["bank_images_screened"] == s.screened
+
+
+def test_trim_off_contamination_0_or_one_epoch_trains_on_every_image() -> None:
+    x, _ = digits_with_strays()
+    assert oddeye.create("fcn", epochs=3, trim=False, progress=False).fit(x).record_.set_aside is None
+    assert oddeye.create("fcn", epochs=3, contamination="0", progress=False).fit(x).record_.set_aside is None
+    assert oddeye.create("fcn", epochs=1, progress=False).fit(x).record_.set_aside is None  # nothing after
+
+
+def test_a_fraction_trims_that_share_of_the_training_images() -> None:
+    x, _ = digits_with_strays()
+    det = oddeye.create("fcn", epochs=3, contamination="0.1", val_fraction=0.0, progress=False).fit(x)
+    s = det.record_.set_aside
+    assert int((~s.heldout).sum()) == round(0.1 * len(x)) and "0.1 share" in s.rule
+
+
+def test_a_trained_bank_is_screened_after_trimming_and_both_are_recorded() -> None:
+    x, planted = digits_with_strays()
+    det = oddeye.create("deep-svdd", score="knn", epochs=3, progress=False).fit(x)
+    s = det.record_.set_aside
+    assert "after epoch 1" in s.rule and "; then" in s.rule
+    assert len(set(s.indices.tolist())) == len(s.indices)  # no image set aside twice
+    bank = det.model_.features.bank.shape[0]
+    trimmed_away = int((~s.heldout).sum())
+    assert bank == len(x) - len(det.heldout_scores_) - trimmed_away or bank < len(x)
+
+
+def test_trimming_helps_a_trained_detector_find_what_was_planted() -> None:
+    """Digit 0 with 9 strays of other digits: the strays, scored by the trained model, rank higher
+    when the model did not go on learning them."""
+    from sklearn.metrics import roc_auc_score
+
+    x, planted = digits_with_strays(strays=9)
+    d = load_digits()
+    images = (d.images * 255 / 16).astype(np.uint8)[..., None]
+    test = np.concatenate([images[d.target == 0][-40:], images[d.target != 0][:200]])
+    truth = np.r_[np.zeros(40), np.ones(200)]
+    kept = oddeye.create("fcn", epochs=20, trim=False, progress=False).fit(x).score(test)
+    trimmed = oddeye.create("fcn", epochs=20, progress=False).fit(x).score(test)
+    assert roc_auc_score(truth, trimmed) >= roc_auc_score(truth, kept) - 0.01

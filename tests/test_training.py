@@ -50,10 +50,24 @@ def test_best_weights_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
         return next(losses)
 
     monkeypatch.setattr(loop, "evaluate_loss", fake)
-    det = oddeye.create("cnn", epochs=5, patience=3, progress=False).fit(blobs(40))
+    det = oddeye.create("cnn", epochs=5, patience=3, trim=False, progress=False).fit(blobs(40))
     assert det.best_epoch_ == 2 and len(det.history_) == 5
     for key, value in det.model_.state_dict().items():
         assert torch.equal(value.cpu(), snapshots[1][key])
+
+
+def test_after_trimming_the_best_epoch_is_chosen_among_the_later_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The held-out set changes when it is trimmed (after epoch 2 of 5 here), so an earlier
+    epoch's loss is not compared with the later ones: the best of epochs 3-5 is kept."""
+    from oddeye.training import loop
+
+    losses = iter([5.0, 1.0, 3.0, 2.0, 6.0])
+    monkeypatch.setattr(loop, "evaluate_loss", lambda *args: next(losses))
+    det = oddeye.create("cnn", epochs=5, patience=3, contamination="0.1", progress=False).fit(blobs(40))
+    assert det.record_.set_aside is not None and "after epoch 2" in det.record_.set_aside.rule
+    assert det.best_epoch_ == 4 and len(det.history_) == 5
 
 
 def test_history_has_one_row_per_epoch_with_both_losses() -> None:

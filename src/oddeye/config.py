@@ -94,6 +94,14 @@ class TrainConfig:
             "auto|FRACTION|0",
         ),
     )
+    trim: bool = field(
+        default=True,
+        metadata=_flag(
+            "detectors that train: after the first tenth of their epochs, set aside the training images "
+            "the contamination rule finds atypical by their own scores, and train on the rest (runs "
+            "before format 6: off)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         checks = {

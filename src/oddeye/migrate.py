@@ -12,7 +12,9 @@ Format 3 only marked the first such addition (``default``'s ``gray_members``); a
 reads as format 3 unchanged. Format 4 added a training setting, ``contamination`` (training images
 set aside before the banks are kept); a format-3 record reads with ``"0"``, what its code did.
 Format 5 added ``max_heldout`` (at most that many images held out); a format-4 record reads with
-``0``, no cap, what its code did.
+``0``, no cap, what its code did. Format 6 added ``trim`` (detectors that train set aside, after a
+first pass, the training images their own scores find atypical); a format-5 record reads with
+``false``, what its code did.
 A change of the record's structure (not a new parameter) adds an upgrade step and a test that
 loads a run written by the previous format.
 """
@@ -200,10 +202,28 @@ def upgrade_v4(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Training settings added with format 6, with the value that does what format-5 code did.
+V5_CONFIG_LATER: dict[str, Any] = {"trim": False}
+
+
+def upgrade_v5(meta: dict[str, Any]) -> dict[str, Any]:
+    """A format-5 model.json as format 6: its settings gain ``trim: false`` (format-5 code trained
+    on every training image, whatever ``contamination`` said), nothing else changes."""
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError("format 5 metadata needs a config object")
+    return {
+        **meta,
+        "config": {**meta["config"], **V5_CONFIG_LATER},
+        "format": "oddeye-run/6",
+        "upgraded_from": meta.get("upgraded_from", "oddeye-run/5"),
+    }
+
+
 # format -> the step that turns its metadata into the next format's
 UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "oddeye-run/1": upgrade_v1,
     "oddeye-run/2": upgrade_v2,
     "oddeye-run/3": upgrade_v3,
     "oddeye-run/4": upgrade_v4,
+    "oddeye-run/5": upgrade_v5,
 }

@@ -7,7 +7,7 @@ loops train the same untrained model (``oddeye.create(name, ...).build(shape)``,
 same images, the first ``--max-images`` of the set (all of them for 0), and time one pass over
 them after an untimed warm-up:
 
-* ours: ``oddeye.create(name, epochs=2, batch_size=..., val_fraction=0).fit(images)``, read from
+* ours: ``oddeye.create(name, epochs=2, batch_size=..., val_fraction=0, trim=False).fit(images)``, read from
   the fitted detector's ``history_``: the second epoch's ``images_per_s`` and ``seconds`` (the
   first is the warm-up). So the figure is oddeye's own loop: its input feed (the memory map
   gathered by index, or the uint8 set resident on a GPU), its precision choice and memory format.
@@ -186,6 +186,7 @@ def _settings(job: dict[str, Any]) -> dict[str, Any]:
         "epochs": OURS_WARMUP_EPOCHS + 1,
         "batch_size": job["batch_size"],
         "val_fraction": 0.0,  # every image of the subset is trained on, as in the course loop
+        "trim": False,  # and in every epoch (a trimmed epoch would time fewer images)
         "seed": SEED,
         "device": job["device"],
         "precision": job.get("precision", "auto"),

@@ -157,6 +157,12 @@ class AnomalyModel(nn.Module):
         (``positions`` in the training pass) where its own banks were not screened with the rest
         (none by default: the screened banks have already dropped them)."""
 
+    def pass_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) how odd each image of the normalised batch ``x`` looks to the model as trained so
+        far, before :meth:`fit_end` (what the training loop trims the training set by, after a
+        first pass): its score, unless that needs what ``fit_end`` builds (subclasses say)."""
+        return self.infer(x).score
+
     def reference_scores(self) -> torch.Tensor | None:
         """Scores of normal images the fitted model gives without held-out images (a memory
         bank's leave-one-out scores), or None: more data to put scores on one scale."""

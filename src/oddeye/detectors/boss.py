@@ -185,6 +185,11 @@ class AutoencoderClassifier(AnomalyModel):
             amap = (logit_map / self.fusion.scale[0] + err_map / self.fusion.scale[1]) / 2
         return InferenceBatch(self._score(parts), amap, recon)
 
+    def pass_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The score, or for ``both`` the classifier's part (the fusion scales come after)."""
+        parts = self._components(x)[0]
+        return parts[:, 1] if self.score_mode == "reconstruction" else parts[:, 0]
+
     def _score(self, parts: torch.Tensor) -> torch.Tensor:
         if self.score_mode == "classifier":
             return parts[:, 0]

@@ -99,6 +99,10 @@ class DeepSVDD(AnomalyModel):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).float()
 
+    def pass_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The distance to the centre (the ``knn`` bank is built after training)."""
+        return (self.net(x).float() - self.center).pow(2).sum(1)
+
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
     ) -> None:

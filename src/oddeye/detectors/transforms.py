@@ -208,6 +208,10 @@ class TransformationClassifier(AnomalyModel):
         if self.score_mode == "both":
             self.fusion.fit(collect(self._components, heldout, batches))
 
+    def pass_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy of the true transformations (the bank and the scales come after)."""
+        return self._forward(x)[0].mean(0)
+
     def bank_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)[1]
 

@@ -43,6 +43,7 @@ class ScopeState:
     stopped_early: bool
     numpy_rng: dict[str, Any]
     optim_groups: list[dict[str, Any]] = field(default_factory=list)
+    trimmed: dict[str, Any] | None = None  # the training images trimmed after a first pass, if yet
 
 
 class Checkpoint:

@@ -13,6 +13,7 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from oddeye.config import TrainConfig, contamination_share
 from oddeye.data.imageset import ImageSet, batch_images
 from oddeye.detectors.base import AnomalyModel, Batches
 from oddeye.detectors.memory import SKETCH_SIDE, coreset, layout_sketch
-from oddeye.detectors.screening import Screening
+from oddeye.detectors.screening import AUTO_CUT, Screening, set_aside
 from oddeye.progress import EpochProgress, Task, clock, say
 from oddeye.training.budget import Budget, Pacer
 from oddeye.training.checkpoint import Checkpoint, ScopeState
@@ -184,9 +185,14 @@ def fit_model(
     state = saved[0] if saved is not None else None
     if state is not None and state.done:  # finished before the interruption: its final weights
         _restore_result(result, state)
+        if state.trimmed is not None:
+            done = Trimmed.from_dict(state.trimmed)
+            result.set_aside, result.val_indices = done.set_aside(), done.kept(train_idx, val_idx)[1]
         model.eval()
         return result
     max_epochs = model.epoch_cap if model.trainable else 0
+    trim_after = trim_epoch(model, config, len(train_idx))
+    trimmed: Trimmed | None = None
     best_loss, best_state, waited, first = float("inf"), None, 0, 1
     if state is None:
         with torch.no_grad():
@@ -195,6 +201,9 @@ def fit_model(
         rng.bit_generator.state = state.numpy_rng
         best_loss, best_state, waited, first = state.best_loss, saved[1], state.waited, state.epoch + 1
         _restore_result(result, state)
+        if state.trimmed is not None:  # trimmed before the interruption: the same images stay out
+            trimmed = Trimmed.from_dict(state.trimmed)
+            train_idx, val_idx = trimmed.kept(train_idx, val_idx)
         if state.stopped_early:
             first = max_epochs + 1
     bar = EpochProgress(name, first, max_epochs, shown) if model.trainable and first <= max_epochs else None
@@ -203,6 +212,11 @@ def fit_model(
     if engine is not None and config.compile:
         engine = torch.compile(engine)
     for epoch in range(first, max_epochs + 1):
+        if trim_after and epoch == trim_after + 1 and trimmed is None:
+            trimmed = trim_training(model, feed, train_idx, val_idx, config, device, precision, trim_after)
+            say(f"{name}: {trimmed.describe()}", shown)
+            train_idx, val_idx = trimmed.kept(train_idx, val_idx)
+            best_loss, best_state, waited = float("inf"), None, 0  # a new held-out set: a new best
         start = time.perf_counter()
         desc = f"{name} epoch {epoch}/{max_epochs}"
         train_loss, trained = _train_epoch(
@@ -226,7 +240,7 @@ def fit_model(
             pacer.epoch_end(time.perf_counter() - start - seconds)
             result.budget_reached = pacer.done and not result.stopped_early
         if ckpt is not None:
-            loop = _scope_state(result, epoch, False, best_loss, waited, rng)
+            loop = _scope_state(result, epoch, False, best_loss, waited, rng, trimmed)
             ckpt.save(scope, loop, model, best_state, optimizer)
         if result.stopped_early or result.budget_reached:
             break
@@ -237,18 +251,24 @@ def fit_model(
         bar.close(_summary(result))
     if best_state is not None:
         model.load_state_dict(best_state)
+    if trimmed is not None:  # the banks and scales after training see the images kept only
+        train_batches, heldout_batches = batches_of(train_idx, "training"), batches_of(val_idx, "held-out")
+        result.set_aside, result.val_indices = trimmed.set_aside(), val_idx
     started = time.perf_counter()
     with torch.no_grad():
         model.fit_end(train_batches, heldout_batches)
     if model.screening_ is not None:
-        result.set_aside, result.val_indices = _set_aside(model.screening_, train_idx, val_idx)
-        say(f"{name}: {describe_set_aside(result.set_aside)}", shown)
+        screened, result.val_indices = _set_aside(model.screening_, train_idx, val_idx)
+        result.set_aside = screened if result.set_aside is None else _joined(result.set_aside, screened)
+        say(f"{name}: {describe_set_aside(screened)}", shown)
     if model.fit_end_work():
         say(f"{name}: {model.fit_end_work()} built in {clock(time.perf_counter() - started)}", shown)
     model.eval()
     if ckpt is not None and model.trainable:
         epoch = result.history[-1].epoch if result.history else 0
-        ckpt.save(scope, _scope_state(result, epoch, True, best_loss, waited, rng), model, None, None)
+        ckpt.save(
+            scope, _scope_state(result, epoch, True, best_loss, waited, rng, trimmed), model, None, None
+        )
     return result
 
 
@@ -256,14 +276,167 @@ def _set_aside(
     screening: Screening, train_idx: np.ndarray, val_idx: np.ndarray
 ) -> tuple[SetAside, np.ndarray]:
     """What screening set aside, as training-set indices, and the held-out indices kept."""
-    indices = np.concatenate([train_idx[screening.positions], val_idx[screening.heldout_positions]])
-    scores = np.concatenate([screening.scores, screening.heldout_scores])
-    heldout = np.concatenate(
-        [np.zeros(len(screening.positions), bool), np.ones(len(screening.heldout_positions), bool)]
+    found = set_aside_record(
+        screening.rule,
+        screening.screened,
+        (train_idx[screening.positions], screening.scores),
+        (val_idx[screening.heldout_positions], screening.heldout_scores),
     )
+    return found, np.delete(val_idx, screening.heldout_positions)
+
+
+def set_aside_record(
+    rule: str, screened: int, training: tuple[np.ndarray, np.ndarray], heldout: tuple[np.ndarray, np.ndarray]
+) -> SetAside:
+    """A :class:`SetAside` from (indices, atypicality) of the training and the held-out images."""
+    indices = np.concatenate([training[0], heldout[0]]).astype(np.int64)
+    scores = np.concatenate([training[1], heldout[1]]).astype(np.float32)
+    held = np.concatenate([np.zeros(len(training[0]), bool), np.ones(len(heldout[0]), bool)])
     order = np.argsort(indices, kind="stable")
-    kept = np.delete(val_idx, screening.heldout_positions)
-    return SetAside(screening.rule, screening.screened, indices[order], scores[order], heldout[order]), kept
+    return SetAside(rule, screened, indices[order], scores[order], held[order])
+
+
+def _joined(first: SetAside, then: SetAside) -> SetAside:
+    """Two rounds of setting aside (trimmed after a first pass, then a bank's screening) as one."""
+    indices = np.concatenate([first.indices, then.indices])
+    order = np.argsort(indices, kind="stable")
+    return SetAside(
+        f"{first.rule}; then {then.rule}",
+        first.screened,
+        indices[order],
+        np.concatenate([first.scores, then.scores])[order],
+        np.concatenate([first.heldout, then.heldout])[order],
+    )
+
+
+TRIM_AFTER_SHARE = 0.1  # a trained model's training set is trimmed after this share of its epoch cap,
+TRIM_MIN_STEPS = 100  # and after at least this many optimisation steps (small sets: more epochs),
+TRIM_LATEST = 0.5  # but never later than this share of the cap
+
+
+def trim_epoch(model: AnomalyModel, config: TrainConfig, n_train: int) -> int:
+    """The epoch after which ``model``'s training set is trimmed (0: never), for a model that
+    trains, with ``trim`` on and a ``contamination`` rule: after a tenth of its epoch cap and at
+    least ``TRIM_MIN_STEPS`` steps (a model that has barely trained ranks its images by chance),
+    at the latest after half the cap; a cap of one epoch leaves nothing to train after trimming."""
+    if not (model.trainable and config.trim and model.contamination != 0) or n_train < 1:
+        return 0
+    cap = model.epoch_cap
+    steps = -(-n_train // config.batch_size)  # per epoch
+    after = max(1, round(TRIM_AFTER_SHARE * cap), -(-TRIM_MIN_STEPS // steps))
+    return min(after, int(TRIM_LATEST * cap))
+
+
+@dataclass
+class Trimmed:
+    """The training and held-out images trimmed after a first pass (indices into the training
+    set, with their robust z-scores), the epoch and the rule."""
+
+    epoch: int
+    rule: str
+    screened: int
+    indices: np.ndarray
+    scores: np.ndarray
+    heldout_indices: np.ndarray
+    heldout_scores: np.ndarray
+
+    def kept(self, train_idx: np.ndarray, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return train_idx[~np.isin(train_idx, self.indices)], val_idx[~np.isin(val_idx, self.heldout_indices)]
+
+    def describe(self) -> str:
+        return (
+            f"after epoch {self.epoch}, set aside {len(self.indices)} of {self.screened} training images "
+            f"and {len(self.heldout_indices)} held-out images as unlike the rest ({self.rule})"
+        )
+
+    def set_aside(self) -> SetAside:
+        training, heldout = (self.indices, self.scores), (self.heldout_indices, self.heldout_scores)
+        return set_aside_record(self.rule, self.screened, training, heldout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "rule": self.rule,
+            "screened": self.screened,
+            "indices": self.indices.tolist(),
+            "scores": self.scores.tolist(),
+            "heldout_indices": self.heldout_indices.tolist(),
+            "heldout_scores": self.heldout_scores.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trimmed:
+        return cls(
+            int(d["epoch"]),
+            str(d["rule"]),
+            int(d["screened"]),
+            np.asarray(d["indices"], np.int64),
+            np.asarray(d["scores"], np.float32),
+            np.asarray(d["heldout_indices"], np.int64),
+            np.asarray(d["heldout_scores"], np.float32),
+        )
+
+
+@torch.no_grad()
+def pass_scores(
+    model: AnomalyModel,
+    feed: Feed,
+    indices: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+) -> np.ndarray:
+    """(n,) float64 :meth:`~AnomalyModel.pass_scores` of the images ``indices``, in order, a batch at
+    a time (every rank scores them all under torchrun: the same weights give the same scores)."""
+    model.eval()
+    out = []
+    step = batch_images(config.score_batch_size, feed.data.shape)
+    for i in range(0, len(indices), step):
+        idx = indices[i : i + step]
+        with autocast(device, precision):
+            out.append(model.pass_scores(feed(idx)).float().cpu())
+        feed.data.release(idx)
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def trim_training(
+    model: AnomalyModel,
+    feed: Feed,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    precision: str,
+    epoch: int,
+) -> Trimmed:
+    """The training images the contamination rule finds atypical by the scores of ``model`` as
+    trained for ``epoch`` epochs: robust z-scores (less the median, over 1.4826 x the median
+    absolute deviation of the training images' scores), beyond 2 (``auto``) or the given share
+    of the oddest; held-out images beyond the same z (the least of those set aside, for a share)."""
+    share = model.contamination
+    train = pass_scores(model, feed, train_idx, config, device, precision)
+    held = pass_scores(model, feed, val_idx, config, device, precision)
+    centre = float(np.median(train)) if len(train) else 0.0
+    spread = float(1.4826 * np.median(np.abs(train - centre))) if len(train) else 0.0
+    spread = spread if spread > 0 and np.isfinite(spread) else 1.0
+    z, zh = (train - centre) / spread, (held - centre) / spread
+    finite = np.nan_to_num(z, nan=-np.inf)  # a score that is not a number sets nothing aside
+    mask = set_aside(torch.from_numpy(finite), share) if len(z) else np.zeros(0, bool)
+    cut = AUTO_CUT if share is None else float(finite[mask].min()) if mask.any() else float("inf")
+    gone = np.nan_to_num(zh, nan=-np.inf) > cut
+    which = (
+        f"auto: robust z-score above {AUTO_CUT:g}" if share is None else f"the {share:g} share, the oddest"
+    )
+    rule = f"{which}, of the model's own scores after epoch {epoch}"
+    return Trimmed(
+        epoch,
+        rule,
+        len(train_idx),
+        train_idx[mask],
+        z[mask].astype(np.float32),
+        val_idx[gone],
+        zh[gone].astype(np.float32),
+    )
 
 
 def describe_set_aside(s: SetAside) -> str:
@@ -281,9 +454,16 @@ def _summary(result: TrainResult) -> str:
 
 
 def _scope_state(
-    result: TrainResult, epoch: int, done: bool, best_loss: float, waited: int, rng: np.random.Generator
+    result: TrainResult,
+    epoch: int,
+    done: bool,
+    best_loss: float,
+    waited: int,
+    rng: np.random.Generator,
+    trimmed: Trimmed | None = None,
 ) -> ScopeState:
     return ScopeState(
+        trimmed=trimmed.to_dict() if trimmed is not None else None,
         epoch=epoch,
         done=done,
         history=[dataclasses.asdict(r) for r in result.history],
