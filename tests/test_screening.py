@@ -198,3 +198,24 @@ def test_trimming_helps_a_trained_detector_find_what_was_planted() -> None:
     kept = oddeye.create("fcn", epochs=20, trim=False, progress=False).fit(x).score(test)
     trimmed = oddeye.create("fcn", epochs=20, progress=False).fit(x).score(test)
     assert roc_auc_score(truth, trimmed) >= roc_auc_score(truth, kept) - 0.01
+
+
+def test_training_says_what_it_trimmed(cli, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", digits_with_strays()[0])
+    r = cli("train", tmp_path / "x.npy", "--detector", "fcn", "--epochs", "10", "--out", tmp_path / "run")
+    assert r.code == 0, r.err
+    assert "after epoch 5, set aside" in r.err + r.out
+    r = cli(
+        "train",
+        tmp_path / "x.npy",
+        "--detector",
+        "fcn",
+        "--epochs",
+        "10",
+        "--no-trim",
+        "--out",
+        tmp_path / "b",
+    )
+    assert (
+        r.code == 0 and "after epoch" not in r.err + r.out and not (tmp_path / "b" / "set_aside.csv").exists()
+    )

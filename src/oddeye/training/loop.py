@@ -213,7 +213,9 @@ def fit_model(
         engine = torch.compile(engine)
     for epoch in range(first, max_epochs + 1):
         if trim_after and epoch == trim_after + 1 and trimmed is None:
-            trimmed = trim_training(model, feed, train_idx, val_idx, config, device, precision, trim_after)
+            trimmed = trim_training(
+                model, feed, (train_idx, val_idx), config, device, precision, trim_after, name
+            )
             say(f"{name}: {trimmed.describe()}", shown)
             train_idx, val_idx = trimmed.kept(train_idx, val_idx)
             best_loss, best_state, waited = float("inf"), None, 0  # a new held-out set: a new best
@@ -385,37 +387,44 @@ def pass_scores(
     config: TrainConfig,
     device: torch.device,
     precision: str,
+    desc: str = "scoring",
 ) -> np.ndarray:
     """(n,) float64 :meth:`~AnomalyModel.pass_scores` of the images ``indices``, in order, a batch at
-    a time (every rank scores them all under torchrun: the same weights give the same scores)."""
+    a time, with progress (every rank scores them all under torchrun: the same weights give the
+    same scores)."""
     model.eval()
     out = []
     step = batch_images(config.score_batch_size, feed.data.shape)
-    for i in range(0, len(indices), step):
-        idx = indices[i : i + step]
-        with autocast(device, precision):
-            out.append(model.pass_scores(feed(idx)).float().cpu())
-        feed.data.release(idx)
+    shown = config.progress and world().main
+    with Task(desc, len(indices), "images", shown, leave=False, final_line=False) as bar:
+        for i in range(0, len(indices), step):
+            idx = indices[i : i + step]
+            with autocast(device, precision):
+                out.append(model.pass_scores(feed(idx)).float().cpu())
+            feed.data.release(idx)
+            bar.update(len(idx))
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
 def trim_training(
     model: AnomalyModel,
     feed: Feed,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
+    split: tuple[np.ndarray, np.ndarray],
     config: TrainConfig,
     device: torch.device,
     precision: str,
     epoch: int,
+    name: str = "",
 ) -> Trimmed:
     """The training images the contamination rule finds atypical by the scores of ``model`` as
     trained for ``epoch`` epochs: robust z-scores (less the median, over 1.4826 x the median
     absolute deviation of the training images' scores), beyond 2 (``auto``) or the given share
     of the oddest; held-out images beyond the same z (the least of those set aside, for a share)."""
-    share = model.contamination
-    train = pass_scores(model, feed, train_idx, config, device, precision)
-    held = pass_scores(model, feed, val_idx, config, device, precision)
+    share, (train_idx, val_idx) = model.contamination, split
+    train = pass_scores(
+        model, feed, train_idx, config, device, precision, f"{name}: trimming, training images"
+    )
+    held = pass_scores(model, feed, val_idx, config, device, precision, f"{name}: trimming, held-out images")
     centre = float(np.median(train)) if len(train) else 0.0
     spread = float(1.4826 * np.median(np.abs(train - centre))) if len(train) else 0.0
     spread = spread if spread > 0 and np.isfinite(spread) else 1.0
