@@ -300,15 +300,11 @@ def set_aside_record(
 
 def _joined(first: SetAside, then: SetAside) -> SetAside:
     """Two rounds of setting aside (trimmed after a first pass, then a bank's screening) as one."""
-    indices = np.concatenate([first.indices, then.indices])
-    order = np.argsort(indices, kind="stable")
-    return SetAside(
-        f"{first.rule}; then {then.rule}",
-        first.screened,
-        indices[order],
-        np.concatenate([first.scores, then.scores])[order],
-        np.concatenate([first.heldout, then.heldout])[order],
+    indices, scores, held = (
+        np.concatenate([getattr(first, f), getattr(then, f)]) for f in ("indices", "scores", "heldout")
     )
+    training, heldout = (indices[~held], scores[~held]), (indices[held], scores[held])
+    return set_aside_record(f"{first.rule}; then {then.rule}", first.screened, training, heldout)
 
 
 TRIM_AFTER_SHARE = 0.1  # a trained model's training set is trimmed after this share of its epoch cap,
@@ -346,10 +342,7 @@ class Trimmed:
         return train_idx[~np.isin(train_idx, self.indices)], val_idx[~np.isin(val_idx, self.heldout_indices)]
 
     def describe(self) -> str:
-        return (
-            f"after epoch {self.epoch}, set aside {len(self.indices)} of {self.screened} training images "
-            f"and {len(self.heldout_indices)} held-out images as unlike the rest ({self.rule})"
-        )
+        return f"after epoch {self.epoch}, {describe_set_aside(self.set_aside(), 'training')}"
 
     def set_aside(self) -> SetAside:
         training, heldout = (self.indices, self.scores), (self.heldout_indices, self.heldout_scores)
@@ -448,10 +441,12 @@ def trim_training(
     )
 
 
-def describe_set_aside(s: SetAside) -> str:
+def describe_set_aside(s: SetAside, kind: str = "bank") -> str:
+    """One progress line's account of ``s``: its ``kind`` of images (bank or training) and the
+    held-out ones set aside, and the rule."""
     held = int(s.heldout.sum())
     return (
-        f"set aside {len(s.indices) - held} of {s.screened} bank images and {held} held-out images "
+        f"set aside {len(s.indices) - held} of {s.screened} {kind} images and {held} held-out images "
         f"as unlike the rest ({s.rule})"
     )
 
