@@ -262,6 +262,27 @@ def test_excess_fusion_adds_only_what_the_local_view_finds_beyond_its_margin() -
     torch.testing.assert_close(out, torch.tensor([1.5, 1.5 + 0.5 * 2.0, -0.5]))
     with pytest.raises(ValueError, match="whole-image and local"):
         ExcessFusion(2, 2, 0.5, 3.0, None)
+    with pytest.raises(ValueError, match="gate must be at least 0"):
+        ExcessFusion(3, 1, 0.5, 3.0, None, gate=-1.0)
+
+
+def test_the_gate_raises_the_local_bar_with_the_whole_image_z_score() -> None:
+    from oddeye.detectors.fusion import ExcessFusion
+
+    fusion = ExcessFusion(3, 1, 0.5, 0.0, None, gate=4.0)  # loc 0, scale 1: z-scores as given
+    z = torch.tensor(
+        [
+            [0.0, 0.0, 3.0],  # typical as a whole, one odd part: the whole excess counts
+            [-1.0, -1.0, 3.0],  # below 0 as a whole: the bar stays at the margin
+            [1.0, 1.0, 3.0],  # odd as a whole (z 1): the bar is 4, the local view adds nothing
+            [0.5, 0.5, 3.0],  # z 0.5: the bar is 2
+            [1.0, 1.0, 0.0],  # nothing local: the whole-image score alone
+        ]
+    )
+    torch.testing.assert_close(fusion(z), torch.tensor([1.5, -1.0 + 1.5, 1.0, 0.5 + 0.5, 1.0]))
+    # gate 0 is the plain excess rule, bit for bit
+    plain, gated = ExcessFusion(3, 1, 0.5, 1.0, None), ExcessFusion(3, 1, 0.5, 1.0, None, gate=0.0)
+    assert torch.equal(plain(z), gated(z))
 
 
 def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_quiet() -> None:
@@ -274,17 +295,24 @@ def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_q
     images = np.concatenate([faces(10, seed=3), with_spot(faces(10, seed=4))[0]])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     z = (model._components(x) - model.fusion.loc) / model.fusion.scale
-    quiet = z[:, -1] <= 3
     whole = z[:, :-1].mean(1)
+    bar = 0.0 + 4.0 * whole.clamp_min(0)  # the default's margin and gate
+    quiet = z[:, -1] <= bar
+    assert quiet.any() and (~quiet).any()
     scores = torch.from_numpy(det.score(images)).float()
     # (the manual batch and the scoring batches differ in size and layout: float32 rounding apart)
     torch.testing.assert_close(scores[quiet], whole[quiet], atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(
-        scores[~quiet], whole[~quiet] + 0.5 * (z[~quiet, -1] - 3), atol=1e-4, rtol=1e-5
+        scores[~quiet], whole[~quiet] + 0.5 * (z[~quiet, -1] - bar[~quiet]), atol=1e-4, rtol=1e-5
     )
     record = record_of(model)
-    assert record.params["local_fusion"] == "excess" and record.params["local_margin"] == 3.0
-    old = dict(record.params)
+    assert record.params["local_fusion"] == "excess"
+    assert record.params["local_margin"] == 0.0 and record.params["local_gate"] == 4.0
+    before_gate = dict(record.params, local_margin=3.0)
+    del before_gate["local_gate"]  # a run written before the gate: the excess beyond 3, ungated
+    again = get_spec("default").rebuild(dataclasses.replace(record, params=before_gate), (32, 32, 3))
+    assert isinstance(again.fusion, ExcessFusion) and again.fusion.gate == 0.0 and again.fusion.margin == 3.0
+    old = dict(before_gate)
     del old["local_fusion"], old["local_margin"]  # a run written before the excess rule: the mean
     again = get_spec("default").rebuild(dataclasses.replace(record, params=old), (32, 32, 3))
     assert type(again.fusion).__name__ == "ScoreFusion"

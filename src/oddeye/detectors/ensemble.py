@@ -204,10 +204,11 @@ DEFAULT_MEMBERS = (f"pixel-knn:{BANK_K}", f"hog-knn:{BANK_K}")
 COLOUR_MEMBERS = ("color-knn",)
 GRAY_MEMBERS = (f"shape-knn:{BANK_K}",)
 # the local view (issue 23): patches of 4 and 8 working pixels compared at their own place, joined
-# by its excess beyond a z-score of 3 (validation protocols of avatars, emoji and Fashion-MNIST: see
-# NOTES.md); the 48 colour-cell values of a patch on their 24 principal axes (issue 24: half the
-# search's arithmetic; validation: avatars64 0.831 -> 0.834, avatars256 0.810 -> 0.808, emoji and
-# Fashion-MNIST within 0.0001; with 16 dimensions the first round measured 0.818)
+# by its excess beyond a z-score of 0 that rises by 4 per unit of the whole-image z-score above 0
+# (validation protocols of avatars, emoji and Fashion-MNIST: see NOTES.md); the 48 colour-cell
+# values of a patch on their 24 principal axes (issue 24: half the search's arithmetic; validation:
+# avatars64 0.831 -> 0.834, avatars256 0.810 -> 0.808, emoji and Fashion-MNIST within 0.0001; with
+# 16 dimensions the first round measured 0.818)
 PATCH_MEMBER = "patch-knn:radius=0;dims=24"
 LOCAL_MEMBERS: tuple[str, ...] = (PATCH_MEMBER,)
 
@@ -233,7 +234,17 @@ class DefaultParams(EnsembleParams):
         help="how the local members join the score: excess, only beyond local_margin (whole-image "
         "rankings unchanged below it); mean, a weighted mean of every z-score",
     )
-    local_margin: float = param(3.0, before=3.0, help="excess: the local z-score beyond which it counts")
+    local_margin: float = param(
+        0.0,
+        before=3.0,
+        help="excess: the local z-score beyond which it counts (where the whole-image z-score is 0 or below)",
+    )
+    local_gate: float = param(
+        4.0,
+        before=0.0,
+        help="excess: how much the local margin rises per unit of the whole-image z-score above 0 "
+        "(an image odd as a whole needs no local view; one typical as a whole with one odd part does)",
+    )
 
 
 @register(
@@ -254,11 +265,11 @@ class DefaultDetector(Ensemble):
     silhouette raised Fashion-MNIST's validation mean from 0.950 to 0.954 and lowered both emoji
     validation protocols, 0.975 -> 0.961 and 0.891 -> 0.884). ``local_members`` (issue 23) compare
     local patches where they are (``patch-knn``), for a defect covering 1% of the image, which a
-    whole-image view averages away; their z-scores weigh ``local_weight`` (a half) of the fused score
-    and map, the whole-image members' the other half: chosen on the avatars validation protocol
-    (synthetic local anomalies pasted into held-out training faces) and Fashion-MNIST's, where an
-    equal mean of every member let the local one count a quarter and missed most local anomalies
-    (see NOTES.md). The run records the members actually built, the local ones apart.
+    whole-image view averages away; their maps weigh ``local_weight`` (a half) of the fused map, the
+    whole-image members' the other half, and their z-score joins the fused score by its excess
+    beyond a bar that rises with the whole-image z-score (:meth:`make_fusion`): chosen on the avatars
+    validation protocol (synthetic local anomalies pasted into held-out training faces), emoji's and
+    Fashion-MNIST's (see NOTES.md). The run records the members actually built, the local ones apart.
     """
 
     Params = DefaultParams
@@ -278,13 +289,13 @@ class DefaultDetector(Ensemble):
 
     def make_fusion(self) -> ScoreFusion:
         """``local_fusion="excess"``: the whole-image members' mean z-score plus ``local_weight``
-        times the local members' excess beyond ``local_margin`` (:class:`ExcessFusion`); else the
-        weighted mean."""
+        times the local members' excess beyond ``local_margin``, raised by ``local_gate`` per unit
+        of the whole-image z-score above 0 (:class:`ExcessFusion`); else the weighted mean."""
         p = self.params
         n_local, n = len(p.local_members), len(self.detectors)
         if p.local_fusion != "excess" or n_local in (0, n):
             return super().make_fusion()
-        return ExcessFusion(n, n_local, p.local_weight, p.local_margin, self.member_weights())
+        return ExcessFusion(n, n_local, p.local_weight, p.local_margin, self.member_weights(), p.local_gate)
 
     def record_params(self) -> dict[str, object]:
         """The members built, as records: the local ones under ``local_members`` (their weight

@@ -49,26 +49,39 @@ class ScoreFusion(nn.Module):
 
 class ExcessFusion(ScoreFusion):
     """The mean z-score of the first ``n - n_local`` components (whole-image views), plus ``excess``
-    times how far the mean z-score of the last ``n_local`` ones (local views) goes beyond ``margin``
-    (nothing below it). A local view then speaks only where it is sure: an image no local view finds
-    odd scores exactly as the whole-image views alone score it, so a local view's noise on images
-    unlike each other (emoji, clothes) does not blur the whole-image ranking. ``weights`` are
-    the maps' (see :class:`ScoreFusion`); the scales are fitted as there."""
+    times how far the mean z-score of the last ``n_local`` ones (local views) goes beyond
+    ``margin + gate * max(whole, 0)`` (nothing below it). A local view then speaks only where it
+    is sure, and where the image as a whole is typical: an image unlike the training images as a
+    whole has unlike patches too, so its local excess would restate what the whole-image views
+    already say (and on normal images unlike each other, emoji or clothes, add noise), while an
+    image typical as a whole with one odd part is what the local view is for. An image no local
+    view finds odd scores exactly as the whole-image views alone score it. ``weights`` are the
+    maps' (see :class:`ScoreFusion`); the scales are fitted as there.
+    """
 
     def __init__(
-        self, n: int, n_local: int, excess: float, margin: float, weights: list[float] | None
+        self,
+        n: int,
+        n_local: int,
+        excess: float,
+        margin: float,
+        weights: list[float] | None,
+        gate: float = 0.0,
     ) -> None:
         super().__init__(n, weights)
         if not 0 < n_local < n:
             raise ValueError(
                 f"an excess fusion needs whole-image and local components, found {n_local} of {n}"
             )
-        self.n_local, self.excess, self.margin = n_local, excess, margin
+        if gate < 0:
+            raise ValueError(f"an excess fusion's gate must be at least 0, found {gate}")
+        self.n_local, self.excess, self.margin, self.gate = n_local, excess, margin, gate
 
     def forward(self, components: torch.Tensor) -> torch.Tensor:
         z = self.standardised(components)
         whole, local = z[:, : -self.n_local].mean(1), z[:, -self.n_local :].mean(1)
-        return whole + self.excess * torch.relu(local - self.margin)
+        bar = self.margin + self.gate * torch.relu(whole) if self.gate else self.margin
+        return whole + self.excess * torch.relu(local - bar)
 
 
 def collect(
