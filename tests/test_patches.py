@@ -285,6 +285,13 @@ def test_the_gate_raises_the_local_bar_with_the_whole_image_z_score() -> None:
     assert torch.equal(plain(z), gated(z))
 
 
+def test_a_negative_local_gate_is_refused_in_one_line() -> None:
+    from oddeye.errors import OddeyeError
+
+    with pytest.raises(OddeyeError, match="parameter local_gate must be at least 0, found -1"):
+        oddeye.create("default", progress=False, local_gate=-1).fit(faces(20))
+
+
 def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_quiet() -> None:
     from oddeye.detectors.fusion import ExcessFusion
     from oddeye.detectors.registry import record_of

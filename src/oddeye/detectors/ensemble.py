@@ -295,6 +295,8 @@ class DefaultDetector(Ensemble):
         n_local, n = len(p.local_members), len(self.detectors)
         if p.local_fusion != "excess" or n_local in (0, n):
             return super().make_fusion()
+        if p.local_gate < 0:
+            raise OddeyeError(f"parameter local_gate must be at least 0, found {p.local_gate:g}")
         return ExcessFusion(n, n_local, p.local_weight, p.local_margin, self.member_weights(), p.local_gate)
 
     def record_params(self) -> dict[str, object]:

@@ -80,6 +80,7 @@ class ExcessFusion(ScoreFusion):
     def forward(self, components: torch.Tensor) -> torch.Tensor:
         z = self.standardised(components)
         whole, local = z[:, : -self.n_local].mean(1), z[:, -self.n_local :].mean(1)
+        # gate 0 keeps the ungated rule's arithmetic exactly (0 * an infinite z would be nan)
         bar = self.margin + self.gate * torch.relu(whole) if self.gate else self.margin
         return whole + self.excess * torch.relu(local - bar)
 
