@@ -80,6 +80,8 @@ bench-data-avatars: install
 	$(AVATARS) --size 64 --n-train 3000 --n-test 1000
 	$(AVATARS) --size 256 --n-train 3000 --n-test 1000
 	$(AVATARS) --size 1024 --n-train 200 --n-test 100
+	$(AVATARS) --size 64 --strays 300
+	$(AVATARS) --size 256 --strays 300
 
 # the avatars at the homework's size (issue 24: oddeye bench avatars --n 140001): about 2 minutes
 bench-data-homework: install

@@ -243,3 +243,79 @@ def test_bench_homework_on_the_avatars_reports_the_runs_quality(modules: Path, t
     assert np.load(tmp_path / "scratch" / "avatars64-n9-test.npy").shape == (6, 64, 64, 3)
     wrong = cli("bench", "homework", "--n", "9", "--data", "avatars", "--avatars-dir", tmp_path, "--no-save")
     assert wrong.code == 2 and "make bench-data-homework" in wrong.err
+
+
+def test_a_contamination_pool_draws_seeds_no_category_draws() -> None:
+    pool = av.items(0, 600, av.STRAYS_PREFIX)
+    assert not any(i.folder.startswith("train") for i in pool)
+    assert sum(i.defect is not None for i in pool) == 300
+    assert all(i.seed.startswith("strays-") for i in pool)
+    assert not {i.seed for i in pool} & {i.seed for i in av.items(3000, 19_999)}  # never a benchmark face
+    assert av.strays_name(256) == "avatars256-strays"
+
+
+def _fake_pool(root: Path, size: int = 16, per_defect: int = 2) -> Path:
+    """A category ``avatarsSIZE`` (its avatars.json only) and a pool beside it whose faces are one flat
+    colour per defect (20, 40, 60 for the three), so a planted face tells its defect."""
+    category = root / f"avatars{size}"
+    category.mkdir(parents=True)
+    (category / "avatars.json").write_text(json.dumps({"size": size}))
+    pool = root / av.strays_name(size)
+    (pool / "avatars.json").parent.mkdir(parents=True)
+    (pool / "avatars.json").write_text("{}")
+    for k, defect in enumerate(av.DEFECT_NAMES):
+        (pool / "test" / defect).mkdir(parents=True)
+        for i in range(per_defect):
+            face = np.full((size, size, 3), 20 * (k + 1), np.uint8)
+            face[0, 0] = i  # each face its own
+            Image.fromarray(face).save(pool / "test" / defect / f"{i:06d}.png")
+    return category
+
+
+def test_contamination_plants_faces_of_the_pool_and_says_which(tmp_path: Path) -> None:
+    from oddeye.bench.avatars import contaminated
+    from oddeye.bench.oneclass import contaminate
+
+    category = _fake_pool(tmp_path)
+    train = np.full((20, 16, 16, 3), 255, np.uint8)
+    images, planted = contaminated(train, category, 0.25, seed=0)
+    changed = np.flatnonzero((images != 255).any((1, 2, 3)))
+    assert len(changed) == 5 and sum(planted.values()) == 5 and set(planted) == set(av.DEFECT_NAMES)
+    colours = images[changed, 1, 1, 0].tolist()
+    assert {d: colours.count(20 * (k + 1)) for k, d in enumerate(av.DEFECT_NAMES)} == planted
+    # the positions every benchmark's draw picks for these sizes, seed, key and fraction
+    _, positions = contaminate(train, np.zeros((6, 16, 16, 3), np.uint8), 0.25, 0, category.name)
+    np.testing.assert_array_equal(changed, positions)
+    np.testing.assert_array_equal(contaminated(train, category, 0.25, seed=0)[0], images)  # seeded
+    assert (train == 255).all()  # the caller's set as it was
+    with pytest.raises(OddeyeError, match="expected at least 9 faces in avatars16-strays, found 6"):
+        contaminated(train, category, 0.45, seed=0)
+    shutil.rmtree(tmp_path / "avatars16-strays")
+    with pytest.raises(OddeyeError, match="contamination pool.*make bench-data"):
+        contaminated(train, category, 0.25, seed=0)
+
+
+@pytest.mark.slow  # a fresh interpreter per run
+def test_bench_avatars_contaminated_trains_on_planted_faces(
+    tiny: av.Category, modules: Path, tmp_path: Path, cli
+) -> None:
+    data = tiny.path.parent
+    pool = av.generate(data, 64, 0, 6, modules, workers=1, name="avatars64-strays", prefix="strays-")
+    assert pool.n_train == 0 and sum(pool.anomalous.values()) == 3
+    assert av.generate(data, 64, 0, 6, modules, name="avatars64-strays", prefix="strays-").kept
+    with pytest.raises(OddeyeError, match="other seed_prefix"):
+        av.generate(data, 64, 0, 6, modules, name="avatars64-strays")  # the pool is not a category
+    results, md = tmp_path / "results", tmp_path / "BENCH.md"
+    r = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--detectors", "knn",
+            "--contamination", "0,0.4", "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
+    record = json.loads((results / "avatars64-knn-contam0.4.json").read_text())
+    assert record["contamination"] == 0.4 and record["replaced_images"] == {"avatars64": 2}
+    assert sum(record["runs"][0]["planted"].values()) == 2
+    assert (results / "avatars64-knn.json").is_file()  # the clean run, under its own name
+    text = md.read_text()
+    assert "## Avatars, 64x64: contaminated training sets (`--contamination`)" in text
+    assert "| knn | classical | 0 |" in text and "## Avatars: local" in text
+    bad = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--contamination", "0.1",
+              "--validation", "--no-save")  # fmt: skip
+    assert bad.code == 2 and "--contamination: expected the test protocol" in bad.err

@@ -62,7 +62,8 @@ def _contamination(parser: argparse.ArgumentParser) -> None:
         metavar="F,...",
         help="comma list of fractions in [0, 0.5), each a run of its own: that share of every training "
         "set replaced by images of the anomalous kind (other classes; Twitter's drawings for emoji "
-        "style), the same images for every detector (drawn per seed and case); 0 (default) = clean",
+        "style; for the avatars, faces with one part changed, from avatarsSIZE-strays), the same images "
+        "for every detector (drawn per seed and case); 0 (default) = clean",
     )
 
 
@@ -117,7 +118,7 @@ def emoji(parser: argparse.ArgumentParser) -> None:
 
 def avatars(parser: argparse.ArgumentParser) -> None:
     """``oddeye bench avatars``."""
-    add_run_arguments(parser, AVATARS_METHODS, contamination=False, full_bank=True)
+    add_run_arguments(parser, AVATARS_METHODS, full_bank=True)
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -165,6 +166,13 @@ def avatars_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name",
         help="the category's folder name (default avatarsSIZE; bench avatars --n N reads avatarsSIZE-nN)",
+    )
+    parser.add_argument(
+        "--strays",
+        type=int,
+        metavar="N",
+        help="draw the contamination pool of bench avatars --contamination instead: N faces with one part "
+        "changed (and N normal ones), from seeds no other category draws, as avatarsSIZE-strays",
     )
 
 

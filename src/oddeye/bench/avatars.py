@@ -34,11 +34,13 @@ from typing import Any
 import numpy as np
 
 import oddeye
-from oddeye.bench.avatars_data import category_name
+from oddeye.bench.avatars_data import DEFECT_NAMES, category_name, strays_name
 from oddeye.bench.classical import CLASSICAL
-from oddeye.bench.common import SCRATCH_DIR
+from oddeye.bench.common import SCRATCH_DIR, contamination_desc, contamination_suffix
 from oddeye.bench.oneclass import (
     Estimator,
+    contaminate,
+    fractions,
     int_list,
     make_method,
     new_invocation,
@@ -67,6 +69,7 @@ class Job:
     seed: int
     settings: dict[str, Any] = field(default_factory=dict)
     validation: bool = False  # the validation protocol (training images only)
+    contamination: float = 0.0  # the share of train/good replaced by faces of avatarsSIZE-strays
 
 
 def results_of(method: Estimator, images: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -124,6 +127,9 @@ def measure(job: Job) -> dict[str, Any]:
 
     category = Path(job.category)
     train = training_images(category)
+    planted: dict[str, int] = {}
+    if job.contamination:
+        train, planted = contaminated(np.asarray(train), category, job.contamination, job.seed)
     if job.validation:
         train, test_images, truth = validation_split(np.asarray(train), str(category))
     else:
@@ -152,8 +158,61 @@ def measure(job: Job) -> dict[str, Any]:
         "data_bytes": data_bytes,
         "n_train": len(train),
         "n_test": n_test,
+        "planted": planted,
         "provenance": provenance(getattr(method, "device_", "cpu")),
     }
+
+
+def strays_pool(category: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images, defect names) of the contamination pool beside ``category`` (``avatarsSIZE-strays``):
+    its faces with one part changed, defect by defect in sorted path order; an error saying how to
+    draw it when absent."""
+    from oddeye.data import load_images
+
+    size = json.loads((category / "avatars.json").read_text())["size"]
+    pool = category.parent / strays_name(size)
+    folders = [pool / "test" / d for d in DEFECT_NAMES]
+    if not (pool / "avatars.json").is_file() or not all(f.is_dir() for f in folders):
+        raise OddeyeError(
+            f"{pool}: expected the avatars contamination pool (avatars.json, test/DEFECT/), found it "
+            f"missing; run 'make bench-data' or 'oddeye bench avatars-data --size {size} --strays 300 --out "
+            f"{category.parent}'"
+        )
+    parts = [load_images(f, progress=False).array for f in folders]
+    kinds = np.concatenate([np.full(len(p), d) for p, d in zip(parts, DEFECT_NAMES, strict=True)])
+    return np.concatenate(parts), kinds
+
+
+def enough_strays(category: Path, fraction: float, n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`strays_pool`, or an error where it holds fewer faces than ``fraction`` of ``n_train``."""
+    pool, kinds = strays_pool(category)
+    k = int(round(fraction * n_train))
+    if k > len(pool):
+        raise OddeyeError(
+            f"--contamination {fraction:g} of {category.name}: expected at least {k} faces in "
+            f"{strays_name(pool.shape[1])}, found {len(pool)}; draw more with 'oddeye bench avatars-data "
+            f"--strays N'"
+        )
+    return pool, kinds
+
+
+def contaminated(
+    train: np.ndarray, category: Path, fraction: float, seed: int
+) -> tuple[np.ndarray, dict[str, int]]:
+    """(training images, faces planted per defect): ``fraction`` of ``train`` replaced by faces of
+    the contamination pool (:func:`strays_pool`), drawn as every benchmark's contamination is
+    (:func:`~oddeye.bench.oneclass.contaminate`: seeded by the seed, the category and the fraction,
+    so every detector of a run trains on the same faces)."""
+    pool, kinds = enough_strays(category, fraction, len(train))
+    # the draw on indices (the same draw: it depends on the sizes, the seed, the key and the
+    # fraction alone), so that the record can say which defects went in
+    drawn, positions = contaminate(
+        np.full(len(train), -1), np.arange(len(pool)), fraction, seed, category.name
+    )
+    images = train.copy()
+    images[positions] = pool[drawn[positions]]
+    planted = kinds[drawn[positions]].tolist()
+    return images, {d: planted.count(d) for d in DEFECT_NAMES}
 
 
 def validation_split(train: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -255,10 +314,16 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def results_name(
-    size: int, label: str, seeds: list[int], validation: bool = False, n: int | None = None
+    size: int,
+    label: str,
+    seeds: list[int],
+    validation: bool = False,
+    n: int | None = None,
+    contamination: float = 0.0,
 ) -> str:
     stem = f"{category_name(size, n)}-{'val-' if validation else ''}{safe_name(label)}"
-    return stem + ("" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))) + ".json"
+    stem += "" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))
+    return stem + contamination_suffix(contamination) + ".json"
 
 
 def category_dir(data_dir: Path, size: int, n: int | None = None) -> Path:
@@ -324,6 +389,63 @@ def validation_data(run: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------------------- CLI
+def run_category(
+    args: argparse.Namespace,
+    names: list[str],
+    settings: dict[str, Any],
+    seeds: list[int],
+    category: Path,
+    size: int,
+    fraction: float,
+    invocation: str,
+) -> list[dict[str, Any]]:
+    """Every method on one category (its training set contaminated by ``fraction``): the records."""
+    results = []
+    meta = json.loads((category / "avatars.json").read_text())
+    full = meta["n_train"] if args.full_bank else None
+    for method in with_full_banks(names, settings, args.label, full, invocation):
+        name = method.name
+        runs = []
+        for seed in seeds:
+            job = Job(str(category), name, seed, method.settings, args.validation, fraction)
+            runs.append(in_fresh_process(job))
+            r = runs[-1]
+            pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
+            where = category.name + (" validation" if args.validation else "") + contamination_desc(fraction)
+            print(
+                f"{where} {method.label} seed {seed}: image AUROC {r['image_auroc']:.3f}, pixel AUROC / "
+                f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s, "
+                f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB",
+                flush=True,
+            )
+        record = {
+            "benchmark": "avatars",
+            "dataset": category.name,
+            "protocol": "validation" if args.validation else "test",
+            "size": size,
+            "n": args.n,
+            "detector": name,
+            "kind": "classical" if name in CLASSICAL else "oddeye",
+            **method.record(),
+            "settings": settings_record(name, method.settings),
+            "seeds": seeds,
+            "data": validation_data(runs[0], meta)
+            if args.validation
+            else {k: meta[k] for k in ("n_train", "n_test_good", "anomalous", "mask_share", "packages")},
+            **summary(runs),
+            "runs": [{k: v for k, v in r.items() if k != "provenance"} for r in runs],
+            **runs[0]["provenance"],
+        }
+        if fraction:
+            record["contamination"] = fraction
+            record["replaced_images"] = {category.name: sum(runs[0]["planted"].values())}
+        results.append(record)
+        if not args.no_save:
+            file = results_name(size, record["label"], seeds, args.validation, args.n, fraction)
+            write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     """``oddeye bench avatars``: run, print the table, save JSON, regenerate the markdown."""
     from oddeye.bench.report import avatars_table, regenerate
@@ -338,54 +460,25 @@ def run(args: argparse.Namespace) -> int:
         raise OddeyeError(
             f"--n: expected a number of training images >= 2 without --validation, found {args.n}"
         )
+    contaminations = fractions(args.contamination)
+    if any(contaminations) and (args.validation or args.n is not None):
+        raise OddeyeError(
+            "--contamination: expected the test protocol at the benchmark's sizes, found it with "
+            + ("--validation" if args.validation else "--n")
+        )
     categories = {size: category_dir(args.data_dir, size, args.n) for size in sizes}
     for size in sizes:  # bad names or settings fail now, before hours of training
         for name in names:
             if name not in CLASSICAL:
                 oddeye.create(name, **settings).build((size, size, 3))
+        if any(contaminations):  # and a missing or short pool
+            meta = json.loads((categories[size] / "avatars.json").read_text())
+            enough_strays(categories[size], max(contaminations), meta["n_train"])
     results = []
     invocation = new_invocation()
-    for size, category in categories.items():
-        meta = json.loads((category / "avatars.json").read_text())
-        full = meta["n_train"] if args.full_bank else None
-        for method in with_full_banks(names, settings, args.label, full, invocation):
-            name = method.name
-            runs = []
-            for seed in seeds:
-                runs.append(
-                    in_fresh_process(Job(str(category), name, seed, method.settings, args.validation))
-                )
-                r = runs[-1]
-                pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
-                where = category.name + (" validation" if args.validation else "")
-                print(
-                    f"{where} {method.label} seed {seed}: image AUROC {r['image_auroc']:.3f}, pixel AUROC / "
-                    f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s, "
-                    f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB",
-                    flush=True,
-                )
-            record = {
-                "benchmark": "avatars",
-                "dataset": category.name,
-                "protocol": "validation" if args.validation else "test",
-                "size": size,
-                "n": args.n,
-                "detector": name,
-                "kind": "classical" if name in CLASSICAL else "oddeye",
-                **method.record(),
-                "settings": settings_record(name, method.settings),
-                "seeds": seeds,
-                "data": validation_data(runs[0], meta)
-                if args.validation
-                else {k: meta[k] for k in ("n_train", "n_test_good", "anomalous", "mask_share", "packages")},
-                **summary(runs),
-                "runs": [{k: v for k, v in r.items() if k != "provenance"} for r in runs],
-                **runs[0]["provenance"],
-            }
-            results.append(record)
-            if not args.no_save:
-                file = results_name(size, record["label"], seeds, args.validation, args.n)
-                write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
+    for fraction in contaminations:
+        for size, category in categories.items():
+            results += run_category(args, names, settings, seeds, category, size, fraction, invocation)
     print(avatars_table(results))
     regenerate(args)
     return 0

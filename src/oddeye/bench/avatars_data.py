@@ -17,6 +17,10 @@ Written as MVTec AD folders, one category per size: ``avatarsSIZE/train/good/000
 ``test/good/``, ``test/DEFECT/`` and ``ground_truth/DEFECT/000000_mask.png`` (0/255, mode L),
 plus ``avatars.json`` (counts, versions, mask areas). Everything follows from the seeds
 (``train-I``, ``test-good-I``, ``test-DEFECT-I``): two runs write the same bytes.
+
+``avatarsSIZE-strays`` (``oddeye bench avatars-data --strays N``) is the contamination pool of
+``oddeye bench avatars --contamination``: faces drawn as the test faces are, from seeds of their own
+(``strays-test-DEFECT-I``, never a training or test seed of another category), no training images.
 """
 
 from __future__ import annotations
@@ -71,6 +75,15 @@ DEFECTS = (
     ),
 )
 DEFECT_NAMES = tuple(d.name for d in DEFECTS)
+
+
+STRAYS_PREFIX = "strays-"  # the seeds of a contamination pool: no other category draws them
+
+
+def strays_name(size: int) -> str:
+    """``avatarsSIZE-strays``: the faces with one part changed that ``--contamination`` plants in
+    a training set of that size."""
+    return f"avatars{size}-strays"
 
 
 def category_name(size: int, n_train: int | None = None) -> str:
@@ -234,12 +247,13 @@ def defect_counts(n_anomalous: int) -> dict[str, int]:
     return {d.name: n_anomalous // k + (i < n_anomalous % k) for i, d in enumerate(DEFECTS)}
 
 
-def items(n_train: int, n_test: int) -> list[Item]:
-    """Every image of a category: ``n_train`` normal, then ``n_test`` test (half normal, rounded down)."""
-    out = [Item("train/good", i, f"train-{i}") for i in range(n_train)]
-    out += [Item("test/good", i, f"test-good-{i}") for i in range(n_test // 2)]
+def items(n_train: int, n_test: int, prefix: str = "") -> list[Item]:
+    """Every image of a category: ``n_train`` normal, then ``n_test`` test (half normal, rounded
+    down); every seed starts with ``prefix`` (a contamination pool's: :data:`STRAYS_PREFIX`)."""
+    out = [Item("train/good", i, f"{prefix}train-{i}") for i in range(n_train)]
+    out += [Item("test/good", i, f"{prefix}test-good-{i}") for i in range(n_test // 2)]
     for name, n in defect_counts(n_test - n_test // 2).items():
-        out += [Item(f"test/{name}", i, f"test-{name}-{i}", name) for i in range(n)]
+        out += [Item(f"test/{name}", i, f"{prefix}test-{name}-{i}", name) for i in range(n)]
     return out
 
 
@@ -312,13 +326,16 @@ class Category:
     mask_share: dict[str, dict[str, float]]  # per defect: mean, min, max share of the image
     seconds: float = 0.0
     kept: bool = False  # already complete: nothing drawn
+    prefix: str = ""  # every seed's start (a contamination pool's: STRAYS_PREFIX)
 
     def record(self) -> dict[str, Any]:
         return {
             "category": self.path.name,
             "size": self.size,
             **rules(),
-            "seeds": "train-I, test-good-I, test-DEFECT-I (SEED-rK where a change was faint or tiny)",
+            "seeds": f"{self.prefix}train-I, {self.prefix}test-good-I, {self.prefix}test-DEFECT-I (SEED-rK "
+            "where a change was faint or tiny)",
+            "seed_prefix": self.prefix,
             "n_train": self.n_train,
             "n_test_good": self.n_test_good,
             "anomalous": self.anomalous,
@@ -336,10 +353,11 @@ def generate(
     modules: str | Path = AVATARS_NPM_DIR,
     workers: int | None = None,
     name: str | None = None,
+    prefix: str = "",
 ) -> Category:
     """Write the category ``name`` (default ``avatarsSIZE``) under ``out_dir`` (kept if complete):
     drawn into a temporary folder by ``workers`` processes, renamed when whole, so an interrupted run
-    leaves nothing that looks complete."""
+    leaves nothing that looks complete. Every seed starts with ``prefix`` (see :func:`items`)."""
     import time
 
     import numpy as np
@@ -347,16 +365,17 @@ def generate(
     from oddeye.io import atomic_dir, write_text
 
     path = Path(out_dir) / (name or category_name(size))
-    done = _read_done(path, size, n_train, n_test)
+    done = _read_done(path, size, n_train, n_test, prefix)
     if done is not None:
         return done
-    if size < 8 or n_train < 1 or n_test < 2:
+    least = 0 if prefix else 1  # a contamination pool has no training images
+    if size < 8 or n_train < least or n_test < 2:
         raise OddeyeError(
-            f"avatars: expected size >= 8, n_train >= 1, n_test >= 2; found {size}, {n_train}, {n_test}"
+            f"avatars: expected size >= 8, n_train >= {least}, n_test >= 2; found {size}, {n_train}, {n_test}"
         )
     Renderer(modules, size).close()  # node and the packages are there: fail before forking
     start = time.perf_counter()
-    todo = items(n_train, n_test)
+    todo = items(n_train, n_test, prefix)
     workers = workers or min(len(os.sched_getaffinity(0)), 8)
     with atomic_dir(path, force=True) as tmp:
         for folder in {i.folder for i in todo} | {f"ground_truth/{d}" for d in DEFECT_NAMES}:
@@ -382,13 +401,14 @@ def generate(
                 for d, v in shares.items()
                 if v.size
             },
+            prefix=prefix,
         )
         write_text(tmp / "avatars.json", json.dumps(category.record(), indent=2) + "\n")
     category.seconds = time.perf_counter() - start
     return category
 
 
-def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | None:
+def _read_done(path: Path, size: int, n_train: int, n_test: int, prefix: str = "") -> Category | None:
     """The category at ``path`` when complete with these counts and rules; an error when it holds
     others (nothing is removed that someone may be using)."""
     try:
@@ -406,7 +426,7 @@ def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | N
             f"{path}: expected size {size}, {n_train} train, {n_test} test images, found size {found[0]}, "
             f"{found[1]} train, {found[2]} + {sum((found[3] or {}).values())} test; remove it to draw again"
         )
-    changed = sorted(k for k, v in rules().items() if rec.get(k) != v)
+    changed = sorted(k for k, v in {**rules(), "seed_prefix": prefix}.items() if rec.get(k, "") != v)
     if changed:
         raise OddeyeError(
             f"{path}: expected a category drawn by this generator, found one drawn with other "
@@ -421,6 +441,7 @@ def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | N
         rec["redrawn"],
         rec["mask_share"],
         kept=True,
+        prefix=prefix,
     )
 
 
@@ -428,7 +449,11 @@ def _read_done(path: Path, size: int, n_train: int, n_test: int) -> Category | N
 def run(args: Any) -> int:
     """``oddeye bench avatars-data``: install the packages if needed, write one category, say so."""
     install_modules(args.modules)
-    c = generate(args.out, args.size, args.n_train, args.n_test, args.modules, args.workers, args.name)
+    if args.strays is not None:  # the contamination pool: as many anomalous faces (and normal ones)
+        name = args.name or strays_name(args.size)
+        c = generate(args.out, args.size, 0, 2 * args.strays, args.modules, args.workers, name, STRAYS_PREFIX)
+    else:
+        c = generate(args.out, args.size, args.n_train, args.n_test, args.modules, args.workers, args.name)
     if c.kept:
         print(f"{c.path}: present ({c.n_train} train, {c.n_test_good} + {sum(c.anomalous.values())} test)")
         return 0

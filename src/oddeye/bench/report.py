@@ -267,6 +267,8 @@ CONTAMINATION_POOLS = {
     "digits": "the other digits' training images",
     "emoji-style": "Twitter's drawings of the training emoji",
     "emoji-category": "the other categories' training images",
+    "avatars": "faces with one part changed (a third of each defect on average, the same kinds as the test "
+    "anomalies), drawn from seeds of their own (`avatarsSIZE-strays`, `make bench-data`), never a test face",
 }
 
 
@@ -390,10 +392,11 @@ def avatars_table(results: Sequence[dict[str, Any]]) -> str:
     head = f"{'size':>5} {'method':<20}{'image':>7}{parts}{'pixel':>7}{'AUPRO':>7}"
     head += f"{'train s':>9}{'score s':>9}{'RSS GiB':>9}"
     lines = ["avatars: image AUROC (all, per part), pixel AUROC, AUPRO", head, "-" * len(head)]
-    for r in sorted(results, key=lambda r: (r["size"], -r["image_auroc"])):
+    for r in sorted(results, key=lambda r: (r.get("contamination", 0.0), r["size"], -r["image_auroc"])):
         cells = "".join(f"{_cell(r['per_defect_auroc'].get(d)):>10}" for d in AVATARS_PARTS)
+        label = r["label"] + contamination_desc(r.get("contamination", 0.0))
         lines.append(
-            f"{r['size']:>5} {r['label']:<20}{r['image_auroc']:7.3f}{cells}{_cell(r['pixel_auroc']):>7}"
+            f"{r['size']:>5} {label:<20}{r['image_auroc']:7.3f}{cells}{_cell(r['pixel_auroc']):>7}"
             f"{_cell(r['aupro']):>7}{r['train_seconds']:9.1f}{r['score_seconds']:9.1f}"
             f"{r['peak_rss_bytes'] / 2**30:9.2f}"
         )
@@ -475,6 +478,15 @@ def _avatars_markdown(results: list[dict[str, Any]], validation: bool = False) -
     commits = ", ".join(sorted({_short_commit(r.get("git_commit")) for r in results}))
     commands = "; ".join(f"`{c}`" for c in sorted({r.get("command", "?") for r in results}))
     return [*lines, "", f"Machine: {machine}. Commits: {commits}.", "", f"Produced by: {commands}", ""]
+
+
+def _avatars_contamination_markdown(results: list[dict[str, Any]]) -> list[str]:
+    """``oddeye bench avatars --contamination``: a table per size, as every protocol's (image AUROC)."""
+    lines = []
+    for size in sorted({r["size"] for r in results if r.get("contamination")}):
+        chosen = [{**r, "mean_auroc": r["image_auroc"]} for r in results if r["size"] == size]
+        lines += _contamination_markdown("avatars", f"Avatars, {size}x{size}", chosen)
+    return lines
 
 
 HOMEWORK_SECONDS = 150  # issue 24's goal at the homework's size: train + score 19,999 within 2:30
@@ -711,10 +723,12 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
         if r.get("benchmark") == "maps":
             lines += _maps_markdown(r)
     avatars = [r for r in results if r.get("benchmark") == "avatars" and not r.get("n")]
+    clean_avatars = [r for r in avatars if not r.get("contamination")]
     for validation in (False, True):
-        chosen = [r for r in avatars if (r.get("protocol") == "validation") == validation]
+        chosen = [r for r in clean_avatars if (r.get("protocol") == "validation") == validation]
         if chosen:
             lines += _avatars_markdown(chosen, validation)
+    lines += _avatars_contamination_markdown([r for r in avatars if r.get("protocol") != "validation"])
     lines += _avatars_at_size_markdown([r for r in results if r.get("benchmark") == "avatars" and r.get("n")])
     for r in results:
         if r.get("benchmark") == "outliers":
