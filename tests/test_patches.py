@@ -285,6 +285,29 @@ def test_the_gate_raises_the_local_bar_with_the_whole_image_z_score() -> None:
     assert torch.equal(plain(z), gated(z))
 
 
+def test_a_robust_local_scale_is_the_median_and_mad_of_the_local_scores_alone() -> None:
+    from oddeye.detectors.fusion import ExcessFusion
+
+    whole = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 100.0])
+    local = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 60.0])  # one normal image with a rare part
+    components = torch.stack([whole, whole * 2, local], 1)
+    extra = [None, None, torch.tensor([3.5, 50.0])]  # the bank's own leave-one-out scores count too
+    plain, robust = ExcessFusion(3, 1, 0.5, 0.0, None), ExcessFusion(3, 1, 0.5, 0.0, None, robust_local=True)
+    plain.fit(components, extra)
+    robust.fit(components, extra)
+    torch.testing.assert_close(robust.loc[:2], plain.loc[:2])  # whole-image views: mean and spread
+    torch.testing.assert_close(robust.scale[:2], plain.scale[:2])
+    every = torch.cat([local, extra[2]])
+    median = every.median()  # 3.5 (torch: the lower of the two middle values)
+    mad = 1.4826 * (every - median).abs().median()
+    assert robust.loc[2] == median and robust.scale[2] == pytest.approx(float(mad))
+    assert robust.scale[2] < plain.scale[2] / 5  # the tail no longer sets the unit
+    flat = torch.stack([whole, whole, torch.tensor([2.0, 2.0, 2.0, 2.0, 2.0, 9.0])], 1)
+    robust.fit(flat)  # no deviation at the median: the mean and spread, not a zero scale
+    assert robust.loc[2] == pytest.approx(float(flat[:, 2].mean()))
+    assert robust.scale[2] == pytest.approx(float(flat[:, 2].std()))
+
+
 def test_a_negative_local_gate_is_refused_in_one_line() -> None:
     from oddeye.errors import OddeyeError
 
@@ -313,9 +336,14 @@ def test_the_default_scores_as_its_whole_image_members_where_the_local_view_is_q
         scores[~quiet], whole[~quiet] + 0.5 * (z[~quiet, -1] - bar[~quiet]), atol=1e-4, rtol=1e-5
     )
     record = record_of(model)
-    assert record.params["local_fusion"] == "excess"
+    assert record.params["local_fusion"] == "excess" and record.params["local_scale"] == "robust"
     assert record.params["local_margin"] == 0.0 and record.params["local_gate"] == 4.0
-    before_gate = dict(record.params, local_margin=3.0)
+    assert model.fusion.robust_local
+    before_scale = dict(record.params)
+    del before_scale["local_scale"]  # a run written before the robust scale: the mean and spread
+    again = get_spec("default").rebuild(dataclasses.replace(record, params=before_scale), (32, 32, 3))
+    assert not again.fusion.robust_local and again.fusion.gate == 4.0
+    before_gate = dict(before_scale, local_margin=3.0)
     del before_gate["local_gate"]  # a run written before the gate: the excess beyond 3, ungated
     again = get_spec("default").rebuild(dataclasses.replace(record, params=before_gate), (32, 32, 3))
     assert isinstance(again.fusion, ExcessFusion) and again.fusion.gate == 0.0 and again.fusion.margin == 3.0

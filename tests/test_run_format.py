@@ -34,6 +34,7 @@ OTHER_CHOICE = {
     ("default", "references"): "heldout",
     ("default", "local_members"): ("patch-knn:patches=[4]",),
     ("default", "local_fusion"): "mean",
+    ("default", "local_scale"): "spread",
     ("patch-knn", "match"): "anywhere",
     ("patch-knn", "select"): "coreset",
     **{(name, "select"): "spaced" for name in ("pixel-knn", "hog-knn", "color-knn", "shape-knn")},

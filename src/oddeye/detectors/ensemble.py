@@ -245,6 +245,14 @@ class DefaultParams(EnsembleParams):
         help="excess: how much the local margin rises per unit of the whole-image z-score above 0 "
         "(an image odd as a whole needs no local view; one typical as a whole with one odd part does)",
     )
+    local_scale: str = param(
+        "robust",
+        before="spread",
+        choices=("spread", "robust"),
+        help="excess: the local members' z-score scale on normal images: robust, their median and "
+        "median absolute deviation (a long tail of normal images with one rare part moves neither); "
+        "spread, their mean and standard deviation, as the whole-image members'",
+    )
 
 
 @register(
@@ -297,7 +305,9 @@ class DefaultDetector(Ensemble):
             return super().make_fusion()
         if p.local_gate < 0:
             raise OddeyeError(f"parameter local_gate must be at least 0, found {p.local_gate:g}")
-        return ExcessFusion(n, n_local, p.local_weight, p.local_margin, self.member_weights(), p.local_gate)
+        robust = p.local_scale == "robust"
+        weights = self.member_weights()
+        return ExcessFusion(n, n_local, p.local_weight, p.local_margin, weights, p.local_gate, robust)
 
     def record_params(self) -> dict[str, object]:
         """The members built, as records: the local ones under ``local_members`` (their weight

@@ -56,7 +56,8 @@ class ExcessFusion(ScoreFusion):
     already say (and on normal images unlike each other, emoji or clothes, add noise), while an
     image typical as a whole with one odd part is what the local view is for. An image no local
     view finds odd scores exactly as the whole-image views alone score it. ``weights`` are the
-    maps' (see :class:`ScoreFusion`); the scales are fitted as there.
+    maps' (see :class:`ScoreFusion`); the scales are fitted as there, except, with ``robust_local``,
+    the local views': their median and 1.4826 x their median absolute deviation (see :meth:`fit`).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class ExcessFusion(ScoreFusion):
         margin: float,
         weights: list[float] | None,
         gate: float = 0.0,
+        robust_local: bool = False,
     ) -> None:
         super().__init__(n, weights)
         if not 0 < n_local < n:
@@ -76,6 +78,30 @@ class ExcessFusion(ScoreFusion):
         if gate < 0:
             raise ValueError(f"an excess fusion's gate must be at least 0, found {gate}")
         self.n_local, self.excess, self.margin, self.gate = n_local, excess, margin, gate
+        self.robust_local = robust_local
+
+    @torch.no_grad()
+    def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
+        """As :meth:`ScoreFusion.fit`; with ``robust_local``, each local view's scale is the median
+        and 1.4826 x the median absolute deviation of its normal scores (the mean and spread where
+        that deviation is 0). A local view's score is the mean of an image's oddest cells, so a few
+        normal images with one rare part draw a long tail; the mean and spread follow that tail,
+        and the bar the excess is measured from would move with it, not with the typical image."""
+        super().fit(components, extra)
+        if not self.robust_local:
+            return
+        loc, scale = self.loc.clone(), self.scale.clone()
+        for i in range(components.shape[1] - self.n_local, components.shape[1]):
+            column = components[:, i].float()
+            if extra is not None and extra[i] is not None:
+                column = torch.cat([column, extra[i].float()])
+            if len(column) < 2:
+                continue
+            median = column.median()
+            mad = 1.4826 * (column - median).abs().median()
+            if mad > 0:
+                loc[i], scale[i] = median, mad
+        self.loc, self.scale = loc, scale
 
     def forward(self, components: torch.Tensor) -> torch.Tensor:
         z = self.standardised(components)
