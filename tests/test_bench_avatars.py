@@ -254,6 +254,12 @@ def test_a_contamination_pool_draws_seeds_no_category_draws() -> None:
     assert av.strays_name(256) == "avatars256-strays"
 
 
+def test_a_pool_of_no_faces_is_refused_in_one_line(tmp_path: Path, cli) -> None:
+    r = cli("bench", "avatars-data", "--size", "64", "--strays", "0", "--out", tmp_path)
+    assert r.code == 2 and "--strays: expected at least 1 face to draw, found 0" in r.err
+    assert not list(tmp_path.iterdir())
+
+
 def _fake_pool(root: Path, size: int = 16, per_defect: int = 2) -> Path:
     """A category ``avatarsSIZE`` (its avatars.json only) and a pool beside it whose faces are one flat
     colour per defect (20, 40, 60 for the three), so a planted face tells its defect."""

@@ -448,6 +448,8 @@ def _read_done(path: Path, size: int, n_train: int, n_test: int, prefix: str = "
 # ------------------------------------------------------------------------------------------- CLI
 def run(args: Any) -> int:
     """``oddeye bench avatars-data``: install the packages if needed, write one category, say so."""
+    if args.strays is not None and args.strays < 1:  # before npm: nothing to install for nothing
+        raise OddeyeError(f"--strays: expected at least 1 face to draw, found {args.strays}")
     install_modules(args.modules)
     if args.strays is not None:  # the contamination pool: as many anomalous faces (and normal ones)
         name = args.name or strays_name(args.size)
