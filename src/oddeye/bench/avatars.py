@@ -163,12 +163,10 @@ def measure(job: Job) -> dict[str, Any]:
     }
 
 
-def strays_pool(category: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(images, defect names) of the contamination pool beside ``category`` (``avatarsSIZE-strays``):
-    its faces with one part changed, defect by defect in sorted path order; an error saying how to
-    draw it when absent."""
-    from oddeye.data import load_images
-
+def strays_folders(category: Path, fraction: float, n_train: int) -> list[Path]:
+    """The defect folders of the contamination pool beside ``category`` (``avatarsSIZE-strays``),
+    or an error saying how to draw it when it is absent or holds fewer faces than ``fraction`` of
+    ``n_train`` (files counted, nothing decoded)."""
     size = json.loads((category / "avatars.json").read_text())["size"]
     pool = category.parent / strays_name(size)
     folders = [pool / "test" / d for d in DEFECT_NAMES]
@@ -178,32 +176,27 @@ def strays_pool(category: Path) -> tuple[np.ndarray, np.ndarray]:
             f"missing; run 'make bench-data' or 'oddeye bench avatars-data --size {size} --strays 300 --out "
             f"{category.parent}'"
         )
-    parts = [load_images(f, progress=False).array for f in folders]
-    kinds = np.concatenate([np.full(len(p), d) for p, d in zip(parts, DEFECT_NAMES, strict=True)])
-    return np.concatenate(parts), kinds
-
-
-def enough_strays(category: Path, fraction: float, n_train: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`strays_pool`, or an error where it holds fewer faces than ``fraction`` of ``n_train``."""
-    pool, kinds = strays_pool(category)
-    k = int(round(fraction * n_train))
-    if k > len(pool):
+    k, found = int(round(fraction * n_train)), sum(len(list(f.glob("*.png"))) for f in folders)
+    if k > found:
         raise OddeyeError(
             f"--contamination {fraction:g} of {category.name}: expected at least {k} faces in "
-            f"{strays_name(pool.shape[1])}, found {len(pool)}; draw more with 'oddeye bench avatars-data "
-            f"--strays N'"
+            f"{pool.name}, found {found}; draw more with 'oddeye bench avatars-data --strays N'"
         )
-    return pool, kinds
+    return folders
 
 
 def contaminated(
     train: np.ndarray, category: Path, fraction: float, seed: int
 ) -> tuple[np.ndarray, dict[str, int]]:
     """(training images, faces planted per defect): ``fraction`` of ``train`` replaced by faces of
-    the contamination pool (:func:`strays_pool`), drawn as every benchmark's contamination is
+    the contamination pool (:func:`strays_folders`), drawn as every benchmark's contamination is
     (:func:`~oddeye.bench.oneclass.contaminate`: seeded by the seed, the category and the fraction,
     so every detector of a run trains on the same faces)."""
-    pool, kinds = enough_strays(category, fraction, len(train))
+    from oddeye.data import load_images
+
+    parts = [load_images(f, progress=False).array for f in strays_folders(category, fraction, len(train))]
+    pool = np.concatenate(parts)
+    kinds = np.concatenate([np.full(len(p), d) for p, d in zip(parts, DEFECT_NAMES, strict=True)])
     # the draw on indices (the same draw: it depends on the sizes, the seed, the key and the
     # fraction alone), so that the record can say which defects went in
     drawn, positions = contaminate(
@@ -473,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
                 oddeye.create(name, **settings).build((size, size, 3))
         if any(contaminations):  # and a missing or short pool
             meta = json.loads((categories[size] / "avatars.json").read_text())
-            enough_strays(categories[size], max(contaminations), meta["n_train"])
+            strays_folders(categories[size], max(contaminations), meta["n_train"])
     results = []
     invocation = new_invocation()
     for fraction in contaminations:

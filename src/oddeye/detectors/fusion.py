@@ -28,14 +28,20 @@ class ScoreFusion(nn.Module):
     def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
         """Fit on (N, n) component scores of normal images; ``extra[i]``: more normal scores of
         component ``i`` alone (a memory bank's leave-one-out scores), or None."""
-        columns = [components[:, i].float() for i in range(components.shape[1])]
-        if extra is not None:
-            columns = [
-                c if e is None else torch.cat([c, e.float()]) for c, e in zip(columns, extra, strict=True)
-            ]
+        columns = self.columns(components, extra)
         self.loc = torch.stack([c.mean() if len(c) else c.new_zeros(()) for c in columns])
         spread = torch.stack([c.std() if len(c) > 1 else c.new_ones(()) for c in columns])
         self.scale = torch.nan_to_num(spread, nan=1.0).clamp_min(1e-6)
+
+    @staticmethod
+    def columns(
+        components: torch.Tensor, extra: list[torch.Tensor | None] | None = None
+    ) -> list[torch.Tensor]:
+        """Each component's normal scores: its column of ``components``, then its ``extra`` ones."""
+        columns = [components[:, i].float() for i in range(components.shape[1])]
+        if extra is None:
+            return columns
+        return [c if e is None else torch.cat([c, e.float()]) for c, e in zip(columns, extra, strict=True)]
 
     def standardised(self, components: torch.Tensor) -> torch.Tensor:
         """(B, n) component scores -> (B, n) z-scores on the fitted scales."""
@@ -91,10 +97,9 @@ class ExcessFusion(ScoreFusion):
         if not self.robust_local:
             return
         loc, scale = self.loc.clone(), self.scale.clone()
-        for i in range(components.shape[1] - self.n_local, components.shape[1]):
-            column = components[:, i].float()
-            if extra is not None and extra[i] is not None:
-                column = torch.cat([column, extra[i].float()])
+        columns = self.columns(components, extra)
+        for i in range(len(columns) - self.n_local, len(columns)):
+            column = columns[i]
             if len(column) < 2:
                 continue
             median = column.median()
