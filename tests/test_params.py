@@ -65,7 +65,7 @@ def test_an_added_parameter_leaves_older_runs_scoring_as_written(pixel_run, pixe
     assert det.build_.params["power"] == 1.0  # its ``before``: what the older code did
     np.testing.assert_array_equal(det.score(TEST), scores)
     meta = json.loads((det.save(tmp_path / "again") / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6" and meta["params"]["power"] == 1.0  # the format is unchanged
+    assert meta["format"] == "oddeye-run/7" and meta["params"]["power"] == 1.0  # the format is unchanged
 
     new = oddeye.create("pixel-knn", progress=False).fit(blobs(40, SHAPE))
     assert new.build_.params["power"] == 2.0  # new runs get the new default, and record it

@@ -16,7 +16,7 @@ import oddeye
 from helpers import REGISTRY_SHAPE, REGISTRY_TEST, blobs
 from oddeye.detectors import available, get_spec, memory, transforms
 from oddeye.errors import OddeyeError
-from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2, upgrade_v3, upgrade_v4, upgrade_v5
+from oddeye.migrate import V1_DEFAULTS, upgrade_v1, upgrade_v2, upgrade_v3, upgrade_v4, upgrade_v5, upgrade_v6
 
 SHAPE = REGISTRY_SHAPE
 FORMAT1 = Path(__file__).parent / "data" / "format1-digits-default"
@@ -24,6 +24,7 @@ FORMAT2 = Path(__file__).parent / "data" / "format2-digits-default"
 FORMAT3 = Path(__file__).parent / "data" / "format3-digits-default"
 FORMAT4 = Path(__file__).parent / "data" / "format4-digits-default"
 FORMAT5 = Path(__file__).parent / "data" / "format5-digits-default"
+FORMAT6 = Path(__file__).parent / "data" / "format6-digits-ensemble"
 # Another valid value for every string parameter (other types are changed by rule, see other_value).
 OTHER_CHOICE = {
     ("boss", "score"): "classifier",
@@ -82,7 +83,7 @@ def change_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_detector_records_its_resolved_build(name: str, trained_run) -> None:
     run = trained_run(name).run
     meta = json.loads((run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6"
+    assert meta["format"] == "oddeye-run/7"
     spec = get_spec(name)
     assert set(meta["params"]) == set(spec.arch_defaults())  # every parameter, not just the typed ones
     assert set(meta["derived"]) == set(spec.model_cls.Derived.names())
@@ -182,7 +183,7 @@ def test_saving_a_threshold_into_a_format1_run_keeps_its_scores(format1_run: Pat
     )
     assert r.code == 0, r.err
     meta = json.loads((format1_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/1"
+    assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/1"
     assert meta["threshold"]["rule"] == "fpr:0.5"
     assert_format1_scores(format1_run)
 
@@ -273,7 +274,7 @@ def test_saving_a_threshold_into_a_format2_run_writes_format3_and_keeps_its_scor
     r = cli("score", format2_run, FORMAT2 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
     assert r.code == 0, r.err
     meta = json.loads((format2_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/2"
+    assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/2"
     assert "gray_members" not in meta["params"]  # the record stays as written: no migration step
     assert oddeye.load(format2_run, progress=False).build_.params["gray_members"] == []  # its before
     assert_format2_scores(format2_run)
@@ -326,7 +327,7 @@ def test_saving_a_threshold_into_a_format3_run_writes_format5_and_keeps_its_scor
     )
     assert r.code == 0, r.err
     meta = json.loads((format3_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/3"
+    assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/3"
     assert meta["config"]["contamination"] == "0" and meta["config"]["max_heldout"] == 0
     assert_scores_as_written(format3_run, FORMAT3)
 
@@ -372,7 +373,7 @@ def test_saving_a_threshold_into_a_format4_run_writes_format5_and_keeps_its_scor
     r = cli("score", format4_run, FORMAT4 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
     assert r.code == 0, r.err
     meta = json.loads((format4_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/4"
+    assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/4"
     assert meta["config"]["max_heldout"] == 0
     assert_scores_as_written(format4_run, FORMAT4)
 
@@ -416,14 +417,14 @@ def test_format5_runs_ignore_todays_defaults(format5_run: Path, monkeypatch) -> 
     assert_scores_as_written(format5_run, FORMAT5)
 
 
-def test_saving_a_threshold_into_a_format5_run_writes_format6_and_keeps_its_scores(
+def test_saving_a_threshold_into_a_format5_run_writes_format7_and_keeps_its_scores(
     format5_run: Path, cli, tmp_path
 ) -> None:
     out = tmp_path / "p.csv"
     r = cli("score", format5_run, FORMAT5 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
     assert r.code == 0, r.err
     meta = json.loads((format5_run / "model.json").read_text())
-    assert meta["format"] == "oddeye-run/6" and meta["upgraded_from"] == "oddeye-run/5"
+    assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/5"
     assert meta["config"]["trim"] is False
     assert_scores_as_written(format5_run, FORMAT5)
 
@@ -436,3 +437,58 @@ def test_format5_upgrade_adds_only_trim_false() -> None:
     assert upgrade_v5({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
     with pytest.raises(ValueError, match="config"):
         upgrade_v5({"format": "oddeye-run/5"})
+
+
+# -- format 6 -----------------------------------------------------------------------------------
+@pytest.fixture
+def format6_run(tmp_path: Path) -> Path:
+    """The checked-in format-6 run (an ensemble with a member that trains), copied so tests may write."""
+    return Path(shutil.copytree(FORMAT6 / "run", tmp_path / "run"))
+
+
+def test_the_checked_in_format6_run_still_loads_and_scores_as_written(format6_run: Path) -> None:
+    assert json.loads((format6_run / "model.json").read_text())["format"] == "oddeye-run/6"
+    assert_scores_as_written(format6_run, FORMAT6)
+    det = oddeye.load(format6_run, progress=False)
+    assert det.config_.trim is True and det.config_.trim_members is False  # as format 6 did
+
+
+def test_format6_runs_ignore_todays_defaults(format6_run: Path, monkeypatch) -> None:
+    change_every_default(monkeypatch)
+    assert_scores_as_written(format6_run, FORMAT6)
+
+
+def test_saving_a_threshold_into_a_format6_run_writes_format7_and_keeps_its_scores(
+    format6_run: Path, cli, tmp_path
+) -> None:
+    out = tmp_path / "p.csv"
+    r = cli("score", format6_run, FORMAT6 / "test_images.npy", "--out", out, "--threshold", "fpr:0.5")
+    assert r.code == 0, r.err
+    meta = json.loads((format6_run / "model.json").read_text())
+    assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/6"
+    assert meta["config"]["trim_members"] is False
+    assert_scores_as_written(format6_run, FORMAT6)
+
+
+def test_a_refit_of_a_format6_ensemble_trains_its_members_on_every_image(format6_run: Path) -> None:
+    """Format-6 code trimmed a detector trained alone, never an ensemble's member: a refit of the
+    recorded recipe does the same, where today's settings trim the member."""
+    from oddeye.data.loaders import digits_one_class
+
+    x = digits_one_class(0)[0]  # the images the run was trained on
+    old = oddeye.load(format6_run, progress=False)
+    refit = oddeye.Detector(old.detector, old.config, old.params).fit(x)
+    assert refit.config_.trim_members is False
+    assert refit.record_.set_aside is None or "member" not in refit.record_.set_aside.rule
+    today = oddeye.create(old.detector, **old.params, progress=False).fit(x)
+    assert "fcn (member 2/2)'s own scores" in today.record_.set_aside.rule
+
+
+def test_format6_upgrade_adds_only_trim_members_false() -> None:
+    meta = {"format": "oddeye-run/6", "detector": "default", "params": {}, "config": {"seed": 3}}
+    up = upgrade_v6(meta)
+    assert up["config"] == {"seed": 3, "trim_members": False}
+    assert up["format"] == "oddeye-run/7" and up["upgraded_from"] == "oddeye-run/6"
+    assert upgrade_v6({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
+    with pytest.raises(ValueError, match="config"):
+        upgrade_v6({"format": "oddeye-run/6"})

@@ -110,6 +110,6 @@ def test_missing_or_foreign_run_folder(tmp_path: Path) -> None:
     with pytest.raises(
         OddeyeError,
         match="expected format 'oddeye-run/1' or 'oddeye-run/2' or 'oddeye-run/3' or 'oddeye-run/4' or "
-        "'oddeye-run/5' or 'oddeye-run/6', found 'something-else'",
+        "'oddeye-run/5' or 'oddeye-run/6' or 'oddeye-run/7', found 'something-else'",
     ):
         oddeye.load(tmp_path / "other")

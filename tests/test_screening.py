@@ -65,7 +65,7 @@ def test_the_default_sets_aside_planted_images_and_records_them(tmp_path: Path) 
     banks = [bank.bank.shape[0] for bank, _ in det.model_.banks()]
     assert len(set(banks)) == 1  # the members' banks were screened together: the same images left
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
-    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/6"
+    assert meta["config"]["contamination"] == "auto" and meta["format"] == "oddeye-run/7"
     assert meta["screening"]["bank_images_set_aside"] + meta["screening"]["heldout_images_set_aside"] == len(
         found
     )
@@ -198,6 +198,31 @@ def test_trimming_helps_a_trained_detector_find_what_was_planted() -> None:
     kept = oddeye.create("fcn", epochs=20, trim=False, progress=False).fit(x).score(test)
     trimmed = oddeye.create("fcn", epochs=20, progress=False).fit(x).score(test)
     assert roc_auc_score(truth, trimmed) >= roc_auc_score(truth, kept) - 0.01
+
+
+def test_an_ensembles_trained_member_trims_its_training_set_and_the_ensembles_heldout_set() -> None:
+    x, planted = digits_with_strays(strays=9)
+    settings = {"members": ["fcn:epochs=10"], "val_fraction": 0.2, "progress": False}
+    det = oddeye.create("ensemble", **settings).fit(x)
+    s = det.record_.set_aside
+    assert det.config_.trim_members is True
+    assert s is not None and "fcn (member 1/1)'s own scores after epoch 5" in s.rule
+    assert len(set(s.indices.tolist()) & set(planted.tolist())) >= 5 and len(s.indices) <= 0.25 * len(x)
+    held = int(s.heldout.sum())
+    assert held > 0 and len(det.heldout_scores_) == round(0.2 * len(x)) - held  # out of fusion and threshold
+    kept = oddeye.create("ensemble", trim_members=False, **settings).fit(x)
+    assert kept.record_.set_aside is None and len(kept.heldout_scores_) == round(0.2 * len(x))
+
+
+def test_member_trims_and_bank_screening_are_recorded_together_once_each() -> None:
+    x, _ = digits_with_strays(strays=9)
+    settings = {"members": ["pixel-knn", "fcn:epochs=10"], "val_fraction": 0.2, "progress": False}
+    both = oddeye.create("ensemble", **settings).fit(x).record_.set_aside
+    banks_only = oddeye.create("ensemble", trim_members=False, **settings).fit(x).record_.set_aside
+    assert "fcn (member 2/2)'s own scores after epoch 5; then auto: atypicality" in both.rule
+    assert "member" not in banks_only.rule
+    assert len(set(both.indices.tolist())) == len(both.indices)  # no image listed twice
+    assert set(banks_only.indices.tolist()) < set(both.indices.tolist())  # the banks screen the same way
 
 
 def test_training_says_what_it_trimmed(cli, tmp_path: Path) -> None:

@@ -66,7 +66,7 @@ def test_the_run_stays_readable_by_code_that_knows_its_format(tmp_path: Path) ->
     oddeye.train(TRAIN, "default", run, **SETTINGS)
     out = oddeye.update(run, blobs(12, SHAPE, seed=5), tmp_path / "new", progress=False)
     old, new = (json.loads((p / "model.json").read_text()) for p in (run, out))
-    assert new["format"] == old["format"] == "oddeye-run/6" and "updates" not in old
+    assert new["format"] == old["format"] == "oddeye-run/7" and "updates" not in old
     assert set(new) - set(old) == {"updates"} and set(new["training"]) == set(old["training"])
     TrainingInfo(**new["training"])  # the record older code builds
     weights = [load_file(str(p / "model.safetensors")) for p in (run, out)]

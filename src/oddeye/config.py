@@ -102,6 +102,14 @@ class TrainConfig:
             "before format 6: off)"
         ),
     )
+    trim_members: bool = field(
+        default=True,
+        metadata=_flag(
+            "with trim: an ensemble's members that train trim their training set too, each by its own "
+            "scores, and the held-out images they set aside leave the ensemble's held-out set (runs "
+            "before format 7: off)"
+        ),
+    )
 
     def __post_init__(self) -> None:
         checks = {

@@ -14,7 +14,8 @@ set aside before the banks are kept); a format-3 record reads with ``"0"``, what
 Format 5 added ``max_heldout`` (at most that many images held out); a format-4 record reads with
 ``0``, no cap, what its code did. Format 6 added ``trim`` (detectors that train set aside, after a
 first pass, the training images their own scores find atypical); a format-5 record reads with
-``false``, what its code did.
+``false``, what its code did. Format 7 added ``trim_members`` (an ensemble's members that train
+trim their training set too); a format-6 record reads with ``false``, what its code did.
 A change of the record's structure (not a new parameter) adds an upgrade step and a test that
 loads a run written by the previous format.
 """
@@ -219,6 +220,23 @@ def upgrade_v5(meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Training settings added with format 7, with the value that does what format-6 code did.
+V6_CONFIG_LATER: dict[str, Any] = {"trim_members": False}
+
+
+def upgrade_v6(meta: dict[str, Any]) -> dict[str, Any]:
+    """A format-6 model.json as format 7: its settings gain ``trim_members: false`` (format-6 code
+    trimmed a detector trained alone, never an ensemble's members), nothing else changes."""
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError("format 6 metadata needs a config object")
+    return {
+        **meta,
+        "config": {**meta["config"], **V6_CONFIG_LATER},
+        "format": "oddeye-run/7",
+        "upgraded_from": meta.get("upgraded_from", "oddeye-run/6"),
+    }
+
+
 # format -> the step that turns its metadata into the next format's
 UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "oddeye-run/1": upgrade_v1,
@@ -226,4 +244,5 @@ UPGRADES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "oddeye-run/3": upgrade_v3,
     "oddeye-run/4": upgrade_v4,
     "oddeye-run/5": upgrade_v5,
+    "oddeye-run/6": upgrade_v6,
 }

@@ -43,7 +43,7 @@ from oddeye.thresholds import Threshold
 from oddeye.training.checkpoint import CHECKPOINT
 from oddeye.training.loop import EpochRecord, SetAside
 
-FORMAT = "oddeye-run/6"
+FORMAT = "oddeye-run/7"
 WEIGHTS, META, HISTORY, CURVE = "model.safetensors", "model.json", "history.csv", "training_curve.png"
 HELDOUT_SCORES = "heldout_scores.npy"
 HELDOUT_SAMPLE = "heldout_sample.npy"

@@ -110,10 +110,15 @@ def fit_model(
     name: str = "",
     budget: Budget | None = None,
     covers: dict[tuple[str, int], np.ndarray] | None = None,
+    trim_share: float | None = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` for at most ``model.epoch_cap`` epochs; returns the
     per-epoch history and the held-out split. ``name`` labels its progress (default its label).
     ``budget``: the fit's time budget; a trained part paces itself to its share of it.
+    ``trim_share``: an ensemble member's trimming rule (its ensemble's ``contamination``, or 0
+    for none); the model trained itself trims by the config's ``contamination``. A member that
+    trims trains on the images it kept; the ensemble then leaves out of its held-out images
+    (fusion scales, threshold) the held-out images any member set aside, and records them all.
 
     With ``ckpt``, the state is saved after every epoch and, where the checkpoint already holds
     this ``scope``, training continues from it exactly (same weights as an uninterrupted run).
@@ -163,7 +168,9 @@ def fit_model(
     result = TrainResult(val_indices=val_idx)
     if not scope:  # the model trained, not an ensemble's member: its banks are screened together
         model.contamination = contamination_share(config.contamination)
+        trim_share = model.contamination
     members = model.members()
+    member_share = model.contamination if config.trim_members else 0.0
     for i, member in enumerate(members):  # ensembles: each member through this loop, same split
         member_precision = choose_precision(config.precision, device, member.cpu_bf16)
         member_name = part_name(member, i, len(members))
@@ -178,8 +185,15 @@ def fit_model(
             member_name,
             budget,
             covers,
+            member_share,
         )
         result.members.append((member.label, member_result))
+    trims = [r.set_aside for _, r in result.members if r.set_aside is not None]
+    if trims:  # members' trims: their held-out images leave the ensemble's held-out set too
+        result.set_aside = _joined(*trims) if len(trims) > 1 else trims[0]
+        val_idx = val_idx[~np.isin(val_idx, result.set_aside.indices[result.set_aside.heldout])]
+        heldout_batches = batches_of(val_idx, "held-out")
+        result.val_indices = val_idx
     feed = Feed(data, device, model.channels_last)  # after the members: one resident copy at a time
     saved = ckpt.restore(scope, model, optimizer) if ckpt is not None and model.trainable else None
     state = saved[0] if saved is not None else None
@@ -191,7 +205,7 @@ def fit_model(
         model.eval()
         return result
     max_epochs = model.epoch_cap if model.trainable else 0
-    trim_after = trim_epoch(model, config, len(train_idx))
+    trim_after = trim_epoch(model, config, len(train_idx), trim_share)
     trimmed: Trimmed | None = None
     best_loss, best_state, waited, first = float("inf"), None, 0, 1
     if state is None:
@@ -214,7 +228,7 @@ def fit_model(
     for epoch in range(first, max_epochs + 1):
         if trim_after and epoch == trim_after + 1 and trimmed is None:
             trimmed = trim_training(
-                model, feed, (train_idx, val_idx), config, device, precision, trim_after, name
+                model, feed, (train_idx, val_idx), config, device, precision, trim_after, name, trim_share
             )
             say(f"{name}: {trimmed.describe()}", shown)
             train_idx, val_idx = trimmed.kept(train_idx, val_idx)
@@ -298,13 +312,18 @@ def set_aside_record(
     return SetAside(rule, screened, indices[order], scores[order], held[order])
 
 
-def _joined(first: SetAside, then: SetAside) -> SetAside:
-    """Two rounds of setting aside (trimmed after a first pass, then a bank's screening) as one."""
+def _joined(first: SetAside, *then: SetAside) -> SetAside:
+    """Rounds of setting aside (trimmed after a first pass, by each member that trains, then a
+    bank's screening) as one; an image set aside twice is listed once, with its first round's score."""
+    rounds = (first, *then)
     indices, scores, held = (
-        np.concatenate([getattr(first, f), getattr(then, f)]) for f in ("indices", "scores", "heldout")
+        np.concatenate([getattr(r, f) for r in rounds]) for f in ("indices", "scores", "heldout")
     )
+    _, first_seen = np.unique(indices, return_index=True)
+    indices, scores, held = indices[first_seen], scores[first_seen], held[first_seen]
     training, heldout = (indices[~held], scores[~held]), (indices[held], scores[held])
-    return set_aside_record(f"{first.rule}; then {then.rule}", first.screened, training, heldout)
+    rule = "; then ".join(r.rule for r in rounds)
+    return set_aside_record(rule, first.screened, training, heldout)
 
 
 TRIM_AFTER_SHARE = 0.1  # a trained model's training set is trimmed after this share of its epoch cap,
@@ -312,12 +331,13 @@ TRIM_MIN_STEPS = 100  # and after at least this many optimisation steps (small s
 TRIM_LATEST = 0.5  # but never later than this share of the cap
 
 
-def trim_epoch(model: AnomalyModel, config: TrainConfig, n_train: int) -> int:
+def trim_epoch(model: AnomalyModel, config: TrainConfig, n_train: int, share: float | None) -> int:
     """The epoch after which ``model``'s training set is trimmed (0: never), for a model that
-    trains, with ``trim`` on and a ``contamination`` rule: after a tenth of its epoch cap and at
-    least ``TRIM_MIN_STEPS`` steps (a model that has barely trained ranks its images by chance),
-    at the latest after half the cap; a cap of one epoch leaves nothing to train after trimming."""
-    if not (model.trainable and config.trim and model.contamination != 0) or n_train < 1:
+    trains, with ``trim`` on and a contamination rule ``share`` (None: ``auto``; 0: none): after
+    a tenth of its epoch cap and at least ``TRIM_MIN_STEPS`` steps (a model that has barely
+    trained ranks its images by chance), at the latest after half the cap; a cap of one epoch
+    leaves nothing to train after trimming."""
+    if not (model.trainable and config.trim and share != 0) or n_train < 1:
         return 0
     cap = model.epoch_cap
     steps = -(-n_train // config.batch_size)  # per epoch
@@ -408,12 +428,14 @@ def trim_training(
     precision: str,
     epoch: int,
     name: str = "",
+    share: float | None = None,
 ) -> Trimmed:
     """The training images the contamination rule finds atypical by the scores of ``model`` as
     trained for ``epoch`` epochs: robust z-scores (less the median, over 1.4826 x the median
     absolute deviation of the training images' scores), beyond 2 (``auto``) or the given share
-    of the oddest; held-out images beyond the same z (the least of those set aside, for a share)."""
-    share, (train_idx, val_idx) = model.contamination, split
+    of the oddest; held-out images beyond the same z (the least of those set aside, for a share).
+    The rule names ``name`` (which part trimmed)."""
+    train_idx, val_idx = split
     train = pass_scores(
         model, feed, train_idx, config, device, precision, f"{name}: trimming, training images"
     )
@@ -429,7 +451,7 @@ def trim_training(
     which = (
         f"auto: robust z-score above {AUTO_CUT:g}" if share is None else f"the {share:g} share, the oddest"
     )
-    rule = f"{which}, of the model's own scores after epoch {epoch}"
+    rule = f"{which}, of {name or 'the model'}'s own scores after epoch {epoch}"
     return Trimmed(
         epoch,
         rule,
