@@ -189,6 +189,27 @@ def test_default_gives_its_local_view_half_the_fused_score_and_keeps_it_when_reb
     np.testing.assert_array_equal(again.score(images), det.score(images))
 
 
+def test_the_defaults_local_view_scores_an_image_by_its_oddest_cell() -> None:
+    """A defect of 1% of the image covers a few cells of the grid: the mean of the 2% oddest
+    diluted it with normal cells (validation protocols: see NOTES.md)."""
+    det = oddeye.create("default", progress=False).fit(faces(60, size=64))
+    patch = det.model_.detectors[-1]
+    assert patch.label == "patch-knn" and patch.params.top == 0.001
+    gen = torch.Generator().manual_seed(0)
+    distances = [torch.rand(5, gh, gw, generator=gen) for _, _, gh, gw in patch.derived.grids]
+    score, grid = patch._scored(distances)
+    torch.testing.assert_close(score, grid.flatten(1).max(1).values)
+    # a 3x3 spot in a 64x64 face (0.2% of it): the oddest cell finds it, the mean of 19 dilutes it
+    from sklearn.metrics import roc_auc_score
+
+    spotted, _ = with_spot(faces(20, size=64, seed=2))
+    test, truth = np.concatenate([faces(20, size=64, seed=1), spotted]), np.r_[np.zeros(20), np.ones(20)]
+    diluted = oddeye.create("default", progress=False, local_members=["patch-knn:radius=0;dims=24;top=0.02"])
+    before = roc_auc_score(truth, diluted.fit(faces(60, size=64)).score(test))
+    now = roc_auc_score(truth, det.score(test))
+    assert now >= 0.85 and now > before + 0.1
+
+
 def test_the_blocked_search_equals_the_one_graph_search_with_owners() -> None:
     from oddeye.detectors.patches import _near_graph
 
