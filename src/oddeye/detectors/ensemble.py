@@ -204,14 +204,15 @@ DEFAULT_MEMBERS = (f"pixel-knn:{BANK_K}", f"hog-knn:{BANK_K}")
 COLOUR_MEMBERS = ("color-knn",)
 GRAY_MEMBERS = (f"shape-knn:{BANK_K}",)
 # the local view (issue 23): patches of 4 and 8 working pixels compared at their own place, joined
-# by its excess beyond a z-score of 0 that rises by 4 per unit of the whole-image z-score above 0
+# by its excess beyond a z-score of 0.5 that rises by 4 per unit of the whole-image z-score above 0
 # (validation protocols of avatars, emoji and Fashion-MNIST: see NOTES.md); the 48 colour-cell
 # values of a patch on their 24 principal axes (issue 24: half the search's arithmetic; validation:
 # avatars64 0.831 -> 0.834, avatars256 0.810 -> 0.808, emoji and Fashion-MNIST within 0.0001; with
-# 16 dimensions the first round measured 0.818); an image's local score is its oddest cell (`top`
-# 0.001: one cell of the 31 x 31 grid at the working 64 pixels; validation: avatars 0.918 / 0.914 ->
-# 0.943 / 0.933 against 0.02, the mean of its 19 oddest; emoji and Fashion-MNIST within 0.003)
-PATCH_MEMBER = "patch-knn:radius=0;dims=24;top=0.001"
+# 16 dimensions the first round measured 0.818); an image's local score is the mean of its two oddest
+# cells (`top` 0.0025 of the 31 x 31 grid at the working 64 pixels; it was 0.02, 19 cells, which
+# diluted a defect of 1% of the image), with the excess counted beyond 0.5 (`local_margin`; see
+# DefaultParams and NOTES.md)
+PATCH_MEMBER = "patch-knn:radius=0;dims=24;top=0.0025"
 LOCAL_MEMBERS: tuple[str, ...] = (PATCH_MEMBER,)
 
 
@@ -237,7 +238,7 @@ class DefaultParams(EnsembleParams):
         "rankings unchanged below it); mean, a weighted mean of every z-score",
     )
     local_margin: float = param(
-        0.0,
+        0.5,
         before=3.0,
         help="excess: the local z-score beyond which it counts (where the whole-image z-score is 0 or below)",
     )
