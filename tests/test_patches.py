@@ -10,6 +10,7 @@ import torch
 
 import oddeye
 from oddeye.detectors import get_spec
+from oddeye.detectors.base import Batches
 from oddeye.detectors.memory import principal_axes
 from oddeye.detectors.patches import near_distances, pad_positions, patch_grid
 
@@ -210,6 +211,27 @@ def test_the_defaults_local_view_scores_an_image_by_its_two_oddest_cells() -> No
     then = roc_auc_score(truth, diluted.fit(faces(60, size=64)).score(test))
     now = roc_auc_score(truth, det.score(test))
     assert now >= 0.85 and now > then + 0.1
+
+
+@pytest.mark.parametrize("params", [{"radius": 0, "dims": 24}, {"radius": 1, "dims": 0, "candidates": 8}])
+def test_the_two_pass_bank_equals_one_projected_from_a_store_of_every_raw_descriptor(params) -> None:
+    """A pass of known length builds the bank in two passes, never holding the raw descriptors of
+    every image; a pass of unknown length keeps them and projects them at the end: the same bank."""
+    images = torch.from_numpy(faces(50, size=64, seed=4)).permute(0, 3, 1, 2).float() / 255
+
+    def generator():
+        yield from images.split(16)
+
+    built = []
+    for batches in (Batches(generator, len(images)), generator):  # known length, unknown length
+        model = get_spec("patch-knn").build((64, 64, 3), {**params, "max_bank": 100})
+        model.fit_start(batches)
+        model.fit_end(batches, lambda: iter(()))
+        built.append(model.state_dict())
+    assert built[0].keys() == built[1].keys()
+    for key in built[0]:  # the projections' float32 sums, blocked by batch or by the whole row, may
+        # round to the neighbouring float16 (the arithmetic is the same; as on another CPU)
+        torch.testing.assert_close(built[0][key], built[1][key], rtol=2e-3, atol=2e-3, msg=key)
 
 
 def test_the_blocked_search_equals_the_one_graph_search_with_owners() -> None:

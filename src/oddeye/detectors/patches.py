@@ -355,22 +355,18 @@ class PatchKNN(AnomalyModel):
         coreset = self.params.select == "coreset" and n is not None and n > bound
         keep = None if n is None else covering(batches, bound) if coreset else spaced(n, bound)
         near = self.params.match == "near"
-        # "near" with a known pass: each image's raw descriptors go straight to their place in the
-        # bank (no list of batches to concatenate: the bank's own size, once)
-        grids = range(len(self.derived.grids))
-        stores = [self._empty_store(i, len(keep)) for i in grids] if near and keep is not None else None
+        if near and keep is not None:  # a known pass: two passes, the bank stored projected
+            self._build_near(batches, keep)
+            return
+        # a pass of unknown length, or "anywhere": the raw descriptors, then the axes
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
         layouts: list[torch.Tensor] = []
-        seen = placed = 0
+        seen = 0
         for x in batches() if keep is None else selected(batches, keep):  # only the kept images read
             seen += len(x)
             small = self.working(x)
             for i, d in enumerate(self.raw_descriptors(small)):  # (b, gh, gw, D) until the axes are known
-                if stores is not None:
-                    self._interior(i, stores[i])[:, :, placed : placed + len(d)] = d.permute(1, 2, 0, 3)
-                else:
-                    parts[i].append(d.half())
-            placed += len(small)
+                parts[i].append(d.half())
             if self.params.candidates > 0:
                 layouts.append(layout(small))
         after = None  # a pass of unknown length: the bank's images picked once it is over
@@ -383,13 +379,9 @@ class PatchKNN(AnomalyModel):
             self.layouts = torch.cat(layouts) if after is None else torch.cat(layouts)[after]
         anywhere = []  # "anywhere": each grid's reference distances, as its scale is fitted
         for i in range(len(self.derived.grids)):
-            raw = None
-            if stores is not None:
-                store, stores[i] = stores[i], None
-            else:
-                raw, parts[i] = torch.cat(parts[i]), []
-                raw = raw if after is None else raw[after]
-                store = self._store_of(i, raw) if near else None
+            raw, parts[i] = torch.cat(parts[i]), []
+            raw = raw if after is None else raw[after]
+            store = self._store_of(i, raw) if near else None
             if store is not None:
                 sample = self._sample(i, store)
             else:
@@ -417,6 +409,60 @@ class PatchKNN(AnomalyModel):
 
     def fit_end_work(self) -> str:
         return "patch memory bank"
+
+    def _build_near(self, batches: Batches, keep: np.ndarray) -> None:
+        """A "near" bank of the images at ``keep`` in two passes over them: the first takes the
+        raw descriptors :meth:`_sample` would take from a store of them all (as stored, float16)
+        and fits each grid's principal axes; the second writes each batch's descriptors on those
+        axes straight into the bank. The same bank as projecting a full raw store, without the
+        raw store: at 128 working pixels it would be 1.4 GB for 3,000 images, twice the bank."""
+        n, grids = len(keep), self.derived.grids
+        picks = []  # per grid: (image, row, column) of each sampled patch, image by image
+        for _, _, gh, gw in grids:
+            k = torch.from_numpy(spaced(n * gh * gw, PCA_ROWS))
+            image, place = k // (gh * gw), k % (gh * gw)
+            picks.append((image, place // gw, place % gw))
+        samples: list[list[torch.Tensor]] = [[] for _ in grids]
+        layouts: list[torch.Tensor] = []
+        placed = 0
+        for x in selected(batches, keep):
+            small = self.working(x)
+            for i, d in enumerate(self.raw_descriptors(small)):
+                image, row, column = picks[i]
+                here = (image >= placed) & (image < placed + len(d))
+                samples[i].append(d[image[here] - placed, row[here], column[here]].to(BANK_DTYPE))
+            placed += len(small)
+            if self.params.candidates > 0:
+                layouts.append(layout(small))
+        for i, parts in enumerate(samples):
+            centre, axes = principal_axes(torch.cat(parts), self.params.dims)
+            setattr(self, f"centre{i}", centre)
+            setattr(self, f"axes{i}", axes)
+        del samples
+        banks = [self._empty_store(i, n, self._get("axes", i).shape[1]) for i in range(len(grids))]
+        placed = 0
+        for x in selected(batches, keep):
+            for i, d in enumerate(self.raw_descriptors(self.working(x))):
+                # as stored (float16), then on the axes a grid row at a time, as a raw store was
+                inner = self._interior(i, banks[i])[:, :, placed : placed + len(d)]
+                raw = d.to(BANK_DTYPE).permute(1, 2, 0, 3)
+                for y in range(raw.shape[0]):
+                    inner[y].copy_(self._on_axes(i, raw[y]))
+            placed += len(x)
+        self.positions_ = keep
+        if layouts:
+            self.layouts = torch.cat(layouts)
+        for i, bank in enumerate(banks):
+            self._set_bank(i, bank)
+        self._fit_scales()
+
+    def _on_axes(self, i: int, raw: torch.Tensor) -> torch.Tensor:
+        """Stored raw descriptors (float16) of grid ``i`` on its principal axes, as the bank keeps
+        them (float16): less the centre only, where every dimension is kept."""
+        centre, axes = self._get("centre", i), self._get("axes", i)
+        if axes.shape[0] == axes.shape[1] and torch.equal(axes, torch.eye(axes.shape[0])):
+            return (raw.float() - centre).to(BANK_DTYPE)
+        return ((raw.float() - centre) @ axes).to(BANK_DTYPE)
 
     def _empty_store(self, i: int, n: int, dim: int | None = None) -> torch.Tensor:
         """(gh + 2r, gw + 2r, n, dim) float16, every value :data:`FAR`: the place of grid ``i``'s
@@ -450,16 +496,14 @@ class PatchKNN(AnomalyModel):
         """The bank of grid ``i``: its raw store on the principal axes, a grid row at a time (in the
         store itself where every dimension is kept: no second copy), float16 (half the memory;
         distances are computed in float32 from those values)."""
-        centre, axes = self._get("centre", i), self._get("axes", i)
-        inner = self._interior(i, store)
-        same = axes.shape[0] == axes.shape[1] and torch.equal(axes, torch.eye(axes.shape[0]))
-        if same:
+        inner, axes = self._interior(i, store), self._get("axes", i)
+        if axes.shape[0] == axes.shape[1] and torch.equal(axes, torch.eye(axes.shape[0])):
             for y in range(inner.shape[0]):
-                inner[y] = (inner[y].float() - centre).to(BANK_DTYPE)
+                inner[y] = self._on_axes(i, inner[y])
             return store
         bank = self._empty_store(i, inner.shape[2], axes.shape[1])
         for y, row in enumerate(self._interior(i, bank)):
-            row.copy_((inner[y].float() - centre) @ axes)
+            row.copy_(self._on_axes(i, inner[y]))
         return bank
 
     def _set_bank(self, i: int, bank: torch.Tensor) -> None:
