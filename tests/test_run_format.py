@@ -308,11 +308,6 @@ def test_the_checked_in_format3_run_still_loads_and_scores_as_written(format3_ru
     assert [m["params"]["k"] for m in det.build_.params["members"]] == [3, 1, 3]
 
 
-def test_format3_runs_ignore_todays_defaults(format3_run: Path, monkeypatch) -> None:
-    change_every_default(monkeypatch)
-    assert_scores_as_written(format3_run, FORMAT3)
-
-
 def test_saving_a_threshold_into_a_format3_run_writes_format5_and_keeps_its_scores(
     format3_run: Path, cli, tmp_path
 ) -> None:
@@ -330,16 +325,6 @@ def test_saving_a_threshold_into_a_format3_run_writes_format5_and_keeps_its_scor
     assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/3"
     assert meta["config"]["contamination"] == "0" and meta["config"]["max_heldout"] == 0
     assert_scores_as_written(format3_run, FORMAT3)
-
-
-def test_format3_upgrade_adds_only_contamination_0() -> None:
-    meta = {"format": "oddeye-run/3", "detector": "default", "params": {}, "config": {"seed": 3}}
-    up = upgrade_v3(meta)
-    assert up["config"] == {"seed": 3, "contamination": "0"}
-    assert up["format"] == "oddeye-run/4" and up["upgraded_from"] == "oddeye-run/3"
-    assert upgrade_v3({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
-    with pytest.raises(ValueError, match="config"):
-        upgrade_v3({"format": "oddeye-run/3"})
 
 
 @pytest.fixture
@@ -361,11 +346,6 @@ def test_the_checked_in_format4_run_still_loads_and_scores_as_written(format4_ru
     assert patch["params"]["dims"] == 0 and patch["params"]["select"] == "spaced"
 
 
-def test_format4_runs_ignore_todays_defaults(format4_run: Path, monkeypatch) -> None:
-    change_every_default(monkeypatch)
-    assert_scores_as_written(format4_run, FORMAT4)
-
-
 def test_saving_a_threshold_into_a_format4_run_writes_format5_and_keeps_its_scores(
     format4_run: Path, cli, tmp_path
 ) -> None:
@@ -376,16 +356,6 @@ def test_saving_a_threshold_into_a_format4_run_writes_format5_and_keeps_its_scor
     assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/4"
     assert meta["config"]["max_heldout"] == 0
     assert_scores_as_written(format4_run, FORMAT4)
-
-
-def test_format4_upgrade_adds_only_max_heldout_0() -> None:
-    meta = {"format": "oddeye-run/4", "detector": "default", "params": {}, "config": {"seed": 3}}
-    up = upgrade_v4(meta)
-    assert up["config"] == {"seed": 3, "max_heldout": 0}
-    assert up["format"] == "oddeye-run/5" and up["upgraded_from"] == "oddeye-run/4"
-    assert upgrade_v4({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
-    with pytest.raises(ValueError, match="config"):
-        upgrade_v4({"format": "oddeye-run/4"})
 
 
 def test_large_sets_hold_out_at_most_max_heldout_images() -> None:
@@ -412,11 +382,6 @@ def test_the_checked_in_format5_run_still_loads_and_scores_as_written(format5_ru
     assert det.record_.set_aside is not None and len(det.record_.set_aside.indices) > 0
 
 
-def test_format5_runs_ignore_todays_defaults(format5_run: Path, monkeypatch) -> None:
-    change_every_default(monkeypatch)
-    assert_scores_as_written(format5_run, FORMAT5)
-
-
 def test_saving_a_threshold_into_a_format5_run_writes_format7_and_keeps_its_scores(
     format5_run: Path, cli, tmp_path
 ) -> None:
@@ -427,16 +392,6 @@ def test_saving_a_threshold_into_a_format5_run_writes_format7_and_keeps_its_scor
     assert meta["format"] == "oddeye-run/7" and meta["upgraded_from"] == "oddeye-run/5"
     assert meta["config"]["trim"] is False
     assert_scores_as_written(format5_run, FORMAT5)
-
-
-def test_format5_upgrade_adds_only_trim_false() -> None:
-    meta = {"format": "oddeye-run/5", "detector": "default", "params": {}, "config": {"seed": 3}}
-    up = upgrade_v5(meta)
-    assert up["config"] == {"seed": 3, "trim": False}
-    assert up["format"] == "oddeye-run/6" and up["upgraded_from"] == "oddeye-run/5"
-    assert upgrade_v5({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
-    with pytest.raises(ValueError, match="config"):
-        upgrade_v5({"format": "oddeye-run/5"})
 
 
 # -- format 6 -----------------------------------------------------------------------------------
@@ -451,11 +406,6 @@ def test_the_checked_in_format6_run_still_loads_and_scores_as_written(format6_ru
     assert_scores_as_written(format6_run, FORMAT6)
     det = oddeye.load(format6_run, progress=False)
     assert det.config_.trim is True and det.config_.trim_members is False  # as format 6 did
-
-
-def test_format6_runs_ignore_todays_defaults(format6_run: Path, monkeypatch) -> None:
-    change_every_default(monkeypatch)
-    assert_scores_as_written(format6_run, FORMAT6)
 
 
 def test_saving_a_threshold_into_a_format6_run_writes_format7_and_keeps_its_scores(
@@ -484,11 +434,30 @@ def test_a_refit_of_a_format6_ensemble_trains_its_members_on_every_image(format6
     assert "fcn (member 2/2)'s own scores" in today.record_.set_aside.rule
 
 
-def test_format6_upgrade_adds_only_trim_members_false() -> None:
-    meta = {"format": "oddeye-run/6", "detector": "default", "params": {}, "config": {"seed": 3}}
-    up = upgrade_v6(meta)
-    assert up["config"] == {"seed": 3, "trim_members": False}
-    assert up["format"] == "oddeye-run/7" and up["upgraded_from"] == "oddeye-run/6"
-    assert upgrade_v6({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
+# -- formats 3 to 6: each added training settings only ------------------------------------------
+@pytest.mark.parametrize(
+    "kept", [FORMAT3, FORMAT4, FORMAT5, FORMAT6], ids=["format3", "format4", "format5", "format6"]
+)
+def test_runs_of_formats_3_to_6_ignore_todays_defaults(kept: Path, tmp_path: Path, monkeypatch) -> None:
+    run = Path(shutil.copytree(kept / "run", tmp_path / "run"))
+    change_every_default(monkeypatch)
+    assert_scores_as_written(run, kept)
+
+
+@pytest.mark.parametrize(
+    "upgrade, old, added",
+    [
+        (upgrade_v3, 3, {"contamination": "0"}),
+        (upgrade_v4, 4, {"max_heldout": 0}),
+        (upgrade_v5, 5, {"trim": False}),
+        (upgrade_v6, 6, {"trim_members": False}),
+    ],
+)
+def test_an_upgrade_from_formats_3_to_6_adds_only_its_settings(upgrade, old: int, added: dict) -> None:
+    meta = {"format": f"oddeye-run/{old}", "detector": "default", "params": {}, "config": {"seed": 3}}
+    up = upgrade(meta)
+    assert up["config"] == {"seed": 3, **added}
+    assert up["format"] == f"oddeye-run/{old + 1}" and up["upgraded_from"] == f"oddeye-run/{old}"
+    assert upgrade({**meta, "upgraded_from": "oddeye-run/1"})["upgraded_from"] == "oddeye-run/1"
     with pytest.raises(ValueError, match="config"):
-        upgrade_v6({"format": "oddeye-run/6"})
+        upgrade({"format": f"oddeye-run/{old}"})

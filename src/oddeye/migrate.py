@@ -169,6 +169,20 @@ def upgrade_v2(meta: dict[str, Any]) -> dict[str, Any]:
     return {**meta, "format": "oddeye-run/3", "upgraded_from": meta.get("upgraded_from", "oddeye-run/2")}
 
 
+def settings_added(meta: dict[str, Any], old: int, later: dict[str, Any]) -> dict[str, Any]:
+    """A format-``old`` model.json as the next format when that format only added training
+    settings: its settings gain ``later`` (the values that do what format-``old`` code did),
+    nothing else changes."""
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"format {old} metadata needs a config object")
+    return {
+        **meta,
+        "config": {**meta["config"], **later},
+        "format": f"oddeye-run/{old + 1}",
+        "upgraded_from": meta.get("upgraded_from", f"oddeye-run/{old}"),
+    }
+
+
 # Training settings added with format 4, with the value that does what format-3 code did.
 V3_CONFIG_LATER: dict[str, Any] = {"contamination": "0"}
 
@@ -176,14 +190,7 @@ V3_CONFIG_LATER: dict[str, Any] = {"contamination": "0"}
 def upgrade_v3(meta: dict[str, Any]) -> dict[str, Any]:
     """A format-3 model.json as format 4: its settings gain ``contamination: "0"`` (format-3 code
     kept every training image in the banks), nothing else changes."""
-    if not isinstance(meta.get("config"), dict):
-        raise ValueError("format 3 metadata needs a config object")
-    return {
-        **meta,
-        "config": {**meta["config"], **V3_CONFIG_LATER},
-        "format": "oddeye-run/4",
-        "upgraded_from": meta.get("upgraded_from", "oddeye-run/3"),
-    }
+    return settings_added(meta, 3, V3_CONFIG_LATER)
 
 
 # Training settings added with format 5, with the value that does what format-4 code did.
@@ -193,14 +200,7 @@ V4_CONFIG_LATER: dict[str, Any] = {"max_heldout": 0}
 def upgrade_v4(meta: dict[str, Any]) -> dict[str, Any]:
     """A format-4 model.json as format 5: its settings gain ``max_heldout: 0`` (format-4 code held
     out ``val_fraction`` of the images whatever their number), nothing else changes."""
-    if not isinstance(meta.get("config"), dict):
-        raise ValueError("format 4 metadata needs a config object")
-    return {
-        **meta,
-        "config": {**meta["config"], **V4_CONFIG_LATER},
-        "format": "oddeye-run/5",
-        "upgraded_from": meta.get("upgraded_from", "oddeye-run/4"),
-    }
+    return settings_added(meta, 4, V4_CONFIG_LATER)
 
 
 # Training settings added with format 6, with the value that does what format-5 code did.
@@ -210,14 +210,7 @@ V5_CONFIG_LATER: dict[str, Any] = {"trim": False}
 def upgrade_v5(meta: dict[str, Any]) -> dict[str, Any]:
     """A format-5 model.json as format 6: its settings gain ``trim: false`` (format-5 code trained
     on every training image, whatever ``contamination`` said), nothing else changes."""
-    if not isinstance(meta.get("config"), dict):
-        raise ValueError("format 5 metadata needs a config object")
-    return {
-        **meta,
-        "config": {**meta["config"], **V5_CONFIG_LATER},
-        "format": "oddeye-run/6",
-        "upgraded_from": meta.get("upgraded_from", "oddeye-run/5"),
-    }
+    return settings_added(meta, 5, V5_CONFIG_LATER)
 
 
 # Training settings added with format 7, with the value that does what format-6 code did.
@@ -227,14 +220,7 @@ V6_CONFIG_LATER: dict[str, Any] = {"trim_members": False}
 def upgrade_v6(meta: dict[str, Any]) -> dict[str, Any]:
     """A format-6 model.json as format 7: its settings gain ``trim_members: false`` (format-6 code
     trimmed a detector trained alone, never an ensemble's members), nothing else changes."""
-    if not isinstance(meta.get("config"), dict):
-        raise ValueError("format 6 metadata needs a config object")
-    return {
-        **meta,
-        "config": {**meta["config"], **V6_CONFIG_LATER},
-        "format": "oddeye-run/7",
-        "upgraded_from": meta.get("upgraded_from", "oddeye-run/6"),
-    }
+    return settings_added(meta, 6, V6_CONFIG_LATER)
 
 
 # format -> the step that turns its metadata into the next format's

@@ -28,7 +28,10 @@ class ScoreFusion(nn.Module):
     def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
         """Fit on (N, n) component scores of normal images; ``extra[i]``: more normal scores of
         component ``i`` alone (a memory bank's leave-one-out scores), or None."""
-        columns = self.columns(components, extra)
+        self.fit_columns(self.columns(components, extra))
+
+    def fit_columns(self, columns: list[torch.Tensor]) -> None:
+        """The scales from each component's normal scores (:meth:`columns`): mean and spread."""
         self.loc = torch.stack([c.mean() if len(c) else c.new_zeros(()) for c in columns])
         spread = torch.stack([c.std() if len(c) > 1 else c.new_ones(()) for c in columns])
         self.scale = torch.nan_to_num(spread, nan=1.0).clamp_min(1e-6)
@@ -86,18 +89,16 @@ class ExcessFusion(ScoreFusion):
         self.n_local, self.excess, self.margin, self.gate = n_local, excess, margin, gate
         self.robust_local = robust_local
 
-    @torch.no_grad()
-    def fit(self, components: torch.Tensor, extra: list[torch.Tensor | None] | None = None) -> None:
-        """As :meth:`ScoreFusion.fit`; with ``robust_local``, each local view's scale is the median
+    def fit_columns(self, columns: list[torch.Tensor]) -> None:
+        """As :meth:`ScoreFusion.fit_columns`; with ``robust_local``, each local view's scale is the median
         and 1.4826 x the median absolute deviation of its normal scores (the mean and spread where
         that deviation is 0). A local view's score is the mean of an image's oddest cells, so a few
         normal images with one rare part draw a long tail; the mean and spread follow that tail,
         and the bar the excess is measured from would move with it, not with the typical image."""
-        super().fit(components, extra)
+        super().fit_columns(columns)
         if not self.robust_local:
             return
         loc, scale = self.loc.clone(), self.scale.clone()
-        columns = self.columns(components, extra)
         for i in range(len(columns) - self.n_local, len(columns)):
             column = columns[i]
             if len(column) < 2:

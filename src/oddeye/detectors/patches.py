@@ -339,9 +339,10 @@ class PatchKNN(AnomalyModel):
         dimension is kept as it is: no product with the identity)."""
         out = []
         for i, r in enumerate(raw):
-            axes = self._get("axes", i)  # square only as the identity (principal_axes keeps every dim)
-            kept = not torch.compiler.is_exporting() and axes.shape[0] == axes.shape[1]
-            out.append(r - self._get("centre", i) if kept else (r - self._get("centre", i)) @ axes)
+            kept = not torch.compiler.is_exporting() and self._keeps_every_dim(i)
+            out.append(
+                r - self._get("centre", i) if kept else (r - self._get("centre", i)) @ self._get("axes", i)
+            )
         return out
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -460,9 +461,15 @@ class PatchKNN(AnomalyModel):
         """Stored raw descriptors (float16) of grid ``i`` on its principal axes, as the bank keeps
         them (float16): less the centre only, where every dimension is kept."""
         centre, axes = self._get("centre", i), self._get("axes", i)
-        if axes.shape[0] == axes.shape[1] and torch.equal(axes, torch.eye(axes.shape[0])):
+        if self._keeps_every_dim(i):
             return (raw.float() - centre).to(BANK_DTYPE)
         return ((raw.float() - centre) @ axes).to(BANK_DTYPE)
+
+    def _keeps_every_dim(self, i: int) -> bool:
+        """Whether grid ``i``'s axes keep every raw dimension (:func:`principal_axes` gives the
+        identity then: only the centre is taken off)."""
+        axes = self._get("axes", i)
+        return axes.shape[0] == axes.shape[1]
 
     def _empty_store(self, i: int, n: int, dim: int | None = None) -> torch.Tensor:
         """(gh + 2r, gw + 2r, n, dim) float16, every value :data:`FAR`: the place of grid ``i``'s
@@ -497,7 +504,7 @@ class PatchKNN(AnomalyModel):
         store itself where every dimension is kept: no second copy), float16 (half the memory;
         distances are computed in float32 from those values)."""
         inner, axes = self._interior(i, store), self._get("axes", i)
-        if axes.shape[0] == axes.shape[1] and torch.equal(axes, torch.eye(axes.shape[0])):
+        if self._keeps_every_dim(i):
             for y in range(inner.shape[0]):
                 inner[y] = self._on_axes(i, inner[y])
             return store

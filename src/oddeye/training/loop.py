@@ -190,7 +190,7 @@ def fit_model(
         result.members.append((member.label, member_result))
     trims = [r.set_aside for _, r in result.members if r.set_aside is not None]
     if trims:  # members' trims: their held-out images leave the ensemble's held-out set too
-        result.set_aside = _joined(*trims) if len(trims) > 1 else trims[0]
+        result.set_aside = _joined(*trims)
         val_idx = val_idx[~np.isin(val_idx, result.set_aside.indices[result.set_aside.heldout])]
         heldout_batches = batches_of(val_idx, "held-out")
         result.val_indices = val_idx
