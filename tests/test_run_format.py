@@ -34,6 +34,7 @@ OTHER_CHOICE = {
     ("ensemble", "references"): "heldout",
     ("default", "references"): "heldout",
     ("default", "local_members"): ("patch-knn:patches=[4]",),
+    ("default", "large_local_members"): ("patch-knn:patches=[8]",),
     ("default", "local_fusion"): "mean",
     ("default", "local_scale"): "spread",
     ("patch-knn", "match"): "anywhere",

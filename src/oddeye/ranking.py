@@ -86,7 +86,7 @@ def rank_outliers(
     det = Detector(detector.detector, detector.config, detector.params)  # the caller's stays as it is
     det.set_params(contamination="0", val_fraction=HELD_OUT, progress=progress)
     if hasattr(get_spec(det.detector).params_cls, "local_members"):  # whole images are ranked: no patch bank
-        det.set_params(local_members=())
+        det.set_params(local_members=(), large_local_members=())
     config = det.config
     model = det.build(data.shape)
     for bank, _ in model.banks():  # the typical core is the bank's densest part: a coreset would

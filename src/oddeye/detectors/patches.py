@@ -221,6 +221,25 @@ def pad_positions(bank: torch.Tensor, radius: int) -> torch.Tensor:
     return F.pad(bank.permute(2, 3, 0, 1), (radius, radius, radius, radius), value=FAR).permute(2, 3, 0, 1)
 
 
+def compact_images(bank: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(H, W, k, D) the images ``index`` (k increasing indices) of a (H, W, N, D) bank, moved to
+    the front of the bank's own memory, position by position: no second bank exists at any moment
+    (an ensemble's screening takes a few images out of a bank of gigabytes). Each position's kept
+    rows are gathered (a (k, D) copy) before they are written at offsets no later than their own,
+    and never past the next position's rows, so no row is overwritten before it is read. The result
+    is a contiguous view of the first part of that memory; the rest (the dropped share) stays
+    allocated with it."""
+    h, w, n, d = bank.shape
+    k = len(index)
+    if not bank.is_contiguous():
+        return bank.index_select(2, index).contiguous()
+    rows = bank.view(h * w, n, d)
+    out = bank.view(-1)[: h * w * k * d].view(h * w, k, d)
+    for p in range(h * w):
+        out[p].copy_(rows[p].index_select(0, index))
+    return out.view(h, w, k, d)
+
+
 @dataclass(frozen=True)
 class PatchKNNParams(Params):
     max_side: int = param(64, help="the working resolution: pixels a side at most (0: full)")
@@ -623,7 +642,7 @@ class PatchKNN(AnomalyModel):
             raise OddeyeError("patch-knn match=anywhere cannot set images aside from its bank")
         index = torch.from_numpy(np.flatnonzero(keep))
         for i in range(len(self.derived.grids)):
-            self._set_bank(i, self._get("bank", i).index_select(2, index).contiguous())
+            self._set_bank(i, compact_images(self._get("bank", i), index))
         if self.layouts.numel():
             self.layouts = self.layouts[index]
         if self.positions_ is not None:
