@@ -170,3 +170,15 @@ def test_layouts_pooled_before_normalising_are_the_sketch_of_the_normalised_imag
     norm = Normalisation()
     pooled = layout_sketch(norm.apply(F.adaptive_avg_pool2d(raw.float(), SKETCH_SIDE)))
     torch.testing.assert_close(pooled, image_sketch(norm.apply(raw)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [0, 4])
+def test_one_search_gives_a_maps_score_and_nearest_row_as_two_searches_did(dims: int) -> None:
+    g = torch.Generator().manual_seed(5)
+    rows = torch.randn(300, 12, generator=g)
+    bank = KNNBank(k=5, dims=dims)
+    bank.build(Batches(lambda: iter(rows.split(64)), len(rows)), lambda x: x)
+    queries = torch.randn(9, 12, generator=g)
+    score, near = bank.search(queries)
+    torch.testing.assert_close(score, bank(queries), rtol=0, atol=0)
+    torch.testing.assert_close(near, bank.closest(queries), rtol=0, atol=0)

@@ -390,10 +390,19 @@ class KNNBank(nn.Module):
         """The k this bank averages at its size (see :func:`bank_k`)."""
         return bank_k(self.k, self.k_share, self.k_max, self.bank.shape[0])
 
+    def search(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) scores as :meth:`forward` gives them and (B, D) the nearest rows as :meth:`closest`
+        gives them, from one search of the bank (a map costs no second search)."""
+        distances, rows = nearest(self._centred(features), self.bank, self.k_now)
+        return distances.mean(1), self._as_features(rows[:, 0])
+
     def closest(self, features: torch.Tensor) -> torch.Tensor:
         """(B, D) the nearest bank row of each feature row, as a feature row (what a map compares
         with; a bank on principal axes gives the row back in the features' space)."""
-        rows = nearest(self._centred(features), self.bank, 1)[1][:, 0]
+        return self._as_features(nearest(self._centred(features), self.bank, 1)[1][:, 0])
+
+    def _as_features(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, D) bank rows ``rows`` as feature rows."""
         near = self.bank[rows].float()
         near = near + self.offset if self.offset.numel() else near
         return near[:, :-1] @ self.axes.T + self.centre if self.axes.numel() else near
@@ -459,8 +468,10 @@ class BankDetector(AnomalyModel):
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
         f = self.features(x)
-        score = self.memory(f)
-        return InferenceBatch(score, self.explain(x, f, self.memory.closest(f)) if maps else None)
+        if not maps:
+            return InferenceBatch(self.memory(f))
+        score, near = self.memory.search(f)
+        return InferenceBatch(score, self.explain(x, f, near))
 
     def explain(self, x: torch.Tensor, f: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
         """(B, H, W) where the image differs from ``near``, its nearest bank row (subclasses)."""
