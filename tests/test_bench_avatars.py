@@ -325,3 +325,17 @@ def test_bench_avatars_contaminated_trains_on_planted_faces(
     bad = cli("bench", "avatars", "--data-dir", data, "--sizes", "64", "--contamination", "0.1",
               "--validation", "--no-save")  # fmt: skip
     assert bad.code == 2 and "--contamination: expected the test protocol" in bad.err
+
+
+def test_the_time_and_memory_table_judges_each_size_by_its_own_goal() -> None:
+    from oddeye.bench.report import _avatars_goal
+
+    run = {"train_seconds": 200.0, "score_seconds": 50.0, "rss_goal_bytes": 2.88e9, "protocol": "test"}
+    assert _avatars_goal({**run, "size": 64, "within_rss_goal": False}) == "-"  # no goal at 64
+    assert _avatars_goal({**run, "size": 256, "within_rss_goal": False}) == "4.2 of 5 min: met"
+    assert _avatars_goal({**run, "size": 256, "score_seconds": 101.0, "within_rss_goal": True}).endswith(
+        "**missed**"
+    )
+    assert _avatars_goal({**run, "size": 1024, "within_rss_goal": True}) == "RSS within 2.88 GB: met"
+    assert _avatars_goal({**run, "size": 1024, "within_rss_goal": False}).endswith("**missed**")
+    assert _avatars_goal({**run, "size": 256, "protocol": "validation", "within_rss_goal": True}) == "-"
