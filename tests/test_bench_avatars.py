@@ -194,6 +194,36 @@ def test_the_validation_protocol_holds_out_training_faces_and_marks_what_changed
     np.testing.assert_array_equal(again[1], val)  # seeded: the same every run
 
 
+def test_marks_are_a_scratch_a_stain_and_a_missing_part_masked_where_pixels_changed() -> None:
+    from oddeye.bench.avatars import MARKS, marks, validation_split
+
+    faces = np.full((6, 64, 64, 3), 255, np.uint8)  # white background
+    faces[:, 16:48, 16:48] = (200, 120, 40)  # an orange square "face"
+    out, masks, kinds = marks(faces, np.random.default_rng(0))
+    assert kinds == list(MARKS) * 2 and out.dtype == np.uint8 and masks.shape == (6, 64, 64)
+    changed = np.abs(out.astype(int) - faces).max(-1) > 12
+    np.testing.assert_array_equal(masks, changed)
+    assert all(m.any() for m, k in zip(masks, kinds) if k != "missing")  # (a part missing from the
+    # white background changes nothing: validation_split counts such an image as normal)
+    for i, kind in enumerate(kinds):
+        share = masks[i].mean()
+        if kind == "scratch":  # thin: at most a few pixels wide over <= 40% of the side
+            assert share < 0.05
+        if kind == "missing":  # filled with the border's colour: white where it covers the face
+            assert (out[i][masks[i]] == 255).all()
+    gray = marks(faces[..., :1].copy(), np.random.default_rng(0))[0]
+    assert gray.shape == (6, 64, 64, 1)  # gray images keep their one channel
+
+    train = np.random.default_rng(1).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    rest, val, truth = validation_split(train, "x", "marks")
+    blobs = validation_split(train, "x")
+    np.testing.assert_array_equal(rest, blobs[0])  # the same faces held out as for the blobs
+    np.testing.assert_array_equal(val[:5], blobs[1][:5])
+    assert truth.defects[:5] == ("good",) * 5 and set(truth.defects[5:]) <= set(MARKS)
+    with pytest.raises(OddeyeError, match="--validation: expected one of"):
+        validation_split(train, "x", "dots")
+
+
 def test_bench_avatars_at_a_size_reads_its_own_category_from_a_mapped_copy(
     modules: Path, tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

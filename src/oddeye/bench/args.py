@@ -132,9 +132,13 @@ def avatars(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--validation",
-        action="store_true",
+        nargs="?",
+        const="blobs",
+        default=None,
+        choices=("blobs", "marks"),
         help="the validation protocol: train on 5/6 of train/good, test on the rest, half of it given "
-        "synthetic local anomalies (choose settings here, never on test/)",
+        "synthetic local anomalies (choose settings here, never on test/): blobs (the default: filled "
+        "ellipses) or marks (scratches, stains, missing parts)",
     )
     parser.add_argument(
         "--n",

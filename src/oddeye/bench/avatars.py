@@ -16,7 +16,10 @@ to the nearest training image.
 ``train/good`` split in six at random (seeded), five to train on, the sixth to test: half of it as
 it is, half given one synthetic local anomaly each (:func:`local_anomalies`: an ellipse of 0.3-3% of
 the image filled with a patch of another held-out face from elsewhere, tinted, or a flat colour),
-its mask the pixels that changed.
+its mask the pixels that changed. ``--validation marks`` gives the same held-out faces marks of
+other kinds instead (:func:`marks`: a thin scratch, a translucent stain, a missing part filled with
+the background), a third of each: local anomalies of other shapes than the test's parts and the
+blobs', on which map settings can be told apart (every map localises the blobs alike).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ VAL_SEED = 0  # the validation protocol's split and synthetic anomalies
 VAL_SHARE = 1 / 6  # of train/good held out to validate on
 VAL_AREA = (0.003, 0.03)  # a synthetic anomaly's share of the image
 VAL_TOLERANCE = 12  # a pixel changed by more than this in some channel is in the mask
+VAL_KINDS = ("blobs", "marks")  # the validation protocol's synthetic anomalies: local_anomalies, marks
+MARKS = ("scratch", "stain", "missing")  # marks' kinds, a third each (in turn)
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,7 @@ class Job:
     detector: str
     seed: int
     settings: dict[str, Any] = field(default_factory=dict)
-    validation: bool = False  # the validation protocol (training images only)
+    validation: str = ""  # the validation protocol's kind of anomalies (VAL_KINDS; "": the test split)
     contamination: float = 0.0  # the share of train/good replaced by faces of avatarsSIZE-strays
 
 
@@ -131,7 +136,7 @@ def measure(job: Job) -> dict[str, Any]:
     if job.contamination:
         train, planted = contaminated(np.asarray(train), category, job.contamination, job.seed)
     if job.validation:
-        train, test_images, truth = validation_split(np.asarray(train), str(category))
+        train, test_images, truth = validation_split(np.asarray(train), str(category), job.validation)
     else:
         test = load_images(category / "test", progress=False)
         truth, test_images = ground_truth(category, paths=test.paths), test.array
@@ -208,26 +213,92 @@ def contaminated(
     return images, {d: planted.count(d) for d in DEFECT_NAMES}
 
 
-def validation_split(train: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, Any]:
+def validation_split(
+    train: np.ndarray, source: str, kinds: str = "blobs"
+) -> tuple[np.ndarray, np.ndarray, Any]:
     """(training images, validation images, their ground truth): ``VAL_SHARE`` of ``train`` held
-    out at random, the second half of it given one synthetic local anomaly each
-    (:func:`local_anomalies`); an image whose anomaly changed no pixel counts as normal."""
+    out at random, the second half of it given one synthetic local anomaly each: ``kinds``
+    "blobs" (:func:`local_anomalies`, defect "synthetic") or "marks" (:func:`marks`, defects named
+    by kind). The held-out faces are the same for both; an image whose anomaly changed no pixel
+    counts as normal."""
     import dataclasses
 
     from oddeye.data import ground_truth
 
+    if kinds not in VAL_KINDS:
+        raise OddeyeError(f"--validation: expected one of {', '.join(VAL_KINDS)}, found {kinds!r}")
     rng = np.random.default_rng(VAL_SEED)
     held = np.sort(rng.permutation(len(train))[: max(2, round(VAL_SHARE * len(train)))])
     rest = np.setdiff1d(np.arange(len(train)), held)
     val = train[held].copy()
     half = len(val) // 2
-    val[half:], changed = local_anomalies(val[half:], rng)
+    if kinds == "blobs":
+        val[half:], changed = local_anomalies(val[half:], rng)
+        names = ["synthetic"] * (len(val) - half)
+    else:
+        val[half:], changed, names = marks(val[half:], rng)
     masks = np.zeros(val.shape[:3], bool)
     masks[half:] = changed
     labels = masks.reshape(len(val), -1).any(1).astype(np.int64)
     truth = ground_truth(labels=labels, masks=masks, scores_source=f"{source} (validation)")
-    truth = dataclasses.replace(truth, defects=tuple("synthetic" if y else "good" for y in labels))
+    defects = ["good"] * half + names
+    truth = dataclasses.replace(truth, defects=tuple(d if y else "good" for d, y in zip(defects, labels)))
     return train[rest], val, truth
+
+
+def marks(images: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images, (N, H, W) masks, kinds): each uint8 image given one mark of the kinds ``MARKS`` in
+    turn, sized by the image's side:
+    - a scratch: a slightly bent line 15-40% of the side long and 0.4-1.2% wide (at least a pixel),
+      dark, light or of a random colour;
+    - a stain: a soft translucent blob (a Gaussian of 3-8% of the side, stretched up to 1.4x, at
+      most 35-60% opaque) of a random brownish colour;
+    - a missing part: a rectangle of 6-12% of the side filled with the image's background (the
+      median colour of its border).
+    The mask is where a channel changed by more than ``VAL_TOLERANCE``."""
+    from PIL import Image, ImageDraw
+
+    out = images.copy()
+    n, h, w = images.shape[:3]
+    side = min(h, w)
+    kinds = [MARKS[i % len(MARKS)] for i in range(n)]
+    for i, kind in enumerate(kinds):
+        img = images[i]
+        if kind == "scratch":
+            rgb = img[..., :3] if img.shape[2] >= 3 else np.repeat(img, 3, -1)
+            im = Image.fromarray(np.ascontiguousarray(rgb))
+            length, angle = rng.uniform(0.15, 0.4) * side, rng.uniform(0, np.pi)
+            x0, y0 = rng.uniform(0.1 * w, 0.9 * w), rng.uniform(0.1 * h, 0.9 * h)
+            bend = rng.normal(0, 0.01 * side, (5, 2))
+            points = [
+                (x0 + t * length * np.cos(angle) + dx, y0 + t * length * np.sin(angle) + dy)
+                for t, (dx, dy) in zip(np.linspace(-0.5, 0.5, 5), bend, strict=True)
+            ]
+            shade = rng.random()
+            colour = rng.integers(0, 256, 3) if shade < 0.5 else np.full(3, 40 if shade < 0.75 else 230)
+            width = max(1, int(round(rng.uniform(0.004, 0.012) * side)))
+            ImageDraw.Draw(im).line(points, fill=tuple(int(v) for v in colour), width=width)
+            drawn = np.asarray(im)
+            out[i] = drawn if img.shape[2] >= 3 else drawn.mean(-1, keepdims=True).round().astype(np.uint8)
+        elif kind == "stain":
+            r = rng.uniform(0.03, 0.08) * side
+            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
+            yy, xx = np.mgrid[:h, :w]
+            stretch = rng.uniform(0.6, 1.4)
+            blob = np.exp(-2 * (((xx - cx) / r) ** 2 + ((yy - cy) / (r * stretch)) ** 2))
+            alpha = (blob * rng.uniform(0.35, 0.6))[..., None]
+            colour = np.array([rng.uniform(60, 140), rng.uniform(40, 90), rng.uniform(10, 50)])
+            colour = colour[: img.shape[2]] if img.shape[2] >= 3 else colour.mean(keepdims=True)
+            out[i] = np.clip(img * (1 - alpha) + colour * alpha, 0, 255).round().astype(np.uint8)
+        else:
+            border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
+            rh = max(2, int(rng.uniform(0.06, 0.12) * h))
+            rw = max(2, int(rh * rng.uniform(0.7, 1.4)))
+            rw = min(rw, w - 2)
+            y0, x0 = rng.integers(0, h - rh + 1), rng.integers(0, w - rw + 1)
+            out[i, y0 : y0 + rh, x0 : x0 + rw] = np.median(border, 0).round().astype(np.uint8)
+    masks = np.abs(out.astype(np.int16) - images.astype(np.int16)).max(-1) > VAL_TOLERANCE
+    return out, masks, kinds
 
 
 def local_anomalies(images: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -310,11 +381,12 @@ def results_name(
     size: int,
     label: str,
     seeds: list[int],
-    validation: bool = False,
+    validation: str | None = None,
     n: int | None = None,
     contamination: float = 0.0,
 ) -> str:
-    stem = f"{category_name(size, n)}-{'val-' if validation else ''}{safe_name(label)}"
+    val = {None: "", "": "", "blobs": "val-"}.get(validation, f"val-{validation}-")
+    stem = f"{category_name(size, n)}-{val}{safe_name(label)}"
     stem += "" if seeds == [0] else "-seeds-" + "-".join(map(str, seeds))
     return stem + contamination_suffix(contamination) + ".json"
 
@@ -370,12 +442,23 @@ def training_copy(category: Path, scratch: Path = SCRATCH_DIR) -> Path:
     return copy
 
 
-def validation_data(run: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+def protocol_of(validation: str | None) -> str:
+    """A record's protocol: "test", "validation" (blobs, as every record before marks) or
+    "validation-marks"."""
+    return "test" if not validation else "validation" if validation == "blobs" else f"validation-{validation}"
+
+
+def protocol_desc(validation: str | None) -> str:
+    return "" if not validation else " validation" + ("" if validation == "blobs" else f" ({validation})")
+
+
+def validation_data(run: dict[str, Any], meta: dict[str, Any], kinds: str = "blobs") -> dict[str, Any]:
     """The validation protocol's images, as a record's ``data`` says them."""
     return {
         "n_train": run["n_train"],
         "n_test": run["n_test"],
-        "synthetic_area": list(VAL_AREA),
+        "synthetic": kinds,
+        **({"synthetic_area": list(VAL_AREA)} if kinds == "blobs" else {"marks": list(MARKS)}),
         "split_seed": VAL_SEED,
         "packages": meta["packages"],
     }
@@ -400,11 +483,11 @@ def run_category(
         name = method.name
         runs = []
         for seed in seeds:
-            job = Job(str(category), name, seed, method.settings, args.validation, fraction)
+            job = Job(str(category), name, seed, method.settings, args.validation or "", fraction)
             runs.append(in_fresh_process(job))
             r = runs[-1]
             pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
-            where = category.name + (" validation" if args.validation else "") + contamination_desc(fraction)
+            where = category.name + protocol_desc(args.validation) + contamination_desc(fraction)
             print(
                 f"{where} {method.label} seed {seed}: image AUROC {r['image_auroc']:.3f}, pixel AUROC / "
                 f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s, "
@@ -414,7 +497,7 @@ def run_category(
         record = {
             "benchmark": "avatars",
             "dataset": category.name,
-            "protocol": "validation" if args.validation else "test",
+            "protocol": protocol_of(args.validation),
             "size": size,
             "n": args.n,
             "detector": name,
@@ -422,7 +505,7 @@ def run_category(
             **method.record(),
             "settings": settings_record(name, method.settings),
             "seeds": seeds,
-            "data": validation_data(runs[0], meta)
+            "data": validation_data(runs[0], meta, args.validation)
             if args.validation
             else {k: meta[k] for k in ("n_train", "n_test_good", "anomalous", "mask_share", "packages")},
             **summary(runs),
