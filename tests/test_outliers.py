@@ -61,6 +61,32 @@ def test_images_a_bank_leaves_out_are_measured_against_its_core() -> None:
     assert np.isfinite(result.scores).all() and result.detector == "pixel-knn"
 
 
+def test_an_image_typical_as_a_whole_with_one_odd_spot_ranks_among_the_first_by_the_local_view() -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    zeros = np.round(digits.images[digits.target == 0] * (255 / 16)).astype(np.uint8)
+    images = np.kron(zeros, np.ones((1, 4, 4), np.uint8))[..., None].copy()  # 178 zeros, 32x32
+    images[40, 1:4, 1:4] = 255  # a 3x3 spot in a corner that is dark in every zero
+    ranked = list(oddeye.outliers(images, progress=False).oddest())
+    whole = oddeye.create("default", local_members=[], large_local_members=[])  # no local view
+    unseen = list(oddeye.outliers(images, detector=whole, progress=False).oddest())
+    assert ranked.index(40) < 3 and unseen.index(40) > 10
+
+
+def test_every_bank_image_left_out_in_turn_scores_as_the_references_do() -> None:
+    from oddeye.detectors.patches import PatchKNN
+
+    images = zeros_and_others()
+    det = oddeye.create("patch-knn", radius=0, references=1000, val_fraction=0.0, progress=False).fit(images)
+    model = det.model_
+    assert isinstance(model, PatchKNN)
+    every = model.leave_one_out_scores(batch=16)
+    np.testing.assert_allclose(every.numpy(), model.reference_scores().numpy(), rtol=1e-5, atol=1e-5)
+    model.leave_one_out_scores(batch=50, refit=True)  # the same scales: refitted from the same distances
+    np.testing.assert_allclose(model.leave_one_out_scores().numpy(), every.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _folder(root: Path, n: int = 30, side: int = 16) -> Path:
     images = zeros_and_others()
     root.mkdir()

@@ -9,6 +9,11 @@ typical image, and a handful of strays of one kind still score high, since they 
 against the typical images, not against each other. Banks keep at most ``max_bank`` images
 (evenly spaced) and 1% of the images are held out (``HELD_OUT``); the images not in a bank are
 measured against its core the same way, in batches.
+
+A detector with a local view (``default``'s ``local_members``) also ranks the images by it
+(:func:`local_atypicality`): a patch bank built on the set, each of its images scored with its own
+patches left out, as a robust z-score over the set; an image typical as a whole ranks by the larger
+of the two (:func:`fused`), so one with a small defect (a scratch, a stain) is found too.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from oddeye.config import TrainConfig
 from oddeye.data.duplicates import Duplicates, find_duplicates
 from oddeye.data.imageset import ImageSet, Unreadable
 from oddeye.detectors import get_spec
 from oddeye.detectors.base import AnomalyModel
+from oddeye.detectors.ensemble import build_member
 from oddeye.detectors.screening import MIN_ROWS, screen
 from oddeye.errors import InputError, OddeyeError
 from oddeye.estimator import Detector
@@ -85,7 +93,10 @@ def rank_outliers(
         raise InputError(data.source, expected, f"{len(data)}")
     det = Detector(detector.detector, detector.config, detector.params)  # the caller's stays as it is
     det.set_params(contamination="0", val_fraction=HELD_OUT, progress=progress)
-    if hasattr(get_spec(det.detector).params_cls, "local_members"):  # whole images are ranked: no patch bank
+    local, params = (), None
+    if hasattr(get_spec(det.detector).params_cls, "local_members"):  # the local view is ranked apart
+        probe = det.build(data.shape)
+        local, params = tuple(probe.local_chosen()), probe.params
         det.set_params(local_members=(), large_local_members=())
     config = det.config
     model = det.build(data.shape)
@@ -103,6 +114,10 @@ def rank_outliers(
     )
     in_pass = np.delete(np.arange(len(data)), fitted.val_indices)  # the banks' positions index these
     scores = atypicality(model, data, in_pass, device, config.score_batch_size, progress)
+    if local:  # an image odd in one place
+        local_z = local_atypicality(local, data, config, device, progress)
+        if local_z is not None:
+            scores = fused(scores, local_z, params)
     duplicates = find_duplicates(data, config.score_batch_size, progress)
     result = OutlierResult(
         scores, duplicates, data.source, det.detector, data.shape, data.paths, data.unreadable
@@ -154,6 +169,50 @@ def atypicality(
             out = ~inside[b, index]
             total[index[out]] += z.double().numpy()[out]
     return total / len(measured)
+
+
+def fused(whole: np.ndarray, local: np.ndarray, params: Any) -> np.ndarray:
+    """The whole-image and local atypicality of each image joined: the larger of the whole-image
+    z-score and the local one less ``local_gate`` (the detector's: ``default`` raises its local
+    view's bar by it) per unit of the whole-image z-score above 0. Both are robust z-scores over
+    the same set, so an image typical as a whole with one odd part ranks by that part, as
+    ``default`` lets its local view speak for such images; an image odd as a whole ranks by the
+    whole-image view. (Not monotone: a part as odd in an image somewhat odd as a whole counts
+    less; see benchmarks/NOTES.md.) ``default``'s own half-weight excess ranked fewer of the
+    planted local marks (0.16 against 0.36 of them first, avatars at 64 pixels)."""
+    return np.maximum(whole, local - float(params.local_gate) * np.maximum(whole, 0.0))
+
+
+def local_atypicality(
+    members: Sequence[Any], data: ImageSet, config: TrainConfig, device: torch.device, progress: bool = True
+) -> np.ndarray | None:
+    """(N,) how odd each image is in one place, or None (no member can leave an image out): each
+    local member (``patch-knn``) is built on the set, every image in its bank scored with its own
+    patches left out (each position's scale refitted from all of those), the others against the
+    bank; the robust z-score of those scores over the set (median, 1.4826 x median absolute
+    deviation), averaged over the members."""
+    per_member = []
+    for member in members:
+        model = build_member(member, data.shape)
+        precision = choose_precision(config.precision, device, model.cpu_bf16)
+        fitted = fit_model(model, data, config, device, precision, name="local view")
+        loo = model.leave_one_out_scores(refit=True) if hasattr(model, "leave_one_out_scores") else None
+        positions = getattr(model, "positions_", None)
+        if loo is None or positions is None:
+            continue
+        in_pass = np.delete(np.arange(len(data)), fitted.val_indices)
+        scores = np.full(len(data), np.nan)
+        scores[in_pass[positions]] = loo.double().cpu().numpy()
+        outside = np.flatnonzero(np.isnan(scores))
+        if len(outside):
+            batch = config.score_batch_size
+            scores[outside] = infer(
+                model, data, device, batch, False, outside, progress, desc="local view"
+            ).scores
+        centre = np.median(scores)
+        spread = 1.4826 * np.median(np.abs(scores - centre)) or float(np.std(scores)) or 1.0
+        per_member.append((scores - centre) / spread)
+    return np.mean(per_member, 0) if per_member else None
 
 
 @torch.no_grad()

@@ -592,10 +592,15 @@ class PatchKNN(AnomalyModel):
         some only), each left out of the bank; returns those (R, gh, gw) distances."""
         many = self.bank_images() > 1
         dist = self._distances(i, ref_rows, refs, candidates) if many else torch.zeros(ref_rows.shape[:3])
-        spread = dist.std(0, unbiased=False) if len(refs) > 1 else torch.ones(dist.shape[1:])
+        self._set_scale(i, dist)
+        return dist
+
+    def _set_scale(self, i: int, dist: torch.Tensor) -> None:
+        """Grid ``i``'s per-position mean and spread from (R, gh, gw) left-out distances (the
+        spread at least its median over the positions)."""
+        spread = dist.std(0, unbiased=False) if len(dist) > 1 else torch.ones(dist.shape[1:])
         setattr(self, f"mean{i}", dist.mean(0))
         setattr(self, f"spread{i}", spread.clamp_min(spread.median().clamp_min(1e-6)))
-        return dist
 
     def bank_images(self) -> int:
         """How many training images the bank holds patches of."""
@@ -620,6 +625,29 @@ class PatchKNN(AnomalyModel):
             for i in range(len(self.derived.grids))
         ]
         self.reference_ = self._scored(distances)[0] if self.bank_images() > 1 else None
+
+    @torch.no_grad()
+    def leave_one_out_scores(self, batch: int = 256, refit: bool = False) -> torch.Tensor | None:
+        """(bank images,) each bank image's score with its own patches left out, in the bank's
+        order (``reference_scores`` gives them for the references alone). The distances are
+        found ``batch`` images at a time (the bank is never copied whole) and kept, a few numbers a
+        patch position; with ``refit``, each position's scale is first refitted from all of them,
+        as ``references`` covering the whole bank would fit it. None where a bank cannot leave an
+        image out ("anywhere": a sample of patches) or holds one image."""
+        n = self.bank_images()
+        if self.params.match != "near" or n < 2:
+            return None
+        parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
+        for start in range(0, n, batch):
+            refs = torch.arange(start, min(n, start + batch))
+            candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
+            for i, part in enumerate(parts):
+                part.append(self._distances(i, self._bank_rows(i, refs), refs, candidates))
+        distances = [torch.cat(part) for part in parts]
+        if refit:
+            for i, dist in enumerate(distances):
+                self._set_scale(i, dist)
+        return self._scored(distances)[0]
 
     @property
     def updatable(self) -> bool:  # type: ignore[override]
