@@ -68,10 +68,11 @@ def test_an_image_typical_as_a_whole_with_one_odd_spot_ranks_among_the_first_by_
     zeros = np.round(digits.images[digits.target == 0] * (255 / 16)).astype(np.uint8)
     images = np.kron(zeros, np.ones((1, 4, 4), np.uint8))[..., None].copy()  # 178 zeros, 32x32
     images[40, 1:4, 1:4] = 255  # a 3x3 spot in a corner that is dark in every zero
-    ranked = list(oddeye.outliers(images, progress=False).oddest())
+    found = oddeye.outliers(images, progress=False)
     whole = oddeye.create("default", local_members=[], large_local_members=[])  # no local view
-    unseen = list(oddeye.outliers(images, detector=whole, progress=False).oddest())
-    assert ranked.index(40) < 3 and unseen.index(40) > 10
+    without = oddeye.outliers(images, detector=whole, progress=False)
+    assert list(found.oddest()).index(40) < 3 and list(without.oddest()).index(40) > 10
+    assert found.local and not without.local
 
 
 def test_every_bank_image_left_out_in_turn_scores_as_the_references_do() -> None:

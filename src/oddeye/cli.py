@@ -34,7 +34,8 @@ EXAMPLES = {
     "outliers": "examples:\n  oddeye outliers photos/ --out outliers.html --csv outliers.csv\n"
     "  oddeye outliers trainingset.npy --out outliers.html --top 64 --detector pixel-knn\n\n"
     "no model is kept: a memory-bank detector is built on every image, and each image's score is its\n"
-    "atypicality among the others (higher = odder). Unreadable files are skipped and listed.",
+    "atypicality among the others (higher = odder), by whole images and, with default, by its local\n"
+    "view too (a small defect). Unreadable files are skipped and listed.",
     "review": "examples:\n  oddeye review runs/default testingset.npy\n"
     "  oddeye review runs/default photos/ --marks photos-marks.csv\n"
     "  oddeye review runs/bottle mvtec/bottle --host 0.0.0.0 --port 8765\n\n"

@@ -64,6 +64,7 @@ class OutlierResult:
     gallery: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     maps: np.ndarray | None = None  # (G, H, W) anomaly maps of the gallery's images
     map_meaning: str = ""
+    local: bool = False  # whether a local view ranked the images too (see fused)
     out: Path | None = None  # the HTML report, once written
     csv: Path | None = None
 
@@ -114,14 +115,14 @@ def rank_outliers(
     )
     in_pass = np.delete(np.arange(len(data)), fitted.val_indices)  # the banks' positions index these
     scores = atypicality(model, data, in_pass, device, config.score_batch_size, progress)
-    if local:  # an image odd in one place
-        local_z = local_atypicality(local, data, config, device, progress)
-        if local_z is not None:
-            scores = fused(scores, local_z, params)
+    local_z = local_atypicality(local, data, config, device, progress) if local else None
+    if local_z is not None:  # an image odd in one place
+        scores = fused(scores, local_z, params)
     duplicates = find_duplicates(data, config.score_batch_size, progress)
     result = OutlierResult(
         scores, duplicates, data.source, det.detector, data.shape, data.paths, data.unreadable
     )
+    result.local = local_z is not None
     result.gallery = result.oddest(top)
     result.maps = gallery_maps(model, data, in_pass, device, result.gallery, config.score_batch_size)
     result.map_meaning = model.map_meaning

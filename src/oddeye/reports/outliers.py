@@ -52,8 +52,14 @@ def _intro(result: OutlierResult) -> str:
     return (
         "Every image ranked by how odd it is among the others (higher = odder): its atypicality, "
         f"the robust z-score of its distance to the typical images, in each memory bank of "
-        f"{result.detector} built on the whole set, averaged. About 0 is typical; above "
-        f"{AUTO_CUT:g} is rare."
+        f"{result.detector} built on the whole set, averaged"
+        + (
+            "; for an image typical as a whole, the larger of that and how odd its oddest patches are "
+            "among the other images' at their place (the local view, less 4 per unit of the first)"
+            if result.local
+            else ""
+        )
+        + f". About 0 is typical; above {AUTO_CUT:g} is rare."
     )
 
 
