@@ -73,6 +73,9 @@ def test_an_image_typical_as_a_whole_with_one_odd_spot_ranks_among_the_first_by_
     without = oddeye.outliers(images, detector=whole, progress=False)
     assert list(found.oddest()).index(40) < 3 and list(without.oddest()).index(40) > 10
     assert found.local and not without.local
+    spot = found.maps[list(found.gallery).index(40)]  # the local view's map, the image left out
+    y, x = np.unravel_index(np.argmax(spot), spot.shape)
+    assert y < 6 and x < 6 and "local view" in found.map_meaning
 
 
 def test_every_bank_image_left_out_in_turn_scores_as_the_references_do() -> None:

@@ -115,17 +115,27 @@ def rank_outliers(
     )
     in_pass = np.delete(np.arange(len(data)), fitted.val_indices)  # the banks' positions index these
     scores = atypicality(model, data, in_pass, device, config.score_batch_size, progress)
-    local_z = local_atypicality(local, data, config, device, progress) if local else None
-    if local_z is not None:  # an image odd in one place
-        scores = fused(scores, local_z, params)
+    whole = scores
+    view = local_atypicality(local, data, config, device, progress) if local else None
+    if view is not None:  # an image odd in one place
+        scores = fused(whole, view.z, params)
     duplicates = find_duplicates(data, config.score_batch_size, progress)
     result = OutlierResult(
         scores, duplicates, data.source, det.detector, data.shape, data.paths, data.unreadable
     )
-    result.local = local_z is not None
+    result.local = view is not None
     result.gallery = result.oddest(top)
     result.maps = gallery_maps(model, data, in_pass, device, result.gallery, config.score_batch_size)
     result.map_meaning = model.map_meaning
+    if view is not None and result.maps is not None:  # the map of the view that ranked the image
+        by_local = scores[result.gallery] > whole[result.gallery]
+        found = view.maps(data, device, result.gallery[by_local], config.score_batch_size)
+        if found is not None:
+            result.maps[by_local] = found
+            result.map_meaning += (
+                "; for an image ranked by the local view, the patch member's map instead (each "
+                "position's left-out z-score, the image's own patches out of the bank)"
+            )
     return result
 
 
@@ -184,15 +194,45 @@ def fused(whole: np.ndarray, local: np.ndarray, params: Any) -> np.ndarray:
     return np.maximum(whole, local - float(params.local_gate) * np.maximum(whole, 0.0))
 
 
+@dataclass
+class LocalView:
+    """How odd each image is in one place (:func:`local_atypicality`): ``z`` (N,), and the patch
+    members that found it, each with the set's index of every image its bank holds."""
+
+    z: np.ndarray
+    members: list[tuple[AnomalyModel, np.ndarray]]
+
+    def maps(
+        self, data: ImageSet, device: torch.device, index: np.ndarray, batch_size: int
+    ) -> np.ndarray | None:
+        """(len(index), H, W) the first member's maps of the images at ``index``, each compared
+        with the bank less its own patches (None where that member cannot leave one out)."""
+        if not len(index):
+            return np.zeros((0, *data.shape[:2]), np.float32)
+        model, held = self.members[0]
+        if not hasattr(model, "left_out_maps"):
+            return None
+        where = {int(d): b for b, d in enumerate(held)}
+        own = torch.tensor([where.get(int(i), -1) for i in index])
+        maps, done = [], 0
+        for x in iter_batches(lambda x: x, model, data, device, batch_size, index, False, "local maps"):
+            found = model.left_out_maps(x, own[done : done + len(x)].to(x.device))
+            if found is None:
+                return None
+            maps.append(found.float().cpu().numpy())
+            done += len(x)
+        return np.concatenate(maps)
+
+
 def local_atypicality(
     members: Sequence[Any], data: ImageSet, config: TrainConfig, device: torch.device, progress: bool = True
-) -> np.ndarray | None:
-    """(N,) how odd each image is in one place, or None (no member can leave an image out): each
-    local member (``patch-knn``) is built on the set, every image in its bank scored with its own
+) -> LocalView | None:
+    """How odd each image is in one place, or None (no member can leave an image out): each local
+    member (``patch-knn``) is built on the set, every image in its bank scored with its own
     patches left out (each position's scale refitted from all of those), the others against the
     bank; the robust z-score of those scores over the set (median, 1.4826 x median absolute
     deviation), averaged over the members."""
-    per_member = []
+    per_member, fitted_members = [], []
     for member in members:
         model = build_member(member, data.shape)
         precision = choose_precision(config.precision, device, model.cpu_bf16)
@@ -213,7 +253,8 @@ def local_atypicality(
         centre = np.median(scores)
         spread = 1.4826 * np.median(np.abs(scores - centre)) or float(np.std(scores)) or 1.0
         per_member.append((scores - centre) / spread)
-    return np.mean(per_member, 0) if per_member else None
+        fitted_members.append((model, in_pass[positions]))
+    return LocalView(np.mean(per_member, 0), fitted_members) if per_member else None
 
 
 @torch.no_grad()

@@ -649,6 +649,17 @@ class PatchKNN(AnomalyModel):
                 self._set_scale(i, dist)
         return self._scored(distances)[0]
 
+    @torch.no_grad()
+    def left_out_maps(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor | None:
+        """(B, H, W) the maps of the normalised batch ``x`` at its size, each image compared with
+        the bank less its own patches: ``own`` (B,) the bank image each one is (-1: none). None
+        where the bank cannot leave an image out ("anywhere", or a search among candidates)."""
+        if self.params.match != "near" or self.layouts.numel():
+            return None
+        raw = self._projected(self.raw_descriptors(self.working(x)))
+        distances = [self._distances(i, d, own) for i, d in enumerate(raw)]
+        return grow(self._scored(distances)[1], x.shape[-2:])[:, 0]
+
     @property
     def updatable(self) -> bool:  # type: ignore[override]
         """A "near" bank holds every patch of its images, so images join it and the scales are
