@@ -619,12 +619,24 @@ class PatchKNN(AnomalyModel):
     def _fit_scales(self) -> None:
         """Every grid's scale ("near" banks) from ``references`` of its images, each left out."""
         refs = torch.from_numpy(spaced(self.bank_images(), self.params.references))
+        many = self.bank_images() > 1
+        distances = (
+            self._left_out_distances(refs)
+            if many
+            else [torch.zeros(self._bank_rows(i, refs).shape[:3]) for i in range(len(self.derived.grids))]
+        )
+        for i, dist in enumerate(distances):
+            self._set_scale(i, dist)
+        self.reference_ = self._scored(distances)[0] if many else None
+
+    def _left_out_distances(self, refs: torch.Tensor) -> list[torch.Tensor]:
+        """Per grid, (R, gh, gw) the distances of the bank images ``refs``' patches to the bank,
+        each image's own patches left out."""
         candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
-        distances = [
-            self._fit_scale(i, self._bank_rows(i, refs), refs, candidates)
+        return [
+            self._distances(i, self._bank_rows(i, refs), refs, candidates)
             for i in range(len(self.derived.grids))
         ]
-        self.reference_ = self._scored(distances)[0] if self.bank_images() > 1 else None
 
     @torch.no_grad()
     def leave_one_out_scores(self, batch: int = 256, refit: bool = False) -> torch.Tensor | None:
@@ -637,13 +649,8 @@ class PatchKNN(AnomalyModel):
         n = self.bank_images()
         if self.params.match != "near" or n < 2:
             return None
-        parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
-        for start in range(0, n, batch):
-            refs = torch.arange(start, min(n, start + batch))
-            candidates = self._candidates(self.layouts[refs], refs) if self.layouts.numel() else None
-            for i, part in enumerate(parts):
-                part.append(self._distances(i, self._bank_rows(i, refs), refs, candidates))
-        distances = [torch.cat(part) for part in parts]
+        chunks = [self._left_out_distances(torch.arange(s, min(n, s + batch))) for s in range(0, n, batch)]
+        distances = [torch.cat(grid) for grid in zip(*chunks, strict=True)]
         if refit:
             for i, dist in enumerate(distances):
                 self._set_scale(i, dist)
