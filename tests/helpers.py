@@ -66,3 +66,12 @@ def make_mvtec(root, size: int = 16, n_train: int = 24, seed: int = 0):
         for i, m in enumerate(masks):
             Image.fromarray(m).save(cat / "ground_truth" / defect / f"{i:03d}_mask.png")
     return cat
+
+
+def stripes(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """A texture: diagonal stripes of one period at a random phase in every image (nothing aligned)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    gray = 128 + 90 * np.sin((yy + xx)[None] * (2 * np.pi / 8) + phase) + rng.normal(0, 3, (n, size, size))
+    return np.repeat(gray[..., None], 3, -1).clip(0, 255).astype(np.uint8)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import oddeye
+from helpers import stripes
 from oddeye.data import loaders
 from oddeye.data.duplicates import find_duplicates
 from oddeye.data.imageset import as_imageset
@@ -89,6 +90,34 @@ def test_every_bank_image_left_out_in_turn_scores_as_the_references_do() -> None
     np.testing.assert_allclose(every.numpy(), model.reference_scores().numpy(), rtol=1e-5, atol=1e-5)
     model.leave_one_out_scores(batch=50, refit=True)  # the same scales: refitted from the same distances
     np.testing.assert_allclose(model.leave_one_out_scores().numpy(), every.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_texture_bank_of_patches_leaves_each_image_out_as_its_references_were_and_finds_a_spot() -> None:
+    import torch
+
+    from oddeye.detectors import get_spec
+    from oddeye.detectors.base import Batches
+
+    images = stripes(60)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    model = get_spec("patch-knn").build(
+        (32, 32, 3), {"match": "auto", "references": 1000, "max_patches": 4000}
+    )
+    batches = Batches(lambda: iter(x.split(16)), len(x))
+    model.fit_start(batches)
+    model.fit_end(batches, lambda: iter(()))
+    assert model.matching == "anywhere"
+    assert model.leave_one_out_scores() is None  # a bank of patches: it needs the images
+    every = model.leave_one_out_scores(images=lambda: iter(x.split(7)))  # described anew, in float32:
+    # the references' raw descriptors were kept in float16 while the axes were fitted
+    np.testing.assert_allclose(every.numpy(), model.reference_scores().numpy(), rtol=0.03, atol=0.03)
+    # outliers: a spot in one stripe image, found by the local view, its map at the spot
+    images[17, 20:23, 5:8] = (255, 0, 255)
+    found = oddeye.outliers(images, progress=False)
+    assert found.local and found.oddest()[0] == 17
+    spot = found.maps[list(found.gallery).index(17)]
+    y, x0 = np.unravel_index(np.argmax(spot), spot.shape)
+    assert 17 <= y <= 25 and 2 <= x0 <= 10
 
 
 def _folder(root: Path, n: int = 30, side: int = 16) -> Path:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import oddeye
+from helpers import stripes
 from oddeye.detectors import get_spec
 from oddeye.detectors.base import Batches
 from oddeye.detectors.memory import principal_axes
@@ -66,6 +67,20 @@ def test_near_distances_match_brute_force_with_radius_and_leave_one_out() -> Non
                 assert got[b, y, x] == pytest.approx(float(best), abs=1e-4)
 
 
+def test_anywhere_distances_match_brute_force_across_blocks_and_leave_each_image_out() -> None:
+    from oddeye.detectors import patches
+
+    torch.manual_seed(0)
+    bank, queries = torch.randn(5000, 4).half(), torch.randn(1300, 4)  # 3 x 3 blocks, partial ones too
+    owners, exclude = torch.arange(5000) // 50, torch.randint(0, 100, (1300,))
+    got = patches.anywhere_distances(queries, bank, bank.float().pow(2).sum(-1), exclude, owners)
+    full = torch.cdist(queries, bank.float())
+    full[exclude.view(-1, 1) == owners.view(1, -1)] = float("inf")
+    torch.testing.assert_close(got, full.amin(1), atol=1e-4, rtol=1e-4)
+    plain = patches.anywhere_distances(queries, bank, bank.float().pow(2).sum(-1))
+    torch.testing.assert_close(plain, torch.cdist(queries, bank.float()).amin(1), atol=1e-4, rtol=1e-4)
+
+
 def test_patch_grid_stacks_each_window_of_cells() -> None:
     cells = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
     grid = patch_grid(cells, span=2, step=2)  # windows at rows 0, 2 and columns 0, 2, 4
@@ -112,15 +127,6 @@ def test_the_bank_is_bounded_by_max_bank_and_max_side_whatever_the_image_size() 
         out = model.infer(x[:3], maps=True)
         assert out.anomaly_map.shape == (3, side, side)
     assert sizes[32] == sizes[96] and sizes[32][2] == 10
-
-
-def stripes(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
-    """A texture: diagonal stripes of one period at a random phase in every image (nothing aligned)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
-    gray = 128 + 90 * np.sin((yy + xx)[None] * (2 * np.pi / 8) + phase) + rng.normal(0, 3, (n, size, size))
-    return np.repeat(gray[..., None], 3, -1).clip(0, 255).astype(np.uint8)
 
 
 def test_anywhere_finds_a_spot_in_a_texture_and_leaves_each_reference_image_out() -> None:
@@ -240,10 +246,18 @@ def test_on_images_over_64_pixels_the_local_view_works_at_128_and_reads_its_odde
     assert small.params.max_side == 64 and small.params.top == 0.0025  # 64 px a side: local_members
 
 
-@pytest.mark.parametrize("params", [{"radius": 0, "dims": 24}, {"radius": 1, "dims": 0, "candidates": 8}])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"radius": 0, "dims": 24},
+        {"radius": 1, "dims": 0, "candidates": 8},
+        {"match": "anywhere", "dims": 16, "max_patches": 3000, "references": 20},
+    ],
+)
 def test_the_two_pass_bank_equals_one_projected_from_a_store_of_every_raw_descriptor(params) -> None:
-    """A pass of known length builds the bank in two passes, never holding the raw descriptors of
-    every image; a pass of unknown length keeps them and projects them at the end: the same bank."""
+    """A pass of known length builds the bank in two passes ("anywhere": one, keeping only the
+    patches it needs), never holding the raw descriptors of every image; a pass of unknown length
+    keeps them and projects them at the end: the same bank."""
     images = torch.from_numpy(faces(50, size=64, seed=4)).permute(0, 3, 1, 2).float() / 255
 
     def generator():
@@ -293,12 +307,60 @@ def test_new_images_join_the_bank_within_its_bound_and_the_scales_are_refit() ->
     assert model.bank_images() == 50
 
 
-def test_anywhere_banks_cannot_absorb_and_say_so_in_one_line() -> None:
-    from oddeye.errors import OddeyeError
+def test_anywhere_banks_absorb_new_images_within_max_patches() -> None:
+    settings = {"progress": False, "max_side": 32, "patches": (4,), "match": "anywhere", "contamination": "0"}
+    odd, _ = with_spot(stripes(12, seed=2))
+    copies = np.repeat(odd[:1], 10, 0)
+    # room for every patch: the copies' spot joins the bank, and the image is normal again
+    roomy = oddeye.create("patch-knn", max_patches=100_000, **settings).fit(stripes(40))
+    model = roomy.model_
+    normal = roomy.score(stripes(20, seed=7)).max()
+    assert roomy.score(odd[:1])[0] > 3 * normal and model.updatable
+    rows, images = model.bank0.shape[2], model.bank_images()
+    roomy.partial_fit(copies)  # 9 absorbed, 1 held out
+    assert model.bank_images() == images + 9 and model.bank0.shape[2] == rows + 9 * 225
+    assert (model.owners0[rows:] >= images).all() and model.positions_ is None
+    torch.testing.assert_close(model.norms0, model.bank0.float().pow(2).sum(-1))
+    assert roomy.score(odd[:1])[0] < normal
+    # a full bank stays within its bound, old and new patches in proportion to their images
+    full = oddeye.create("patch-knn", max_patches=2000, **settings).fit(stripes(40))
+    built = full.model_.bank_images()
+    full.partial_fit(stripes(40, seed=8))  # about as many new images as the bank was built from
+    owners = full.model_.owners0
+    assert len(owners) == 2000 and 900 <= int((owners >= built).sum()) <= 1100
 
-    det = oddeye.create("patch-knn", progress=False, max_side=32, match="anywhere").fit(faces(30))
-    with pytest.raises(OddeyeError, match="patch-knn needs training: retrain"):
-        det.partial_fit(faces(5, seed=1))
+
+def test_anywhere_banks_set_images_aside_with_their_patches() -> None:
+    det = oddeye.create(
+        "patch-knn", progress=False, max_side=32, patches=(4,), match="anywhere", max_patches=3000
+    ).fit(stripes(40))
+    model = det.model_
+    owners, bank, spread = model.owners0.clone(), model.bank0.clone(), model.spread0.clone()
+    gone = model.positions_[[0, 5, 6]]
+    model.set_aside_images(gone)
+    kept = ~np.isin(owners.numpy(), [0, 5, 6])
+    assert torch.equal(model.bank0[0, 0], bank[0, 0, torch.from_numpy(kept)])
+    renumbered = [o - (o > 0) - 2 * (o > 6) for o in owners[torch.from_numpy(kept)].tolist()]
+    assert model.owners0.tolist() == renumbered
+    assert model.bank_images() == len(model.positions_) == 35 and not np.isin(model.positions_, gone).any()
+    assert torch.equal(model.spread0, spread)  # the scales as built: no reference images to refit them on
+
+
+def test_auto_matches_aligned_objects_near_their_place_and_a_texture_anywhere(tmp_path) -> None:
+    from oddeye.detectors.ensemble import PATCH_MEMBER
+
+    assert "match=auto" in PATCH_MEMBER
+    on_faces = oddeye.create("patch-knn", progress=False, max_side=32, match="auto").fit(faces(40))
+    assert on_faces.model_.matching == "near" and float(on_faces.model_.aligned) > 0.3
+    det = oddeye.create("default", progress=False, local_members=[PATCH_MEMBER]).fit(stripes(60))
+    patch = det.model_.detectors[-1]
+    assert patch.matching == "anywhere" and float(patch.aligned) < 0.03
+    assert patch.bank0.shape[:2] == (1, 1)  # a sample of every place's patches
+    det.save(tmp_path / "run")
+    again = oddeye.load(tmp_path / "run", progress=False)
+    assert again.model_.detectors[-1].matching == "anywhere"
+    images, _ = with_spot(stripes(6, seed=4))
+    np.testing.assert_array_equal(again.score(images), det.score(images))
 
 
 def test_alone_it_keeps_every_image_it_samples_whatever_the_contamination_setting() -> None:

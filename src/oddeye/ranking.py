@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,16 +238,20 @@ def local_atypicality(
         model = build_member(member, data.shape)
         precision = choose_precision(config.precision, device, model.cpu_bf16)
         fitted = fit_model(model, data, config, device, precision, name="local view")
-        loo = model.leave_one_out_scores(refit=True) if hasattr(model, "leave_one_out_scores") else None
         positions = getattr(model, "positions_", None)
-        if loo is None or positions is None:
+        if positions is None or not hasattr(model, "leave_one_out_scores"):
             continue
         in_pass = np.delete(np.arange(len(data)), fitted.val_indices)
+        batch = config.score_batch_size
+        held = in_pass[positions]  # a bank of patches, not of images, scores them anew
+        images = partial(iter_batches, lambda x: x, model, data, device, batch, held, progress, "local view")
+        loo = model.leave_one_out_scores(refit=True, images=images)
+        if loo is None:
+            continue
         scores = np.full(len(data), np.nan)
         scores[in_pass[positions]] = loo.double().cpu().numpy()
         outside = np.flatnonzero(np.isnan(scores))
         if len(outside):
-            batch = config.score_batch_size
             scores[outside] = infer(
                 model, data, device, batch, False, outside, progress, desc="local view"
             ).scores

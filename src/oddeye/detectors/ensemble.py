@@ -212,7 +212,7 @@ GRAY_MEMBERS = (f"shape-knn:{BANK_K}",)
 # cells (`top` 0.0025 of the 31 x 31 grid at the working 64 pixels; it was 0.02, 19 cells, which
 # diluted a defect of 1% of the image), with the excess counted beyond 0.5 (`local_margin`; see
 # DefaultParams and NOTES.md)
-PATCH_MEMBER = "patch-knn:radius=0;dims=24;top=0.0025"
+PATCH_MEMBER = "patch-knn:radius=0;dims=24;top=0.0025;match=auto"
 LOCAL_MEMBERS: tuple[str, ...] = (PATCH_MEMBER,)
 # images larger than LARGE_SIDE a side: the patch member works at 128 pixels, where a 256 px face's
 # thin strokes (a skull graphic) are still strokes and not a grey blur, and scores an image by its
@@ -220,7 +220,7 @@ LOCAL_MEMBERS: tuple[str, ...] = (PATCH_MEMBER,)
 # at 0.42 GiB for 3,000 images. Avatars256 validation: 0.925 at 64 working pixels -> 0.957 (ten
 # cells, the 64 px member's share) -> 0.965 (one cell, 16 dimensions); see NOTES.md
 LARGE_SIDE = 64
-LARGE_PATCH_MEMBER = "patch-knn:radius=0;dims=16;top=0.0003;max_side=128"
+LARGE_PATCH_MEMBER = "patch-knn:radius=0;dims=16;top=0.0003;max_side=128;match=auto"
 LARGE_LOCAL_MEMBERS: tuple[str, ...] = (LARGE_PATCH_MEMBER,)
 
 

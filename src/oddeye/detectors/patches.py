@@ -4,7 +4,8 @@ A whole-image descriptor loses a defect covering 1% of a 256x256 image before it
 ``patch-knn`` keeps, for every position of a grid, the local descriptors of the training images
 there, and compares each test patch with the training patches at the same and nearby positions
 (objects that are roughly aligned: a part, a face, a board) and, with ``match="anywhere"``, with a
-bounded sample of the training patches of every position (textures). Each position's distances are
+bounded sample of the training patches of every position (textures; ``match="auto"`` chooses from
+the training images, as the default's local members do). Each position's distances are
 put on one scale by the distances of the training images' own patches at that position (leave one
 image out), so a patch of background that never varies and a patch of hair that always does are
 judged alike. The map is that scaled distance at the input's resolution; the image score is the mean
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, needs_training, selected
+from oddeye.detectors.base import AnomalyModel, Batches, InferenceBatch, selected
 from oddeye.detectors.memory import (
     bank_select_param,
     bank_shares,
@@ -43,7 +44,6 @@ from oddeye.detectors.memory import (
 )
 from oddeye.detectors.params import Derived, Params, param
 from oddeye.detectors.registry import register
-from oddeye.errors import OddeyeError
 
 FAR = 1e4  # descriptor value of a padded grid position: never anyone's nearest patch
 
@@ -115,6 +115,43 @@ def near_distances(
                             torch.minimum(low, part, out=low)
     d2 = best + q.pow(2).sum(-1)
     return d2.clamp_min(0).sqrt().permute(2, 0, 1)
+
+
+def anywhere_distances(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    norms: torch.Tensor,
+    exclude: torch.Tensor | None = None,
+    owners: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(Q,) distance from each of the (Q, d) query patches to its nearest of the (N, d) ``bank``
+    patches (``norms`` their squared lengths), not counting those ``owners`` (N,) says come from
+    the image ``exclude`` (Q,) names for the query. In blocks of :data:`ANYWHERE_QUERIES` queries by
+    :data:`ANYWHERE_ROWS` patches, a block of distances small enough to stay in the cache while its
+    minimum is taken (with d = 16 or 24 the search is bound by reading the distances, not computing
+    them: 38,000 patches against 50,000 took 0.8 s in such blocks, 2.4 s in blocks four times larger,
+    on two cores)."""
+    q = queries.float()
+    best = torch.full((len(q),), float("inf"), device=q.device)
+    starts = range(0, bank.shape[0], ANYWHERE_ROWS)
+    spans = None  # each block of rows' least and greatest owner: most blocks hold none of a query's image
+    if exclude is not None and owners is not None and len(owners):
+        spans = [
+            (int(owners[r : r + ANYWHERE_ROWS].min()), int(owners[r : r + ANYWHERE_ROWS].max()))
+            for r in starts
+        ]
+    for s in range(0, len(q), ANYWHERE_QUERIES):
+        block, low = q[s : s + ANYWHERE_QUERIES], best[s : s + ANYWHERE_QUERIES]
+        mine = None if exclude is None else exclude[s : s + ANYWHERE_QUERIES].view(-1, 1).to(q.device)
+        least, most = (int(mine.min()), int(mine.max())) if mine is not None else (0, -1)
+        for k, r in enumerate(starts):
+            rows = bank[r : r + ANYWHERE_ROWS].float()
+            part = torch.addmm(norms[r : r + ANYWHERE_ROWS].view(1, -1), block, rows.T, alpha=-2)
+            if spans is not None and spans[k][0] <= most and least <= spans[k][1]:
+                same = mine == owners[r : r + ANYWHERE_ROWS].view(1, -1).to(q.device)  # type: ignore[union-attr,operator]
+                part.masked_fill_(same, float("inf"))
+            torch.minimum(low, part.amin(1), out=low)
+    return (best + q.pow(2).sum(-1)).clamp_min(0).sqrt()
 
 
 def _partial(
@@ -212,6 +249,7 @@ LAYOUT_SIDE = 16
 NEAR_BLOCK = 1 << 23  # distances per block
 NEAR_CHUNK = 512  # bank images per distance block
 POSITIONS_BLOCK = 2  # grid positions per distance block (eager search; 2 x 512 measured fastest)
+ANYWHERE_QUERIES, ANYWHERE_ROWS = 512, 2048  # an "anywhere" search's distance block (measured fastest)
 
 
 def pad_positions(bank: torch.Tensor, radius: int) -> torch.Tensor:
@@ -250,8 +288,9 @@ class PatchKNNParams(Params):
     dims: int = param(16, help="descriptor dimensions kept (principal axes of the training patches; 0: all)")
     match: str = param(
         "near",
-        help="where a patch's nearest is looked for: near its place (aligned objects), anywhere (textures)",
-        choices=("near", "anywhere"),
+        help="where a patch's nearest is looked for: near its place (aligned objects), anywhere (textures), "
+        "or auto: anywhere where the patches' place explains little of how they vary (see ALIGNED)",
+        choices=("near", "anywhere", "auto"),
     )
     radius: int = param(1, help="near: grid steps around a patch's own position searched for its nearest")
     max_patches: int = param(50_000, help="anywhere: training patches the bank keeps (evenly spaced)")
@@ -273,6 +312,15 @@ class PatchKNNDerived(Derived):
 
 
 BANK_DTYPE = torch.float16  # a "near" bank's descriptors, as stored
+# match="auto": the training patches are compared near their place where their place explains at
+# least this share of their descriptors' variance (objects roughly aligned), else anywhere (a
+# texture, or a scene cropped anywhere). Measured on the first grid of the default's members over
+# ALIGN_IMAGES training images: avatars 0.41-0.42, Fashion-MNIST's classes 0.31-0.74 (its 8-class
+# sets 0.25-0.34), digits 0.67-0.81, emoji categories 0.085-0.45; crops of scikit-image's brick,
+# grass and gravel 0.003-0.007, of its photographs 0.016-0.054: the cut sits between the textures
+# and the least aligned objects (see NOTES.md)
+ALIGNED = 0.03
+ALIGN_IMAGES = 256
 PCA_ROWS = 50_000  # training patches the principal axes are fitted on, per patch size
 
 
@@ -291,9 +339,16 @@ class PatchKNN(AnomalyModel):
     the input's size; the score is the mean of its highest ``top`` share of cells.
     Derived and recorded: ``work_hw`` and each patch size's cell and grid.
 
+    ``match="auto"`` measures, before the bank is built, how much of the training patches' variance
+    their place explains (:meth:`alignment`): aligned objects are compared near their place, a
+    texture anywhere; the measure is kept with the model, and :attr:`matching` says what was chosen.
+
     A "near" bank holds every patch of its images in float16 (distances in float32), so new normal
     images join it (``oddeye update``: :meth:`absorb`) and an ensemble's screening can take images
-    out of it (:meth:`set_aside_images`), the scales refit each time. Alone it sets no image aside:
+    out of it (:meth:`set_aside_images`), the scales refit each time. An "anywhere" bank holds an
+    even sample of the patches, each with the image it came from: new images' patches join the
+    sample within ``max_patches`` and set-aside images' patches leave it, the scales as built.
+    Alone it sets no image aside:
     screened by their whole-image layout, the avatars' rarest normal faces went (14% of the bank),
     and with them the patches the bank needs: image AUROC 0.963 -> 0.850 (see NOTES.md)."""
 
@@ -319,6 +374,9 @@ class PatchKNN(AnomalyModel):
             for name in self.BUFFERS:
                 self.register_buffer(f"{name}{i}", torch.zeros(0))
         self.register_buffer("layouts", torch.zeros(0))
+        self.match_: str | None = None  # match="auto": "near" or "anywhere", once the images chose
+        if self.params.match == "auto":  # the share of the patches' variance their place explains
+            self.register_buffer("aligned", torch.zeros(0))
         self.positions_: np.ndarray | None = None  # after fit_end: each bank image's place in the pass
         self.reference_: torch.Tensor | None = None  # after fit_end: the references' own scores
 
@@ -338,6 +396,42 @@ class PatchKNN(AnomalyModel):
 
     def _get(self, name: str, i: int) -> torch.Tensor:
         return getattr(self, f"{name}{i}")
+
+    @property
+    def matching(self) -> str:
+        """Where a patch's nearest is looked for: ``match``, or with ``"auto"`` what the training
+        images chose (:meth:`alignment`; "near" before the bank is built)."""
+        return self.params.match if self.params.match != "auto" else self.match_ or "near"
+
+    def _choose_match(self) -> None:
+        """``match_`` from the measured ``aligned`` share (match="auto")."""
+        self.match_ = "anywhere" if self.aligned.numel() and float(self.aligned) < ALIGNED else "near"
+
+    @torch.no_grad()
+    def alignment(self, batches: Batches, keep: np.ndarray | None) -> float:
+        """The share of the first grid's descriptor variance that the patches' place explains, over
+        an evenly spaced sample of at most :data:`ALIGN_IMAGES` of the images ``keep`` names (the first
+        ones, in a pass of unknown length): near 1 where every image shows the same thing at the same
+        place, near 0 for a texture."""
+        sample = None if keep is None else keep[spaced(len(keep), ALIGN_IMAGES)]
+        at_place: torch.Tensor | float = 0.0  # sums, batch by batch
+        squares, seen = 0.0, 0
+        for x in batches() if sample is None else selected(batches, sample):
+            d = self.raw_descriptors(self.working(x[: ALIGN_IMAGES - seen]))[0].flatten(
+                1, 2
+            )  # (b, places, D)
+            at_place = at_place + d.sum(0, dtype=torch.float64)
+            squares += float(d.pow(2).sum(dtype=torch.float64))
+            seen += len(d)
+            if seen >= ALIGN_IMAGES:
+                break
+        if not isinstance(at_place, torch.Tensor):
+            return 1.0
+        at_place = at_place / seen  # each place's mean descriptor
+        centre = at_place.mean(0)
+        between = float((at_place - centre).pow(2).sum(-1).mean())
+        total = squares / (seen * at_place.shape[0]) - float(centre.pow(2).sum())
+        return between / total if total > 0 else 1.0
 
     def working(self, x: torch.Tensor) -> torch.Tensor:
         """A normalised batch at the working resolution (what descriptors and layouts are made of)."""
@@ -374,11 +468,14 @@ class PatchKNN(AnomalyModel):
         n, bound = count_of(batches), self.params.max_bank
         coreset = self.params.select == "coreset" and n is not None and n > bound
         keep = None if n is None else covering(batches, bound) if coreset else spaced(n, bound)
-        near = self.params.match == "near"
-        if near and keep is not None:  # a known pass: two passes, the bank stored projected
-            self._build_near(batches, keep)
+        if self.params.match == "auto":
+            self.aligned = torch.tensor(self.alignment(batches, keep))
+            self._choose_match()
+        near = self.matching == "near"
+        if keep is not None:  # a known pass: the bank stored projected, never every raw descriptor
+            self._build_near(batches, keep) if near else self._build_anywhere(batches, keep)
             return
-        # a pass of unknown length, or "anywhere": the raw descriptors, then the axes
+        # a pass of unknown length: the raw descriptors, then the axes
         parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
         layouts: list[torch.Tensor] = []
         seen = 0
@@ -416,7 +513,9 @@ class PatchKNN(AnomalyModel):
                 continue
             own = torch.cat([(c.float() - centre) @ axes for c in raw.split(256)])  # (N, gh, gw, d)
             del raw
-            self._keep_anywhere(i, own)
+            n, gh, gw, d = own.shape
+            pick = torch.from_numpy(spaced(n * gh * gw, self.params.max_patches))
+            self._set_anywhere(i, own.reshape(-1, d)[pick], pick // (gh * gw))
             refs = torch.from_numpy(spaced(len(own), self.params.references))
             anywhere.append(
                 self._fit_scale(i, own[refs], refs, None)
@@ -475,6 +574,45 @@ class PatchKNN(AnomalyModel):
         for i, bank in enumerate(banks):
             self._set_bank(i, bank)
         self._fit_scales()
+
+    def _build_anywhere(self, batches: Batches, keep: np.ndarray) -> None:
+        """An "anywhere" bank of the images at ``keep`` in one pass: of each batch's raw descriptors
+        (as stored, float16) only the patches the axes are fitted on, the evenly spaced patches the
+        bank keeps and the ``references`` images' are kept; then each grid's axes, those patches on
+        them, and the scales. The bank a store of every raw descriptor gives (a pass of unknown
+        length), without that store: at 128 working pixels it would be 1.4 GB for 3,000 images."""
+        n, grids = len(keep), self.derived.grids
+        refs = torch.from_numpy(spaced(n, self.params.references))
+        wanted = [
+            (
+                torch.from_numpy(spaced(n * gh * gw, PCA_ROWS)),
+                torch.from_numpy(spaced(n * gh * gw, self.params.max_patches)),
+            )
+            for _, _, gh, gw in grids
+        ]
+        parts: list[tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]] = [
+            ([], [], []) for _ in grids
+        ]
+        placed = 0
+        for x in selected(batches, keep):
+            for i, d in enumerate(self.raw_descriptors(self.working(x))):
+                d = d.to(BANK_DTYPE)
+                places, flat = d.shape[1] * d.shape[2], d.flatten(0, 2)
+                for found, index in zip(parts[i][:2], wanted[i], strict=True):
+                    here = index[(index >= placed * places) & (index < (placed + len(d)) * places)]
+                    found.append(flat[here - placed * places])
+                parts[i][2].append(d[refs[(refs >= placed) & (refs < placed + len(d))] - placed])
+            placed += len(x)
+        self.positions_ = keep
+        distances = []
+        for i, (_, _, gh, gw) in enumerate(grids):
+            sample, rows, own = (torch.cat(found) for found in parts[i])
+            centre, axes = principal_axes(sample, self.params.dims)
+            setattr(self, f"centre{i}", centre)
+            setattr(self, f"axes{i}", axes)
+            self._set_anywhere(i, (rows.float() - centre) @ axes, wanted[i][1] // (gh * gw))
+            distances.append(self._fit_scale(i, (own.float() - centre) @ axes, refs, None))
+        self.reference_ = self._scored(distances)[0]
 
     def _on_axes(self, i: int, raw: torch.Tensor) -> torch.Tensor:
         """Stored raw descriptors (float16) of grid ``i`` on its principal axes, as the bank keeps
@@ -540,23 +678,19 @@ class PatchKNN(AnomalyModel):
         )  # a row at a time
         setattr(self, f"owners{i}", torch.arange(bank.shape[2]))
 
-    def _keep_anywhere(self, i: int, own: torch.Tensor) -> None:
-        """The "anywhere" bank of patch size ``i`` from the kept images' (N, gh, gw, d) descriptors:
-        an evenly spaced sample of every position's patches, with the image each came from ("near"
-        banks are built in place: :meth:`_projected_store`)."""
-        n, gh, gw, d = own.shape
-        pick = torch.from_numpy(spaced(n * gh * gw, self.params.max_patches))
-        bank = own.reshape(-1, d)[pick].view(1, 1, -1, d).contiguous()
-        owners = pick // (gh * gw)
+    def _set_anywhere(self, i: int, rows: torch.Tensor, owners: torch.Tensor) -> None:
+        """The "anywhere" bank of patch size ``i``: (P, d) patches on the axes, each from the bank
+        image ``owners`` names, and their squared lengths."""
+        bank = rows.view(1, 1, -1, rows.shape[-1]).contiguous()
         setattr(self, f"bank{i}", bank)
-        setattr(self, f"norms{i}", bank.pow(2).sum(-1))
+        setattr(self, f"norms{i}", bank.float().pow(2).sum(-1))
         setattr(self, f"owners{i}", owners)
 
     def _candidates(self, layouts: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor | None:
         """(B, K) the bank images laid out most like each query (not the one ``exclude`` names), or
         None: every bank image is a candidate."""
         k = min(self.params.candidates, len(self.layouts) - (exclude is not None))
-        if self.params.match != "near" or self.params.candidates <= 0 or k < 1:
+        if self.matching != "near" or self.params.candidates <= 0 or k < 1:
             return None
         rows = nearest(layouts, self.layouts, k + (exclude is not None))[1]
         if exclude is None:
@@ -578,11 +712,15 @@ class PatchKNN(AnomalyModel):
         bank, norms, owners = self._get("bank", i), self._get("norms", i), self._get("owners", i)
         if candidates is not None:
             return candidate_distances(d, bank, norms, self.params.radius, candidates)
-        if self.params.match == "near":
+        if self.matching == "near":
             return near_distances(d, bank, norms, self.params.radius, exclude, owners)
         b, gh, gw, dim = d.shape
         per_patch = None if exclude is None else exclude.repeat_interleave(gh * gw)
-        return near_distances(d.reshape(-1, 1, 1, dim), bank, norms, 0, per_patch, owners).view(b, gh, gw)
+        if torch.compiler.is_exporting():  # one graph for any batch size
+            return near_distances(d.reshape(-1, 1, 1, dim), bank, norms, 0, per_patch, owners).view(b, gh, gw)
+        return anywhere_distances(d.reshape(-1, dim), bank[0, 0], norms[0, 0], per_patch, owners).view(
+            b, gh, gw
+        )
 
     def _fit_scale(
         self, i: int, ref_rows: torch.Tensor, refs: torch.Tensor, candidates: torch.Tensor | None
@@ -604,7 +742,7 @@ class PatchKNN(AnomalyModel):
 
     def bank_images(self) -> int:
         """How many training images the bank holds patches of."""
-        if self.params.match == "near":
+        if self.matching == "near":
             return self._get("bank", 0).shape[2]
         owners = self._get("owners", 0)
         return int(owners.max()) + 1 if owners.numel() else 0
@@ -639,17 +777,32 @@ class PatchKNN(AnomalyModel):
         ]
 
     @torch.no_grad()
-    def leave_one_out_scores(self, batch: int = 256, refit: bool = False) -> torch.Tensor | None:
+    def leave_one_out_scores(
+        self,
+        batch: int = 256,
+        refit: bool = False,
+        images: Callable[[], Iterator[torch.Tensor]] | None = None,
+    ) -> torch.Tensor | None:
         """(bank images,) each bank image's score with its own patches left out, in the bank's
         order (``reference_scores`` gives them for the references alone). The distances are
         found ``batch`` images at a time (the bank is never copied whole) and kept, a few numbers a
         patch position; with ``refit``, each position's scale is first refitted from all of them,
-        as ``references`` covering the whole bank would fit it. None where a bank cannot leave an
-        image out ("anywhere": a sample of patches) or holds one image."""
+        as ``references`` covering the whole bank would fit it. An "anywhere" bank keeps a sample of
+        patches, not its images: ``images()`` gives them (normalised batches, in the bank's order;
+        None: no scores). None too where the bank holds one image."""
         n = self.bank_images()
-        if self.params.match != "near" or n < 2:
+        if n < 2 or (self.matching != "near" and images is None):
             return None
-        chunks = [self._left_out_distances(torch.arange(s, min(n, s + batch))) for s in range(0, n, batch)]
+        if self.matching == "near":
+            chunks = [
+                self._left_out_distances(torch.arange(s, min(n, s + batch))) for s in range(0, n, batch)
+            ]
+        else:
+            chunks, done = [], 0
+            for x in images():  # type: ignore[misc]
+                own = torch.arange(done, done + len(x), device=x.device)
+                chunks.append([self._distances(i, d, own) for i, d in enumerate(self.descriptors(x))])
+                done += len(x)
         distances = [torch.cat(grid) for grid in zip(*chunks, strict=True)]
         if refit:
             for i, dist in enumerate(distances):
@@ -660,54 +813,62 @@ class PatchKNN(AnomalyModel):
     def left_out_maps(self, x: torch.Tensor, own: torch.Tensor) -> torch.Tensor | None:
         """(B, H, W) the maps of the normalised batch ``x`` at its size, each image compared with
         the bank less its own patches: ``own`` (B,) the bank image each one is (-1: none). None
-        where the bank cannot leave an image out ("anywhere", or a search among candidates)."""
-        if self.params.match != "near" or self.layouts.numel():
+        where the bank cannot leave an image out (a search among candidates)."""
+        if self.layouts.numel():
             return None
         raw = self._projected(self.raw_descriptors(self.working(x)))
         distances = [self._distances(i, d, own) for i, d in enumerate(raw)]
         return grow(self._scored(distances)[1], x.shape[-2:])[:, 0]
 
-    @property
-    def updatable(self) -> bool:  # type: ignore[override]
-        """A "near" bank holds every patch of its images, so images join it and the scales are
-        refit from it; an "anywhere" bank holds a sample of patches and must be built anew."""
-        return self.params.match == "near"
+    updatable = True  # images join either bank, and leave it (:meth:`absorb`, :meth:`keep_images`)
 
     @torch.no_grad()
     def keep_images(self, keep: np.ndarray) -> None:
-        """Keep the bank images where ``keep`` (its images' order) is True, then refit the scales."""
-        if self._drop_images(keep):
+        """Keep the bank images where ``keep`` (its images' order) is True, then refit the scales
+        ("near"; an "anywhere" bank keeps the scales it was built with: it holds a sample of patches,
+        not the reference images' own)."""
+        if self._drop_images(keep) and self.matching == "near":
             self._fit_scales()
 
     def _drop_images(self, keep: np.ndarray) -> bool:
-        """Keep the bank images where ``keep`` is True (the scales as they were); False when all stay."""
+        """Keep the bank images where ``keep`` is True (the scales as they were); False when all stay.
+        An "anywhere" bank keeps the patches those images gave it, their owners numbered anew."""
         keep = np.asarray(keep, bool)
         if keep.all():
             return False
-        if self.params.match != "near":
-            raise OddeyeError("patch-knn match=anywhere cannot set images aside from its bank")
-        index = torch.from_numpy(np.flatnonzero(keep))
-        for i in range(len(self.derived.grids)):
-            self._set_bank(i, compact_images(self._get("bank", i), index))
-        if self.layouts.numel():
-            self.layouts = self.layouts[index]
+        if self.matching != "near":
+            renumber = torch.from_numpy(np.cumsum(keep) - 1)
+            for i in range(len(self.derived.grids)):
+                owners, bank = self._get("owners", i).cpu(), self._get("bank", i)
+                stays = torch.from_numpy(keep)[owners]
+                setattr(self, f"bank{i}", bank[:, :, stays.to(bank.device)].contiguous())
+                setattr(self, f"norms{i}", self._get("norms", i)[:, :, stays.to(bank.device)])
+                setattr(self, f"owners{i}", renumber[owners[stays]].to(bank.device))
+        else:
+            index = torch.from_numpy(np.flatnonzero(keep))
+            for i in range(len(self.derived.grids)):
+                self._set_bank(i, compact_images(self._get("bank", i), index))
+            if self.layouts.numel():
+                self.layouts = self.layouts[index]
         if self.positions_ is not None:
             self.positions_ = self.positions_[keep]
         return True
 
     def set_aside_images(self, positions: np.ndarray) -> None:
         """The training-pass ``positions`` an ensemble's screening set aside leave this bank too."""
-        if self.positions_ is not None and self.params.match == "near":
+        if self.positions_ is not None:
             self.keep_images(~np.isin(self.positions_, positions))
 
     @torch.no_grad()
     def absorb(self, batches: Batches, heldout: Batches, seen: int) -> None:
-        """The new images' patches join the bank ("near"), described on the bank's own axes; beyond
+        """The new images' patches join the bank, described on the bank's own axes. "near": beyond
         ``max_bank`` images, evenly spaced shares of the old and the new ones are kept in proportion
         to the images each stands for (``seen``: those the bank was built from); then the scales
-        are refit from the bank, as :meth:`fit_end` fits them."""
-        if not self.updatable:
-            raise OddeyeError(needs_training(self))
+        are refit from the bank, as :meth:`fit_end` fits them. "anywhere": the same within
+        ``max_patches`` patches (:meth:`_absorb_anywhere`)."""
+        if self.matching != "near":
+            self._absorb_anywhere(batches, seen)
+            return
         old = self.bank_images()
         take_old, take_new = bank_shares(old, seen, len(batches), self.params.max_bank)
         self._drop_images(np.isin(np.arange(old), spaced(old, take_old)))  # scales refit once, below
@@ -728,6 +889,36 @@ class PatchKNN(AnomalyModel):
             self.layouts = torch.cat([self.layouts, *layouts])
         self.positions_ = None  # no longer positions of a training pass
         self._fit_scales()
+
+    def _absorb_anywhere(self, batches: Batches, seen: int) -> None:
+        """An "anywhere" bank takes the new images' patches: within ``max_patches``, evenly spaced
+        shares of its own patches and of the new ones, in proportion to the images each stands for
+        (one pass over the new images; each new patch owned by its image, numbered after the bank's).
+        The scales stay as built (see :meth:`keep_images`)."""
+        images, n = self.bank_images(), len(batches)
+        picks, kept = [], []
+        for i, (_, _, gh, gw) in enumerate(self.derived.grids):
+            places = gh * gw
+            rows = self._get("bank", i).shape[2]
+            take_old, take_new = bank_shares(rows, seen * places, n * places, self.params.max_patches)
+            kept.append(torch.from_numpy(spaced(rows, take_old)))
+            picks.append(torch.from_numpy(spaced(n * places, take_new)))
+        parts: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
+        owners: list[list[torch.Tensor]] = [[] for _ in self.derived.grids]
+        placed = 0
+        for x in batches():
+            for i, d in enumerate(self.descriptors(x)):
+                places = d.shape[1] * d.shape[2]
+                pick = picks[i]
+                here = pick[(pick >= placed * places) & (pick < (placed + len(d)) * places)] - placed * places
+                parts[i].append(d.reshape(-1, d.shape[-1])[here])
+                owners[i].append(images + placed + here // places)
+            placed += len(x)
+        for i in range(len(self.derived.grids)):
+            bank, old = self._get("bank", i), self._get("owners", i)
+            rows = torch.cat([bank[0, 0, kept[i]], *[r.to(bank) for r in parts[i]]])
+            self._set_anywhere(i, rows, torch.cat([old[kept[i]], *[o.to(old.device) for o in owners[i]]]))
+        self.positions_ = None  # no longer positions of a training pass
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
         small = self.working(x)
@@ -765,3 +956,5 @@ class PatchKNN(AnomalyModel):
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
         nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
+        if self.params.match == "auto":
+            self._choose_match()
