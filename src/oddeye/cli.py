@@ -57,7 +57,8 @@ EXAMPLES = {
     "  oddeye bench outliers --planted 0.05\n"
     "  oddeye bench review --n 20000\n"
     "  oddeye bench avatars-data --size 64 --n-train 3000 --n-test 1000\n"
-    "  oddeye bench avatars --sizes 64 --detectors default,pixel-knn,knn",
+    "  oddeye bench avatars --sizes 64 --detectors default,pixel-knn,knn\n"
+    "  oddeye bench textures --sizes 128 --detectors default,knn",
 }
 
 
@@ -305,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_args.outliers(bench.add_parser("outliers", help=what, description=what))
     what = "local anomalies with exact masks on cartoon faces: image and pixel AUROC, AUPRO, time, RSS"
     bench_args.avatars(bench.add_parser("avatars", help=what, description=what))
+    what = "small marks on scikit-image's textures (brick, grass, gravel): image and pixel AUROC, AUPRO"
+    bench_args.textures(bench.add_parser("textures", help=what, description=what))
     what = "draw one category of the avatars benchmark: cartoon faces, anomalies with exact masks (node)"
     bench_args.avatars_data(bench.add_parser("avatars-data", help=what, description=what))
     what = "train/score images/s at the homework scale: ours vs a course-style loop"

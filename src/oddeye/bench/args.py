@@ -20,6 +20,7 @@ from oddeye.config import TrainConfig, add_set_option, parse_dims
 DEFAULT_METHODS = "fcn,cnn,cnn-bn,vae,pca,knn"
 EMOJI_METHODS = "default,pca,knn,pixel-knn,cnn-bn"
 AVATARS_METHODS = "default,knn,pixel-knn,hog-knn"
+TEXTURES_METHODS = "default,knn"
 MIN_CATEGORY = 80  # images (variants included) for a category to be a one-class case
 LOOPS = ("ours", "course")
 
@@ -268,6 +269,19 @@ def review(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-only", action="store_true", help="time plain HTTP requests, not Chromium")
     parser.add_argument("--data-dir", default=str(SCRATCH_DIR), help="where the images and the run go")
     add_output_arguments(parser)
+
+
+def textures(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench textures``."""
+    add_run_arguments(parser, TEXTURES_METHODS, contamination=False)
+    parser.add_argument(
+        "--textures",
+        default="brick,grass,gravel",
+        help="scikit-image's textures (default brick,grass,gravel)",
+    )
+    parser.add_argument(
+        "--sizes", default="64,128", help="crop sides in pixels (default 64,128; 150 at most)"
+    )
 
 
 def outliers(parser: argparse.ArgumentParser) -> None:

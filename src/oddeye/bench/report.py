@@ -505,6 +505,70 @@ def _avatars_markdown(results: list[dict[str, Any]], protocol: str = "test") -> 
 AVATARS_256_SECONDS = 300  # issue 23: train on 3,000 and score 1,000 at 256x256 with maps within 5 min
 
 
+def textures_table(results: Sequence[dict[str, Any]]) -> str:
+    """Plain-text table of textures records: a row per (size, texture, method)."""
+    if not results:
+        return "(no results)"
+    head = f"{'set':<10}{'method':<34}{'image':>7}" + "".join(f"{k:>9}" for k in MARKS_PARTS)
+    head += f"{'pixel':>7}{'AUPRO':>7}{'train s':>9}{'score s':>9}"
+    lines = ["textures: image AUROC (all, per mark), pixel AUROC, AUPRO", head, "-" * len(head)]
+    for r in sorted(results, key=lambda r: (r["size"], r["texture"], -r["image_auroc"])):
+        cells = "".join(f"{_cell(r['per_defect_auroc'].get(k)):>9}" for k in MARKS_PARTS)
+        lines.append(
+            f"{r['dataset']:<10}{r['label'][:33]:<34}{r['image_auroc']:7.3f}{cells}{_cell(r['pixel_auroc']):>7}"
+            f"{_cell(r['aupro']):>7}{r['train_seconds']:9.1f}{r['score_seconds']:9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _textures_markdown(results: list[dict[str, Any]]) -> list[str]:
+    """The textures records: per size, a row per method, a group of columns per texture."""
+    lines = [
+        "## Small marks on textures (`oddeye bench textures`)",
+        "",
+        "scikit-image's gray 512 x 512 brick, grass and gravel: 200 training crops from the top 70% of "
+        "each image, 90 normal test crops and 90 marked ones from the rest (a scratch, a stain, a missing "
+        "part, a third each: the marks of `bench avatars --validation marks`; masks where pixels changed). "
+        "Per texture: image AUROC (scratch / stain / missing), then AUPRO. `patches` says where the "
+        "patch members compared a patch (`default` chooses from the training images: `match=auto`).",
+        "",
+    ]
+    for size in sorted({r["size"] for r in results}):
+        rows = [r for r in results if r["size"] == size]
+        textures = [t for t in ("brick", "grass", "gravel") if any(r["texture"] == t for r in rows)]
+        by_label: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in rows:
+            by_label.setdefault(r["label"], {})[r["texture"]] = r
+        lines += [
+            f"{size} x {size} px:",
+            "",
+            "| method | patches | "
+            + " | ".join(f"{t} image | {t} AUPRO" for t in textures)
+            + " | train + score s |",
+            "|---|---|" + "---|---|" * len(textures) + "---|",
+        ]
+        for label, found in by_label.items():
+            cells = []
+            for t in textures:
+                r = found.get(t)
+                if r is None:
+                    cells += ["", ""]
+                    continue
+                kinds = " / ".join(_cell(r["per_defect_auroc"].get(k)) for k in MARKS_PARTS)
+                cells += [f"{r['image_auroc']:.3f} ({kinds})", _cell(r["aupro"])]
+            seconds = sum(r["train_seconds"] + r["score_seconds"] for r in found.values())
+            matched = sorted({m for r in found.values() for m in r.get("patches_matched", [])}) or ["-"]
+            lines.append(f"| {label} | {', '.join(matched)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+        last = rows[-1]
+        lines += [
+            "",
+            f"Machine: {_machine(last)}; commit {_short_commit(last.get('git_commit'))}; "
+            f"command `{last.get('command', 'oddeye bench textures')}`.",
+            "",
+        ]
+    return lines
+
+
 def _avatars_goal(r: dict[str, Any]) -> str:
     """Issue 23's goal for a run of this size, and whether it was met: time at 256 pixels, peak RSS
     against the uint8 data at 1024, none at other sizes or on the validation protocol ("-")."""
@@ -771,6 +835,9 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
             lines += _avatars_markdown(chosen, protocol)
     lines += _avatars_contamination_markdown([r for r in avatars if r.get("protocol", "test") == "test"])
     lines += _avatars_at_size_markdown([r for r in results if r.get("benchmark") == "avatars" and r.get("n")])
+    textures = [r for r in results if r.get("benchmark") == "textures"]
+    if textures:
+        lines += _textures_markdown(textures)
     for r in results:
         if r.get("benchmark") == "outliers":
             lines += _outliers_markdown(r)

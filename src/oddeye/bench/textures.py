@@ -1,0 +1,185 @@
+"""``oddeye bench textures``: small marks on textures, with exact masks, from scikit-image's images.
+
+The field's texture categories (fabric, wood, tiles, a grid) are not aligned objects: a patch of
+them is best compared with training patches from anywhere, not only from its own place.
+scikit-image ships three gray 512 x 512 textures: brick, grass and gravel. From each, SIZE-pixel
+crops at seeded random places: ``TRAIN`` training crops from the top ``TRAIN_SHARE`` of the image,
+and ``TEST`` normal test crops and as many marked ones from the rest (never a training pixel).
+The marks are the ``--validation marks`` protocol's of ``oddeye bench avatars`` (a scratch, a stain,
+a missing part, a third each; the mask is where a pixel changed). The same crops and marks for
+every detector. Figures: image AUROC (per mark), pixel AUROC and AUPRO of the maps, seconds to
+train and to score with maps. Needs scikit-image (``pip install scikit-image``, for this benchmark
+only; its images ship inside its wheel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oddeye.bench.avatars import MARKS, marks, results_of
+from oddeye.bench.oneclass import (
+    int_list,
+    make_method,
+    method_label,
+    new_invocation,
+    safe_name,
+    settings_record,
+)
+from oddeye.bench.provenance import provenance
+from oddeye.errors import InputError, OddeyeError
+from oddeye.io import write_text
+
+TEXTURES = ("brick", "grass", "gravel")
+TRAIN, TEST = 200, 90  # training crops; normal test crops (and as many marked ones)
+TRAIN_SHARE = 0.7  # of the image's rows the training crops come from (the top)
+SEED = 0
+
+
+def load_textures(names: tuple[str, ...] = TEXTURES) -> dict[str, np.ndarray]:
+    """scikit-image's textures by name, (H, W, 1) uint8; a one-line error without scikit-image."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise InputError(
+            "oddeye bench textures", "scikit-image (pip install scikit-image)", "it is not installed"
+        ) from None
+    return {name: np.asarray(getattr(skimage.data, name)(), np.uint8)[..., None] for name in names}
+
+
+def crops(
+    image: np.ndarray, n: int, side: int, rows: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """(n, side, side, C) crops of ``image`` at random places inside the rows ``rows``."""
+    top, bottom = rows
+    if bottom - top < side or image.shape[1] < side:
+        raise OddeyeError(
+            f"crops of {side} px: expected at least {side} rows and columns, found {bottom - top}"
+        )
+    ys = rng.integers(top, bottom - side + 1, n)
+    xs = rng.integers(0, image.shape[1] - side + 1, n)
+    return np.stack([image[y : y + side, x : x + side] for y, x in zip(ys, xs, strict=True)])
+
+
+@dataclasses.dataclass
+class TextureSet:
+    """One texture at one size: training crops, test crops (normal first), their masks and marks."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+    masks: np.ndarray  # (N, side, side) bool
+    kinds: list[str]  # per test image: "good" or the mark's kind
+
+
+def texture_set(name: str, image: np.ndarray, side: int, seed: int = SEED) -> TextureSet:
+    """The crops of one texture at ``side`` pixels, seeded by the texture's name and ``seed``; a
+    marked crop whose mark changed no pixel beyond the marks' tolerance is left out."""
+    rng = np.random.default_rng([seed, side, *name.encode()])
+    cut = int(TRAIN_SHARE * image.shape[0])
+    train = crops(image, TRAIN, side, (0, cut), rng)
+    normal = crops(image, TEST, side, (cut, image.shape[0]), rng)
+    marked, masks, kinds = marks(crops(image, TEST, side, (cut, image.shape[0]), rng), rng)
+    seen = masks.reshape(len(masks), -1).any(1)  # a faint stain on a small crop may change no pixel
+    return TextureSet(
+        name,
+        train,
+        np.concatenate([normal, marked[seen]]),
+        np.concatenate([np.zeros(normal.shape[:3], bool), masks[seen]]),
+        ["good"] * len(normal) + [k for k, s in zip(kinds, seen, strict=True) if s],
+    )
+
+
+def measure(method: Any, data: TextureSet) -> dict[str, Any]:
+    """Train ``method`` on the set's crops, score its test crops with maps: the figures."""
+    from sklearn.metrics import roc_auc_score
+
+    from oddeye.pixel_metrics import PixelEvaluator, per_defect_auroc
+
+    start = time.perf_counter()
+    method.fit(data.train)
+    train_seconds = time.perf_counter() - start
+    scores, evaluator, done, with_maps = [], PixelEvaluator(), 0, True
+    start = time.perf_counter()
+    for batch_scores, maps in results_of(method, data.test):
+        scores.append(np.asarray(batch_scores, np.float64))
+        with_maps = with_maps and maps is not None
+        if with_maps:
+            evaluator.add(maps, data.masks[done : done + len(maps)])
+        done += len(batch_scores)
+    score_seconds = time.perf_counter() - start
+    labels = np.array([kind != "good" for kind in data.kinds], int)
+    found = np.concatenate(scores)
+    pixels = evaluator.result() if with_maps else None
+    model = getattr(method, "model_", None)
+    local = [m.matching for m in getattr(model, "detectors", [model]) if hasattr(m, "matching")]
+    return {
+        "image_auroc": float(roc_auc_score(labels, found)),
+        "per_defect_auroc": per_defect_auroc(found, labels, data.kinds),
+        "pixel_auroc": None if pixels is None else pixels.pixel_auroc,
+        "aupro": None if pixels is None else pixels.aupro,
+        "train_seconds": train_seconds,
+        "score_seconds": score_seconds,
+        "patches_matched": local,  # where the patch members looked for a patch's nearest
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """``oddeye bench textures``: every method on every texture and size, records, markdown."""
+    from oddeye.bench.report import regenerate, textures_table
+
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
+    sizes = int_list(args.sizes, "sizes", 8)
+    textures = tuple(t.strip() for t in args.textures.split(",") if t.strip())
+    unknown = sorted(set(textures) - set(TEXTURES))
+    if unknown:
+        raise OddeyeError(f"--textures: expected some of {', '.join(TEXTURES)}, found {', '.join(unknown)}")
+    if args.label and len(names) != 1:
+        raise OddeyeError("--label names the results of one detector; give one name in --detectors")
+    settings = dict(args.settings)
+    images = load_textures(textures)
+    invocation, results = new_invocation(), []
+    for size in sizes:
+        for texture, image in images.items():
+            data = texture_set(texture, image, size)
+            for name in names:
+                label = args.label or method_label(name, settings)
+                r = measure(make_method(name, SEED, settings), data)
+                record = {
+                    "benchmark": "textures",
+                    "dataset": f"{texture}{size}",
+                    "texture": texture,
+                    "size": size,
+                    "detector": name,
+                    "label": label,
+                    "invocation": invocation,
+                    "settings": settings_record(name, settings),
+                    "data": {
+                        "n_train": len(data.train),
+                        "n_test_good": data.kinds.count("good"),
+                        "marked": {k: data.kinds.count(k) for k in MARKS},
+                        "seed": SEED,
+                    },
+                    **r,
+                    **provenance("cpu"),
+                }
+                results.append(record)
+                kinds = " / ".join(f"{r['per_defect_auroc'][k]:.3f}" for k in MARKS)
+                pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
+                print(
+                    f"{texture}{size} {label}: image AUROC {r['image_auroc']:.3f} ({kinds}), pixel AUROC / "
+                    f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s",
+                    flush=True,
+                )
+                if not args.no_save:
+                    file = f"textures-{texture}{size}-{safe_name(label)}.json"
+                    write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
+    print(textures_table(results))
+    regenerate(args)
+    return 0
