@@ -559,11 +559,14 @@ def _textures_markdown(results: list[dict[str, Any]]) -> list[str]:
             seconds = sum(r["train_seconds"] + r["score_seconds"] for r in found.values())
             matched = sorted({m for r in found.values() for m in r.get("patches_matched", [])}) or ["-"]
             lines.append(f"| {label} | {', '.join(matched)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
-        last = rows[-1]
+        commits = sorted({_short_commit(r.get("git_commit")) for r in rows})
+        commands = sorted({r.get("command", "oddeye bench textures") for r in rows})
         lines += [
             "",
-            f"Machine: {_machine(last)}; commit {_short_commit(last.get('git_commit'))}; "
-            f"command `{last.get('command', 'oddeye bench textures')}`.",
+            f"Machine: {_machine(rows[-1])}; commit {', '.join(commits)}; "
+            + "commands "
+            + "; ".join(f"`{c}`" for c in commands)
+            + ".",
             "",
         ]
     return lines
