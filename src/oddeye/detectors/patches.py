@@ -417,9 +417,8 @@ class PatchKNN(AnomalyModel):
         at_place: torch.Tensor | float = 0.0  # sums, batch by batch
         squares, seen = 0.0, 0
         for x in batches() if sample is None else selected(batches, sample):
-            d = self.raw_descriptors(self.working(x[: ALIGN_IMAGES - seen]))[0].flatten(
-                1, 2
-            )  # (b, places, D)
+            d = self.raw_descriptors(self.working(x[: ALIGN_IMAGES - seen]))[0]
+            d = d.flatten(1, 2)  # (b, places, D)
             at_place = at_place + d.sum(0, dtype=torch.float64)
             squares += float(d.pow(2).sum(dtype=torch.float64))
             seen += len(d)
