@@ -211,7 +211,8 @@ GRAY_MEMBERS = (f"shape-knn:{BANK_K}",)
 # 16 dimensions the first round measured 0.818); an image's local score is the mean of its two oddest
 # cells (`top` 0.0025 of the 31 x 31 grid at the working 64 pixels; it was 0.02, 19 cells, which
 # diluted a defect of 1% of the image), with the excess counted beyond 0.5 (`local_margin`; see
-# DefaultParams and NOTES.md)
+# DefaultParams and NOTES.md); match=auto: patches compared at their place on aligned objects and
+# anywhere on a texture, as the training images show (patches.ALIGNED; every benchmark set is aligned)
 PATCH_MEMBER = "patch-knn:radius=0;dims=24;top=0.0025;match=auto"
 LOCAL_MEMBERS: tuple[str, ...] = (PATCH_MEMBER,)
 # images larger than LARGE_SIDE a side: the patch member works at 128 pixels, where a 256 px face's
@@ -292,7 +293,8 @@ class DefaultDetector(Ensemble):
     hurt on Fashion-MNIST's validation protocol), ``gray_members`` for gray images only (the
     silhouette raised Fashion-MNIST's validation mean from 0.950 to 0.954 and lowered both emoji
     validation protocols, 0.975 -> 0.961 and 0.891 -> 0.884). ``local_members`` (issue 23) compare
-    local patches where they are (``patch-knn``), for a defect covering 1% of the image, which a
+    local patches where they are (``patch-knn``; anywhere on a texture, as ``match=auto`` finds from
+    the training images), for a defect covering 1% of the image, which a
     whole-image view averages away; their maps weigh ``local_weight`` (a half) of the fused map, the
     whole-image members' the other half, and their z-score joins the fused score by its excess
     beyond a bar that rises with the whole-image z-score (:meth:`make_fusion`): chosen on the avatars
