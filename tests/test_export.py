@@ -94,3 +94,21 @@ def test_export_on_the_command_line(trained_run, cli, tmp_path: Path) -> None:
     assert r.code == 0 and "flags at the saved threshold identical" in r.out
     r = cli("export", tmp_path / "nope", "--out", tmp_path / "x.onnx")
     assert r.code == 2 and r.err.count("\n") == 1 and not (tmp_path / "x.onnx").exists()
+
+
+def test_a_default_that_chose_to_compare_a_textures_patches_anywhere_exports_with_parity(
+    tmp_path: Path,
+) -> None:
+    from helpers import stripes
+    from oddeye.export import typical_size
+
+    det = oddeye.train(stripes(60), "default", tmp_path / "run", progress=False)
+    assert det.model_.detectors[-1].matching == "anywhere"
+    done = export_onnx(tmp_path / "run", tmp_path / "model.onnx")  # checked on the held-out images
+    assert done.parity.max_relative_score_difference <= 1e-4 and done.parity.flags_identical
+    images = stripes(6, seed=5)
+    score, _ = open_session(done.onnx).run(["score", "anomaly_map"], {"images": images})
+    expected = det.score(images)
+    # one sine grating: a patch's nearest is almost itself, a distance small beside the patch's length,
+    # where float32's |q|^2 + |b|^2 - 2 q.b keeps fewer digits (scikit-image's textures: 1e-6)
+    assert np.max(np.abs(score - expected) / np.maximum(np.abs(expected), typical_size(det))) <= 1e-3
