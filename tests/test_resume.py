@@ -199,9 +199,17 @@ def test_hostile_or_broken_checkpoints_are_refused(images, tmp_path: Path, monke
     assert not MARKER.exists()
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C as a terminal gives it, whatever this process was left with (an ignored
+    SIGINT is inherited across exec, and Python then never raises KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(*args: object, **kwargs) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "oddeye", *map(str, args)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint, **kwargs
+    )
 
 
 def checkpoint_epoch(ckpt: Path) -> int:
@@ -263,9 +271,12 @@ def test_ctrl_c_stops_cleanly_after_saving_and_says_how_to_resume(slow_train, tm
     deadline = time.time() + 120
     while checkpoint_epoch(run / "checkpoint.safetensors") < 2 and time.time() < deadline:
         time.sleep(0.02)
+    assert proc.poll() is None, "the training ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (
+        f"exit {proc.returncode}, stderr {err!r}, signal sent {time.time() - deadline + 120:.1f} s in"
+    )
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "training interrupted" in err and "--resume" in err and "checkpoint.safetensors" in err
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors"]
