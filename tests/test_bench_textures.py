@@ -59,6 +59,14 @@ def test_bench_textures_end_to_end(tmp_path: Path, cli, monkeypatch: pytest.Monk
     )
     bad = cli("bench", "textures", "--textures", "carpet", "--no-save")
     assert bad.code == 2 and "carpet" in bad.err
+    seeds = cli("bench", "textures", "--seeds", "0,1", "--no-save")
+    assert seeds.code == 2 and "--seeds: expected 0" in seeds.err
+    large = cli(
+        "bench", "textures", "--sizes", "100", "--detectors", "knn", "--no-save"
+    )  # 72 rows under training
+    assert (
+        large.code == 2 and "expected at most 72 px" in large.err and len(large.err.strip().splitlines()) == 1
+    )
 
 
 def test_without_scikit_image_the_benchmark_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

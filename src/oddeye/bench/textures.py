@@ -59,8 +59,9 @@ def crops(
     """(n, side, side, C) crops of ``image`` at random places inside the rows ``rows``."""
     top, bottom = rows
     if bottom - top < side or image.shape[1] < side:
+        most = min(bottom - top, image.shape[1])
         raise OddeyeError(
-            f"crops of {side} px: expected at least {side} rows and columns, found {bottom - top}"
+            f"crops of {side} px: expected at most {most} px (the rows they come from), found {side}"
         )
     ys = rng.integers(top, bottom - side + 1, n)
     xs = rng.integers(0, image.shape[1] - side + 1, n)
@@ -140,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = sorted(set(textures) - set(TEXTURES))
     if unknown:
         raise OddeyeError(f"--textures: expected some of {', '.join(TEXTURES)}, found {', '.join(unknown)}")
+    if int_list(args.seeds, "seeds") != [SEED]:
+        raise OddeyeError(
+            f"--seeds: expected {SEED} (crops, marks and detectors are seeded once), found {args.seeds}"
+        )
     if args.label and len(names) != 1:
         raise OddeyeError("--label names the results of one detector; give one name in --detectors")
     settings = dict(args.settings)
