@@ -280,7 +280,7 @@ def textures(parser: argparse.ArgumentParser) -> None:
         help="scikit-image's textures (default brick,grass,gravel)",
     )
     parser.add_argument(
-        "--sizes", default="64,128", help="crop sides in pixels (default 64,128; 150 at most)"
+        "--sizes", default="64,128", help="crop sides in pixels (default 64,128; 154 at most)"
     )
 
 

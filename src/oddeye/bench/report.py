@@ -535,7 +535,7 @@ def _textures_markdown(results: list[dict[str, Any]]) -> list[str]:
     ]
     for size in sorted({r["size"] for r in results}):
         rows = [r for r in results if r["size"] == size]
-        textures = [t for t in ("brick", "grass", "gravel") if any(r["texture"] == t for r in rows)]
+        textures = sorted({r["texture"] for r in rows})
         by_label: dict[str, dict[str, dict[str, Any]]] = {}
         for r in rows:
             by_label.setdefault(r["label"], {})[r["texture"]] = r

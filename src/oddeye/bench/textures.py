@@ -19,11 +19,12 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
-from oddeye.bench.avatars import MARKS, marks, results_of
+from oddeye.bench.avatars import MARKS, marks, score_streamed
 from oddeye.bench.oneclass import (
     int_list,
     make_method,
@@ -101,23 +102,15 @@ def measure(method: Any, data: TextureSet) -> dict[str, Any]:
     """Train ``method`` on the set's crops, score its test crops with maps: the figures."""
     from sklearn.metrics import roc_auc_score
 
-    from oddeye.pixel_metrics import PixelEvaluator, per_defect_auroc
+    from oddeye.pixel_metrics import per_defect_auroc
 
     start = time.perf_counter()
     method.fit(data.train)
     train_seconds = time.perf_counter() - start
-    scores, evaluator, done, with_maps = [], PixelEvaluator(), 0, True
-    start = time.perf_counter()
-    for batch_scores, maps in results_of(method, data.test):
-        scores.append(np.asarray(batch_scores, np.float64))
-        with_maps = with_maps and maps is not None
-        if with_maps:
-            evaluator.add(maps, data.masks[done : done + len(maps)])
-        done += len(batch_scores)
-    score_seconds = time.perf_counter() - start
+    masks = SimpleNamespace(masks=SimpleNamespace(mask=lambda i: data.masks[i]))  # as a GroundTruth's
+    out = score_streamed(method, data.test, masks, np.arange(len(data.test)))
     labels = np.array([kind != "good" for kind in data.kinds], int)
-    found = np.concatenate(scores)
-    pixels = evaluator.result() if with_maps else None
+    found, pixels, score_seconds = out["scores"], out["pixels"], out["score_seconds"]
     model = getattr(method, "model_", None)
     local = [m.matching for m in getattr(model, "detectors", [model]) if hasattr(m, "matching")]
     return {

@@ -252,6 +252,12 @@ POSITIONS_BLOCK = 2  # grid positions per distance block (eager search; 2 x 512 
 ANYWHERE_QUERIES, ANYWHERE_ROWS = 512, 2048  # an "anywhere" search's distance block (measured fastest)
 
 
+def in_batch(index: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """The entries of the ascending ``index`` (positions in a whole pass) that fall in the batch of
+    ``count`` rows from ``start``, as positions in that batch."""
+    return index[(index >= start) & (index < start + count)] - start
+
+
 def pad_positions(bank: torch.Tensor, radius: int) -> torch.Tensor:
     """(gh, gw, N, D) -> (gh + 2r, gw + 2r, N, D), the new positions :data:`FAR` away from every patch."""
     if radius == 0:
@@ -598,9 +604,8 @@ class PatchKNN(AnomalyModel):
                 d = d.to(BANK_DTYPE)
                 places, flat = d.shape[1] * d.shape[2], d.flatten(0, 2)
                 for found, index in zip(parts[i][:2], wanted[i], strict=True):
-                    here = index[(index >= placed * places) & (index < (placed + len(d)) * places)]
-                    found.append(flat[here - placed * places])
-                parts[i][2].append(d[refs[(refs >= placed) & (refs < placed + len(d))] - placed])
+                    found.append(flat[in_batch(index, placed * places, len(flat))])
+                parts[i][2].append(d[in_batch(refs, placed, len(d))])
             placed += len(x)
         self.positions_ = keep
         distances = []
@@ -908,8 +913,7 @@ class PatchKNN(AnomalyModel):
         for x in batches():
             for i, d in enumerate(self.descriptors(x)):
                 places = d.shape[1] * d.shape[2]
-                pick = picks[i]
-                here = pick[(pick >= placed * places) & (pick < (placed + len(d)) * places)] - placed * places
+                here = in_batch(picks[i], placed * places, len(d) * places)
                 parts[i].append(d.reshape(-1, d.shape[-1])[here])
                 owners[i].append(images + placed + here // places)
             placed += len(x)
