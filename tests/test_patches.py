@@ -363,6 +363,53 @@ def test_auto_matches_aligned_objects_near_their_place_and_a_texture_anywhere(tm
     np.testing.assert_array_equal(again.score(images), det.score(images))
 
 
+def test_on_a_texture_the_default_scores_by_its_local_and_place_free_members_alone(tmp_path) -> None:
+    """Where the local member compares patches anywhere, the members that compare places (a blurred
+    image, its edges, a silhouette) get no weight and are not run: the score is the weighted mean
+    of the local member's z-score and the colour distribution's (the local one alone on gray)."""
+    colour = oddeye.create("default", progress=False).fit(stripes(60))
+    model = colour.model_
+    names = [m.label for m in model.detectors]
+    assert names == ["pixel-knn", "hog-knn", "color-knn", "patch-knn"]
+    assert model.fusion_weights() == [0.0, 0.0, 0.5, 0.5]
+    images, _ = with_spot(stripes(6, seed=4))
+    x = colour.normalisation_.apply(torch.from_numpy(images).permute(0, 3, 1, 2))
+    z = model.fusion.standardised(model._components(x))
+    np.testing.assert_allclose(colour.score(images), (z[:, 2] + z[:, 3]).numpy() / 2, rtol=1e-5)
+    for member in model.detectors[:2]:  # not run at all
+        member.infer = None
+    result = model.infer(x, maps=True)
+    assert result.anomaly_map.shape == (6, 32, 32)
+    np.testing.assert_allclose(result.score.numpy(), colour.score(images), rtol=1e-5)
+
+    gray = oddeye.create("default", progress=False).fit(stripes(60)[..., :1])
+    assert gray.model_.fusion_weights() == [0.0, 0.0, 0.0, 1.0]  # pixel, hog, shape: all by place
+    every = oddeye.create("default", progress=False, unaligned="all").fit(stripes(60))
+    assert every.model_.fusion_weights() is None
+    faces_default = oddeye.create("default", progress=False).fit(faces(60))
+    assert faces_default.model_.fusion_weights() is None  # aligned: the fusion's own rule
+
+    colour.save(tmp_path / "run")
+    again = oddeye.load(tmp_path / "run", progress=False)
+    np.testing.assert_array_equal(again.score(images), colour.score(images))
+    assert again.resolved_params()["unaligned"] == "local"
+
+
+def test_a_run_recorded_before_the_unaligned_rule_scores_a_texture_with_every_member(tmp_path) -> None:
+    import json
+
+    det = oddeye.create("default", progress=False, unaligned="all").fit(stripes(60))
+    det.save(tmp_path / "run")
+    images, _ = with_spot(stripes(6, seed=4))
+    record = tmp_path / "run" / "model.json"
+    data = json.loads(record.read_text())
+    assert data["params"].pop("unaligned") == "all"
+    record.write_text(json.dumps(data))
+    old = oddeye.load(tmp_path / "run", progress=False)
+    assert old.resolved_params()["unaligned"] == "all"
+    np.testing.assert_array_equal(old.score(images), det.score(images))
+
+
 def test_alone_it_keeps_every_image_it_samples_whatever_the_contamination_setting() -> None:
     train = faces(80)
     strays = np.random.default_rng(3).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)

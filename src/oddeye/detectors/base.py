@@ -126,6 +126,13 @@ class AnomalyModel(nn.Module):
         """Every parameter with its value, as the run records it (ensembles: members as records)."""
         return self.params.to_dict()
 
+    def compares_places(self) -> bool:
+        """Whether the score compares what an image shows at each place with what the training
+        images show there (a blurred image, its edges, a patch at its place): meaningful where the
+        images are aligned, noise on a texture. False for a colour distribution, or patches compared
+        anywhere."""
+        return True
+
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Scalar training loss on a normalised batch."""
         raise NotImplementedError

@@ -125,6 +125,9 @@ class ColorKNN(BankDetector):
 
     Params = ColorKNNParams
 
+    def compares_places(self) -> bool:
+        return False  # a distribution of colours, wherever they are
+
     def __init__(
         self,
         shape: tuple[int, int, int],

@@ -127,15 +127,27 @@ class Ensemble(AnomalyModel):
         """How the members' scores are fused: a weighted mean of their z-scores."""
         return ScoreFusion(len(self.detectors), self.member_weights())
 
+    def fusion_weights(self) -> list[float] | None:
+        """Per member, weights, summing to 1, that replace the fusion's own rule for the score and
+        the map, decided from the fitted members (a member weighted 0 is not run); None: the rule."""
+        return None
+
     def record_params(self) -> dict[str, object]:
         return {**self.params.to_dict(), "members": [record_of(m).to_dict() for m in self.detectors]}
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([F.normalize(m.embed(x).float(), dim=1) for m in self.detectors], 1)
 
-    def _components(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, n_members) member scores."""
-        return torch.stack([m.infer(x).score.float() for m in self.detectors], 1)
+    def _components(self, x: torch.Tensor, weights: list[float] | None = None) -> torch.Tensor:
+        """(B, n_members) member scores (0 for a member ``weights`` gives no weight: not run)."""
+        used = self._used(weights)
+        none = torch.zeros_like(x[:, 0, 0, 0])  # (B,): batch size kept symbolic for export
+        pairs = zip(self.detectors, used, strict=True)
+        return torch.stack([m.infer(x).score.float() if u else none for m, u in pairs], 1)
+
+    def _used(self, weights: list[float] | None) -> list[bool]:
+        """Which members are run: those with a weight (all, with None)."""
+        return [True] * len(self.detectors) if weights is None else [w > 0 for w in weights]
 
     def fit_end(
         self, batches: Callable[[], Iterator[torch.Tensor]], heldout: Callable[[], Iterator[torch.Tensor]]
@@ -175,19 +187,24 @@ class Ensemble(AnomalyModel):
         # the held-out images' fused scores, as scoring them again would give (members that do not
         # train compute in float32 in both places): the run's held-out scores without a second pass
         again = count_of(heldout) and not any(m.trainable for m in self.detectors)
-        self.heldout_fused_ = self.fusion(components).double().cpu() if again else None
+        self.heldout_fused_ = self.fusion(components, self.fusion_weights()).double().cpu() if again else None
 
     def infer(self, x: torch.Tensor, maps: bool = False) -> InferenceBatch:
         """Map: the members' maps, each divided by the spread its score is divided by when the
         scores are fused (the same scale), averaged."""
+        override = self.fusion_weights()
         if not maps:
-            return InferenceBatch(self.fusion(self._components(x)))
-        outs = [m.infer(x, maps=True) for m in self.detectors]
-        score = self.fusion(torch.stack([o.score.float() for o in outs], 1))
+            return InferenceBatch(self.fusion(self._components(x, override), override))
+        used = self._used(override)
+        outs = [m.infer(x, maps=True) if u else None for m, u in zip(self.detectors, used, strict=True)]
+        scores = [o.score.float() if o is not None else torch.zeros_like(x[:, 0, 0, 0]) for o in outs]
+        score = self.fusion(torch.stack(scores, 1), override)
         scaled = torch.stack(
-            [o.anomaly_map.float() / s for o, s in zip(outs, self.fusion.scale, strict=True)]
+            [o.anomaly_map.float() / s for o, s in zip(outs, self.fusion.scale, strict=True) if o is not None]
         )
-        weights = self.fusion.weights  # None: equal, the plain mean
+        weights = (  # None: equal, the plain mean
+            self.fusion.weights if override is None else torch.tensor([w for w in override if w > 0])
+        )
         amap = (
             scaled.mean(0)
             if weights is None
@@ -274,6 +291,15 @@ class DefaultParams(EnsembleParams):
         "median absolute deviation (a long tail of normal images with one rare part moves neither); "
         "spread, their mean and standard deviation, as the whole-image members'",
     )
+    unaligned: str = param(
+        "local",
+        before="all",
+        choices=("local", "all"),
+        help="where every local member compares patches anywhere (match=auto found the images not aligned: "
+        "a texture): local, the score and map are the weighted mean of the local members' and the "
+        "place-free members' (colour distributions) z-scores alone, the members that compare places not "
+        "run; all, every member as on aligned images",
+    )
 
 
 @register(
@@ -299,7 +325,10 @@ class DefaultDetector(Ensemble):
     whole-image members' the other half, and their z-score joins the fused score by its excess
     beyond a bar that rises with the whole-image z-score (:meth:`make_fusion`): chosen on the avatars
     validation protocol (synthetic local anomalies pasted into held-out training faces), emoji's and
-    Fashion-MNIST's (see NOTES.md). The run records the members actually built, the local ones apart.
+    Fashion-MNIST's (see NOTES.md). On a texture (the local members compare patches anywhere) the
+    members that compare places score at chance, so ``unaligned="local"`` leaves them out of the
+    score and the map (:meth:`fusion_weights`; chosen on texture crops of the training rows with
+    synthetic anomalies). The run records the members actually built, the local ones apart.
     """
 
     Params = DefaultParams
@@ -337,6 +366,23 @@ class DefaultDetector(Ensemble):
         robust = p.local_scale == "robust"
         weights = self.member_weights()
         return ExcessFusion(n, n_local, p.local_weight, p.local_margin, weights, p.local_gate, robust)
+
+    def fusion_weights(self) -> list[float] | None:
+        """``unaligned="local"`` where every local member compares its patches anywhere (a texture,
+        not aligned objects): the local members share ``local_weight`` and the whole-image members
+        that compare no places (``color-knn``) the rest (the local ones all of it where there are
+        none); the members that compare places get no weight (see NOTES.md: on textures they
+        score at chance). None otherwise: the fusion's own rule."""
+        p = self.params
+        n_local, n = len(self.local_chosen()), len(self.detectors)
+        if p.unaligned != "local" or n_local in (0, n):
+            return None
+        if any(m.compares_places() for m in list(self.detectors)[n - n_local :]):
+            return None
+        free = [not m.compares_places() for m in list(self.detectors)[: n - n_local]]
+        share = 1 - p.local_weight if any(free) else 0.0
+        whole = [share / sum(free) if f else 0.0 for f in free]
+        return whole + [(1 - share) / n_local] * n_local
 
     def record_params(self) -> dict[str, object]:
         """The members built, as records: the local ones under ``local_members`` (their weight

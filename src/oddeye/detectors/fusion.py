@@ -50,9 +50,12 @@ class ScoreFusion(nn.Module):
         """(B, n) component scores -> (B, n) z-scores on the fitted scales."""
         return (components.float() - self.loc) / self.scale
 
-    def forward(self, components: torch.Tensor) -> torch.Tensor:
-        """(B, n) component scores -> (B,) fused score (higher = more anomalous)."""
+    def forward(self, components: torch.Tensor, weights: list[float] | None = None) -> torch.Tensor:
+        """(B, n) component scores -> (B,) fused score (higher = more anomalous); ``weights`` (n),
+        summing to 1, in place of the fusion's own rule: the weighted mean of the z-scores."""
         z = self.standardised(components)
+        if weights is not None:
+            return (z * torch.tensor(weights, dtype=z.dtype, device=z.device)).sum(1)
         return z.mean(1) if self.weights is None else (z * self.weights.to(z.device)).sum(1)
 
 
@@ -109,7 +112,9 @@ class ExcessFusion(ScoreFusion):
                 loc[i], scale[i] = median, mad
         self.loc, self.scale = loc, scale
 
-    def forward(self, components: torch.Tensor) -> torch.Tensor:
+    def forward(self, components: torch.Tensor, weights: list[float] | None = None) -> torch.Tensor:
+        if weights is not None:
+            return super().forward(components, weights)
         z = self.standardised(components)
         whole, local = z[:, : -self.n_local].mean(1), z[:, -self.n_local :].mean(1)
         # gate 0 keeps the ungated rule's arithmetic exactly (0 * an infinite z would be nan)

@@ -409,6 +409,9 @@ class PatchKNN(AnomalyModel):
         images chose (:meth:`alignment`; "near" before the bank is built)."""
         return self.params.match if self.params.match != "auto" else self.match_ or "near"
 
+    def compares_places(self) -> bool:
+        return self.matching == "near"
+
     def _choose_match(self) -> None:
         """``match_`` from the measured ``aligned`` share (match="auto")."""
         self.match_ = "anywhere" if self.aligned.numel() and float(self.aligned) < ALIGNED else "near"
