@@ -39,6 +39,18 @@ def test_the_test_crops_come_from_rows_the_training_crops_never_touch_and_masks_
     assert not np.array_equal(textures.texture_set("grass", woven(), 32).train, marked.train)
 
 
+def test_the_validation_protocol_keeps_the_training_crops_and_tests_on_the_training_rows_with_blobs() -> None:
+    image = np.arange(240, dtype=np.uint8).repeat(240).reshape(240, 240, 1)
+    cut = int(textures.TRAIN_SHARE * 240)
+    val = textures.texture_set("brick", image, 32, validation=True)
+    assert np.array_equal(val.train, textures.texture_set("brick", image, 32).train)
+    assert val.test[: textures.TEST].max() < cut  # never a test row (rows by value; blobs change some)
+    blobs = textures.texture_set("brick", woven(), 32, validation=True)
+    assert set(blobs.kinds) == {"good", "synthetic"} and blobs.kinds.count("good") == textures.TEST
+    assert blobs.masks[textures.TEST :].reshape(len(blobs.test) - textures.TEST, -1).any(1).all()
+    assert not blobs.masks[: textures.TEST].any()
+
+
 def test_bench_textures_end_to_end(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         textures, "load_textures", lambda names: {name: woven(seed=i) for i, name in enumerate(names)}
@@ -57,6 +69,14 @@ def test_bench_textures_end_to_end(tmp_path: Path, cli, monkeypatch: pytest.Monk
     assert (
         "## Small marks on textures" in text and "brick image | brick AUPRO" in text and "| knn | - |" in text
     )
+    r = cli("bench", "textures", "--sizes", "32", "--textures", "brick", "--detectors", "knn", "--validation",
+            "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
+    record = json.loads((results / "textures-val-brick32-knn.json").read_text())
+    assert record["protocol"] == "validation" and set(record["per_defect_auroc"]) == {"synthetic"}
+    text = md.read_text()
+    assert "Textures, validation protocol" in text and "## Small marks on textures" in text
+    assert text.index("## Small marks on textures") < text.index("Textures, validation protocol")
     bad = cli("bench", "textures", "--textures", "carpet", "--no-save")
     assert bad.code == 2 and "carpet" in bad.err
     seeds = cli("bench", "textures", "--seeds", "0,1", "--no-save")

@@ -282,6 +282,12 @@ def textures(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sizes", default="64,128", help="crop sides in pixels (default 64,128; 154 at most)"
     )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="the validation protocol (choose settings here): the training crops against more crops of "
+        "the training rows, half given a synthetic blob, never the test's marks",
+    )
 
 
 def outliers(parser: argparse.ArgumentParser) -> None:

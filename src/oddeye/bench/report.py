@@ -521,8 +521,8 @@ def textures_table(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _textures_markdown(results: list[dict[str, Any]]) -> list[str]:
-    """The textures records: per size, a row per method, a group of columns per texture."""
+def _textures_markdown(results: list[dict[str, Any]], protocol: str = "test") -> list[str]:
+    """The textures records of one protocol: per size, a row per method, a group of columns per texture."""
     lines = [
         "## Small marks on textures (`oddeye bench textures`)",
         "",
@@ -533,6 +533,15 @@ def _textures_markdown(results: list[dict[str, Any]]) -> list[str]:
         "patch members compared a patch (`default` chooses from the training images: `match=auto`).",
         "",
     ]
+    if protocol == "validation":
+        lines = [
+            "### Textures, validation protocol (`oddeye bench textures --validation`: choose here)",
+            "",
+            "The same training crops, against 90 more crops of the training rows and 90 given one synthetic "
+            "blob each (the blobs of `bench avatars --validation`: another crop's patch, a tint or a flat "
+            "colour), never the test's marks. Image AUROC, then AUPRO.",
+            "",
+        ]
     for size in sorted({r["size"] for r in results}):
         rows = [r for r in results if r["size"] == size]
         textures = sorted({r["texture"] for r in rows})
@@ -555,7 +564,8 @@ def _textures_markdown(results: list[dict[str, Any]]) -> list[str]:
                     cells += ["", ""]
                     continue
                 kinds = " / ".join(_cell(r["per_defect_auroc"].get(k)) for k in MARKS_PARTS)
-                cells += [f"{r['image_auroc']:.3f} ({kinds})", _cell(r["aupro"])]
+                parts = f" ({kinds})" if protocol == "test" else ""
+                cells += [f"{r['image_auroc']:.3f}{parts}", _cell(r["aupro"])]
             seconds = sum(r["train_seconds"] + r["score_seconds"] for r in found.values())
             matched = sorted({m for r in found.values() for m in r.get("patches_matched", [])}) or ["-"]
             lines.append(f"| {label} | {', '.join(matched)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
@@ -839,8 +849,10 @@ def render_markdown(results: list[dict[str, Any]], notes: str = "") -> str:
     lines += _avatars_contamination_markdown([r for r in avatars if r.get("protocol", "test") == "test"])
     lines += _avatars_at_size_markdown([r for r in results if r.get("benchmark") == "avatars" and r.get("n")])
     textures = [r for r in results if r.get("benchmark") == "textures"]
-    if textures:
-        lines += _textures_markdown(textures)
+    for protocol in ("test", "validation"):
+        chosen = [r for r in textures if r.get("protocol", "test") == protocol]
+        if chosen:
+            lines += _textures_markdown(chosen, protocol)
     for r in results:
         if r.get("benchmark") == "outliers":
             lines += _outliers_markdown(r)
