@@ -181,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
                     **provenance("cpu"),
                 }
                 results.append(record)
-                kinds = " / ".join(f"{v:.3f}" for k, v in r["per_defect_auroc"].items() if k in MARKS)
+                kinds = " / ".join(
+                    f"{r['per_defect_auroc'][k]:.3f}" for k in MARKS if k in r["per_defect_auroc"]
+                )
                 pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
                 print(
                     f"{texture}{size} {label}: image AUROC {r['image_auroc']:.3f} ({kinds}), pixel AUROC / "
