@@ -37,6 +37,7 @@ OTHER_CHOICE = {
     ("default", "large_local_members"): ("patch-knn:patches=[8]",),
     ("default", "local_fusion"): "mean",
     ("default", "local_scale"): "spread",
+    ("default", "unaligned"): "all",
     ("patch-knn", "match"): "anywhere",
     ("patch-knn", "select"): "coreset",
     **{(name, "select"): "spaced" for name in ("pixel-knn", "hog-knn", "color-knn", "shape-knn")},
