@@ -249,7 +249,7 @@ def local_atypicality(
         if loo is None:
             continue
         scores = np.full(len(data), np.nan)
-        scores[in_pass[positions]] = loo.double().cpu().numpy()
+        scores[held] = loo.double().cpu().numpy()
         outside = np.flatnonzero(np.isnan(scores))
         if len(outside):
             scores[outside] = infer(
@@ -258,7 +258,7 @@ def local_atypicality(
         centre = np.median(scores)
         spread = 1.4826 * np.median(np.abs(scores - centre)) or float(np.std(scores)) or 1.0
         per_member.append((scores - centre) / spread)
-        fitted_members.append((model, in_pass[positions]))
+        fitted_members.append((model, held))
     return LocalView(np.mean(per_member, 0), fitted_members) if per_member else None
 
 

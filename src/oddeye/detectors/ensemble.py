@@ -57,6 +57,11 @@ def build_member(member: str | Mapping[str, Any], shape: tuple[int, int, int]) -
     return spec.build(shape, params, epochs=epochs)  # the training config's epochs overrides it
 
 
+def _no_score(x: torch.Tensor) -> torch.Tensor:
+    """(B,) zeros: the score column of a member not run (the batch size kept symbolic for export)."""
+    return torch.zeros_like(x[:, 0, 0, 0])
+
+
 def _member_spec(name: str) -> DetectorSpec:
     spec = get_spec(name)
     if issubclass(spec.model_cls, Ensemble):
@@ -140,10 +145,8 @@ class Ensemble(AnomalyModel):
 
     def _components(self, x: torch.Tensor, weights: list[float] | None = None) -> torch.Tensor:
         """(B, n_members) member scores (0 for a member ``weights`` gives no weight: not run)."""
-        used = self._used(weights)
-        none = torch.zeros_like(x[:, 0, 0, 0])  # (B,): batch size kept symbolic for export
-        pairs = zip(self.detectors, used, strict=True)
-        return torch.stack([m.infer(x).score.float() if u else none for m, u in pairs], 1)
+        pairs = zip(self.detectors, self._used(weights), strict=True)
+        return torch.stack([m.infer(x).score.float() if u else _no_score(x) for m, u in pairs], 1)
 
     def _used(self, weights: list[float] | None) -> list[bool]:
         """Which members are run: those with a weight (all, with None)."""
@@ -197,7 +200,7 @@ class Ensemble(AnomalyModel):
             return InferenceBatch(self.fusion(self._components(x, override), override))
         used = self._used(override)
         outs = [m.infer(x, maps=True) if u else None for m, u in zip(self.detectors, used, strict=True)]
-        scores = [o.score.float() if o is not None else torch.zeros_like(x[:, 0, 0, 0]) for o in outs]
+        scores = [o.score.float() if o is not None else _no_score(x) for o in outs]
         score = self.fusion(torch.stack(scores, 1), override)
         scaled = torch.stack(
             [o.anomaly_map.float() / s for o, s in zip(outs, self.fusion.scale, strict=True) if o is not None]
