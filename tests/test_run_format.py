@@ -39,6 +39,7 @@ OTHER_CHOICE = {
     ("default", "local_scale"): "spread",
     ("default", "unaligned"): "all",
     ("patch-knn", "match"): "anywhere",
+    ("patch-knn", "radius_rule"): "auto",
     ("patch-knn", "select"): "coreset",
     **{(name, "select"): "spaced" for name in ("pixel-knn", "hog-knn", "color-knn", "shape-knn")},
 }

@@ -58,7 +58,8 @@ EXAMPLES = {
     "  oddeye bench review --n 20000\n"
     "  oddeye bench avatars-data --size 64 --n-train 3000 --n-test 1000\n"
     "  oddeye bench avatars --sizes 64 --detectors default,pixel-knn,knn\n"
-    "  oddeye bench textures --sizes 128 --detectors default,knn",
+    "  oddeye bench textures --sizes 128 --detectors default,knn\n"
+    "  oddeye bench objects --sizes 256 --detectors default,knn",
 }
 
 
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench_args.avatars(bench.add_parser("avatars", help=what, description=what))
     what = "small marks on scikit-image's textures (brick, grass, gravel): image and pixel AUROC, AUPRO"
     bench_args.textures(bench.add_parser("textures", help=what, description=what))
+    what = "small marks on one object shot again and again, moved a little each time: image AUROC, AUPRO"
+    bench_args.objects(bench.add_parser("objects", help=what, description=what))
     what = "draw one category of the avatars benchmark: cartoon faces, anomalies with exact masks (node)"
     bench_args.avatars_data(bench.add_parser("avatars-data", help=what, description=what))
     what = "train/score images/s at the homework scale: ours vs a course-style loop"

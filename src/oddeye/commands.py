@@ -280,7 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return emoji.run(args)
     if args.bench == "homework":
         return homework.run(args)
-    if args.bench in ("serve", "maps", "outliers", "avatars", "review", "textures"):
+    if args.bench in ("serve", "maps", "outliers", "avatars", "review", "textures", "objects"):
         return importlib.import_module(f"oddeye.bench.{args.bench}").run(args)
     if args.bench == "avatars-data":
         return importlib.import_module("oddeye.bench.avatars_data").run(args)

@@ -290,6 +290,30 @@ def textures(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def objects(parser: argparse.ArgumentParser) -> None:
+    """``oddeye bench objects``."""
+    add_run_arguments(parser, TEXTURES_METHODS, contamination=False)
+    parser.add_argument(
+        "--objects",
+        default="astronaut,coffee,chelsea",
+        help="scikit-image's photographs standing for objects (default astronaut,coffee,chelsea)",
+    )
+    parser.add_argument("--sizes", default="256", help="image sides in pixels (default 256; 512 at most)")
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.02,
+        help="how far each shot moves: turns by up to 100 x this in degrees, scales by 1 +- this, "
+        "shifts by this share of the side (default 0.02)",
+    )
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="the validation protocol (choose settings here): the training shots against fresh shots, "
+        "half given a synthetic blob, never the test's marks",
+    )
+
+
 def outliers(parser: argparse.ArgumentParser) -> None:
     """``oddeye bench outliers``."""
     parser.add_argument(

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -71,13 +72,15 @@ def crops(
 
 @dataclasses.dataclass
 class TextureSet:
-    """One texture at one size: training crops, test crops (normal first), their masks and marks."""
+    """One marked set at one size (a texture's crops, an object's shots): training images, test
+    images (normal first), their masks and marks."""
 
     name: str
     train: np.ndarray
     test: np.ndarray
     masks: np.ndarray  # (N, side, side) bool
     kinds: list[str]  # per test image: "good" or the mark's kind
+    about: dict[str, Any] = dataclasses.field(default_factory=dict)  # how the images were made, for records
 
 
 def texture_set(
@@ -94,19 +97,37 @@ def texture_set(
     train = crops(image, TRAIN, side, (0, cut), rng)
     if validation:
         rng, rows = np.random.default_rng([seed, side, *name.encode(), 1]), (0, cut)
-        normal = crops(image, TEST, side, rows, rng)
-        marked, masks = local_anomalies(crops(image, TEST, side, rows, rng), rng)
+    else:
+        rows = (cut, image.shape[0])
+    return marked_set(name, train, lambda: crops(image, TEST, side, rows, rng), rng, validation)
+
+
+def marked_set(
+    name: str,
+    train: np.ndarray,
+    draw: Callable[[], np.ndarray],
+    rng: np.random.Generator,
+    validation: bool,
+    about: dict[str, Any] | None = None,
+) -> TextureSet:
+    """A :class:`TextureSet` of ``train`` and ``TEST`` normal test images from ``draw()``, then
+    ``TEST`` more from it given a mark each (``validation``: a synthetic blob each); a marked image
+    whose mark changed no pixel beyond the marks' tolerance (a faint stain on a small image) is
+    left out."""
+    normal = draw()
+    if validation:
+        marked, masks = local_anomalies(draw(), rng)
         kinds = ["synthetic"] * TEST
     else:
-        normal = crops(image, TEST, side, (cut, image.shape[0]), rng)
-        marked, masks, kinds = marks(crops(image, TEST, side, (cut, image.shape[0]), rng), rng)
-    seen = masks.reshape(len(masks), -1).any(1)  # a faint stain on a small crop may change no pixel
+        marked, masks, kinds = marks(draw(), rng)
+    seen = masks.reshape(len(masks), -1).any(1)
     return TextureSet(
         name,
         train,
         np.concatenate([normal, marked[seen]]),
         np.concatenate([np.zeros(normal.shape[:3], bool), masks[seen]]),
         ["good"] * len(normal) + [k for k, s in zip(kinds, seen, strict=True) if s],
+        about or {},
     )
 
 
@@ -124,7 +145,11 @@ def measure(method: Any, data: TextureSet) -> dict[str, Any]:
     labels = np.array([kind != "good" for kind in data.kinds], int)
     found, pixels, score_seconds = out["scores"], out["pixels"], out["score_seconds"]
     model = getattr(method, "model_", None)
-    local = [m.matching for m in getattr(model, "detectors", [model]) if hasattr(m, "matching")]
+    local = [  # where the patch members looked for a patch's nearest, and how far around its place
+        m.matching if m.matching != "near" else f"near, radius {m.reach}"
+        for m in getattr(model, "detectors", [model])
+        if hasattr(m, "matching")
+    ]
     return {
         "image_auroc": float(roc_auc_score(labels, found)),
         "per_defect_auroc": per_defect_auroc(found, labels, data.kinds),
@@ -138,62 +163,73 @@ def measure(method: Any, data: TextureSet) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """``oddeye bench textures``: every method on every texture and size, records, markdown."""
-    from oddeye.bench.report import regenerate, textures_table
-
-    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     sizes = int_list(args.sizes, "sizes", 8)
     textures = tuple(t.strip() for t in args.textures.split(",") if t.strip())
     unknown = sorted(set(textures) - set(TEXTURES))
     if unknown:
         raise OddeyeError(f"--textures: expected some of {', '.join(TEXTURES)}, found {', '.join(unknown)}")
+    images = load_textures(textures)
+    sets = (
+        (size, texture_set(texture, image, size, validation=args.validation))
+        for size in sizes
+        for texture, image in images.items()
+    )
+    return run_sets(args, "textures", "texture", sets)
+
+
+def run_sets(
+    args: argparse.Namespace, benchmark: str, key: str, sets: Iterator[tuple[int, TextureSet]]
+) -> int:
+    """Every method of ``args.detectors`` on each (size, marked set) of ``sets``: a record per
+    pair (``benchmark``-[val-]NAMESIZE-LABEL.json, the set's name under ``key``), the table,
+    the markdown. Shared by ``bench textures`` and ``bench objects``."""
+    from oddeye.bench.report import marked_sets_table, regenerate
+
+    names = [n.strip() for n in args.detectors.split(",") if n.strip()]
     if int_list(args.seeds, "seeds") != [SEED]:
         raise OddeyeError(
-            f"--seeds: expected {SEED} (crops, marks and detectors are seeded once), found {args.seeds}"
+            f"--seeds: expected {SEED} (images, marks and detectors are seeded once), found {args.seeds}"
         )
     if args.label and len(names) != 1:
         raise OddeyeError("--label names the results of one detector; give one name in --detectors")
     settings = dict(args.settings)
-    images = load_textures(textures)
     invocation, results = new_invocation(), []
-    for size in sizes:
-        for texture, image in images.items():
-            data = texture_set(texture, image, size, validation=args.validation)
-            for name in names:
-                label = args.label or method_label(name, settings)
-                r = measure(make_method(name, SEED, settings), data)
-                record = {
-                    "benchmark": "textures",
-                    "protocol": "validation" if args.validation else "test",
-                    "dataset": f"{texture}{size}",
-                    "texture": texture,
-                    "size": size,
-                    "detector": name,
-                    "label": label,
-                    "invocation": invocation,
-                    "settings": settings_record(name, settings),
-                    "data": {
-                        "n_train": len(data.train),
-                        "n_test_good": data.kinds.count("good"),
-                        "marked": {k: data.kinds.count(k) for k in sorted(set(data.kinds) - {"good"})},
-                        "seed": SEED,
-                    },
-                    **r,
-                    **provenance("cpu"),
-                }
-                results.append(record)
-                kinds = " / ".join(
-                    f"{r['per_defect_auroc'][k]:.3f}" for k in MARKS if k in r["per_defect_auroc"]
-                )
-                pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
-                print(
-                    f"{texture}{size} {label}: image AUROC {r['image_auroc']:.3f} ({kinds}), pixel AUROC / "
-                    f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s",
-                    flush=True,
-                )
-                if not args.no_save:
-                    val = "val-" if args.validation else ""
-                    file = f"textures-{val}{texture}{size}-{safe_name(label)}.json"
-                    write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
-    print(textures_table(results))
+    for size, data in sets:
+        for name in names:
+            label = args.label or method_label(name, settings)
+            r = measure(make_method(name, SEED, settings), data)
+            record = {
+                "benchmark": benchmark,
+                "protocol": "validation" if args.validation else "test",
+                "dataset": f"{data.name}{size}",
+                key: data.name,
+                "size": size,
+                "detector": name,
+                "label": label,
+                "invocation": invocation,
+                "settings": settings_record(name, settings),
+                "data": {
+                    "n_train": len(data.train),
+                    "n_test_good": data.kinds.count("good"),
+                    "marked": {k: data.kinds.count(k) for k in sorted(set(data.kinds) - {"good"})},
+                    "seed": SEED,
+                    **data.about,
+                },
+                **r,
+                **provenance("cpu"),
+            }
+            results.append(record)
+            kinds = " / ".join(f"{r['per_defect_auroc'][k]:.3f}" for k in MARKS if k in r["per_defect_auroc"])
+            pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
+            print(
+                f"{data.name}{size} {label}: image AUROC {r['image_auroc']:.3f} ({kinds}), pixel AUROC / "
+                f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s",
+                flush=True,
+            )
+            if not args.no_save:
+                val = "val-" if args.validation else ""
+                file = f"{benchmark}-{val}{data.name}{size}-{safe_name(label)}.json"
+                write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
+    print(marked_sets_table(results, benchmark, key))
     regenerate(args)
     return 0

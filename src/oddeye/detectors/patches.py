@@ -299,6 +299,14 @@ class PatchKNNParams(Params):
         choices=("near", "anywhere", "auto"),
     )
     radius: int = param(1, help="near: grid steps around a patch's own position searched for its nearest")
+    radius_rule: str = param(
+        "fixed",
+        before="fixed",
+        help="near: fixed, radius as given; or auto: 0 where the training images are registered to the "
+        "working pixel (most of them fit their mean image best unshifted: see REGISTERED), radius elsewhere "
+        "(an object shot again and again, never at exactly the same place)",
+        choices=("fixed", "auto"),
+    )
     max_patches: int = param(50_000, help="anywhere: training patches the bank keeps (evenly spaced)")
     candidates: int = param(
         0, help="near: compare with the patches of this many training images laid out most alike (0: all)"
@@ -327,6 +335,14 @@ BANK_DTYPE = torch.float16  # a "near" bank's descriptors, as stored
 # and the least aligned objects (see NOTES.md)
 ALIGNED = 0.03
 ALIGN_IMAGES = 256
+# radius_rule="auto": the training images are registered where at least this share of them fits the
+# images' mean best with no shift (of up to REGISTER_SHIFT working pixels each way; gray, each image
+# less its mean, by normalised correlation). Measured over 256 training images at 128 working pixels:
+# the avatars (drawn at the same place to the pixel, their hair and clothes varying) 0.66-0.71; one
+# photograph shot again and again (`bench objects`), turned, scaled and shifted by up to 0.5% / 1% /
+# 2% of its side: 0.78-0.82 / 0.20-0.21 / 0.05; shot still: 1.0 (see NOTES.md)
+REGISTERED = 0.5
+REGISTER_SHIFT = 3
 PCA_ROWS = 50_000  # training patches the principal axes are fitted on, per patch size
 
 
@@ -383,6 +399,9 @@ class PatchKNN(AnomalyModel):
         self.match_: str | None = None  # match="auto": "near" or "anywhere", once the images chose
         if self.params.match == "auto":  # the share of the patches' variance their place explains
             self.register_buffer("aligned", torch.zeros(0))
+        self.reach_: int | None = None  # radius_rule="auto": the radius the images chose
+        if self.params.radius_rule == "auto":  # the share of the images that fit their mean unshifted
+            self.register_buffer("registered", torch.zeros(0))
         self.positions_: np.ndarray | None = None  # after fit_end: each bank image's place in the pass
         self.reference_: torch.Tensor | None = None  # after fit_end: the references' own scores
 
@@ -412,27 +431,45 @@ class PatchKNN(AnomalyModel):
     def compares_places(self) -> bool:
         return self.matching == "near"
 
+    @property
+    def reach(self) -> int:
+        """The grid steps searched around a patch's place: ``radius``, or with ``radius_rule="auto"``
+        0 where the training images were found registered (:meth:`registration`)."""
+        return self.params.radius if self.reach_ is None else self.reach_
+
+    def _choose_reach(self) -> None:
+        """``reach_`` from the measured ``registered`` share (radius_rule="auto")."""
+        registered = self.registered.numel() and float(self.registered) >= REGISTERED
+        self.reach_ = 0 if registered else self.params.radius
+
     def _choose_match(self) -> None:
         """``match_`` from the measured ``aligned`` share (match="auto")."""
         self.match_ = "anywhere" if self.aligned.numel() and float(self.aligned) < ALIGNED else "near"
 
+    def _sample_images(self, batches: Batches, keep: np.ndarray | None) -> Iterator[torch.Tensor]:
+        """Batches of an evenly spaced sample of at most :data:`ALIGN_IMAGES` of the images ``keep``
+        names (the first ones, in a pass of unknown length)."""
+        sample = None if keep is None else keep[spaced(len(keep), ALIGN_IMAGES)]
+        seen = 0
+        for x in batches() if sample is None else selected(batches, sample):
+            yield x[: ALIGN_IMAGES - seen]
+            seen += len(x[: ALIGN_IMAGES - seen])
+            if seen >= ALIGN_IMAGES:
+                break
+
     @torch.no_grad()
     def alignment(self, batches: Batches, keep: np.ndarray | None) -> float:
         """The share of the first grid's descriptor variance that the patches' place explains, over
-        an evenly spaced sample of at most :data:`ALIGN_IMAGES` of the images ``keep`` names (the first
-        ones, in a pass of unknown length): near 1 where every image shows the same thing at the same
-        place, near 0 for a texture."""
-        sample = None if keep is None else keep[spaced(len(keep), ALIGN_IMAGES)]
+        a sample of the images (:meth:`_sample_images`): near 1 where every image shows the same
+        thing at the same place, near 0 for a texture."""
         at_place: torch.Tensor | float = 0.0  # sums, batch by batch
         squares, seen = 0.0, 0
-        for x in batches() if sample is None else selected(batches, sample):
-            d = self.raw_descriptors(self.working(x[: ALIGN_IMAGES - seen]))[0]
+        for x in self._sample_images(batches, keep):
+            d = self.raw_descriptors(self.working(x))[0]
             d = d.flatten(1, 2)  # (b, places, D)
             at_place = at_place + d.sum(0, dtype=torch.float64)
             squares += float(d.pow(2).sum(dtype=torch.float64))
             seen += len(d)
-            if seen >= ALIGN_IMAGES:
-                break
         if not isinstance(at_place, torch.Tensor):
             return 1.0
         at_place = at_place / seen  # each place's mean descriptor
@@ -440,6 +477,29 @@ class PatchKNN(AnomalyModel):
         between = float((at_place - centre).pow(2).sum(-1).mean())
         total = squares / (seen * at_place.shape[0]) - float(centre.pow(2).sum())
         return between / total if total > 0 else 1.0
+
+    @torch.no_grad()
+    def registration(self, batches: Batches, keep: np.ndarray | None) -> float:
+        """The share of a sample of the images (:meth:`_sample_images`) that fit the sample's mean
+        image best with no shift, among shifts of up to :data:`REGISTER_SHIFT` working pixels each
+        way (gray at the working size, each image less its mean, normalised correlation with the
+        mean's interior): near 1 where the images are drawn or shot at the same place to the pixel."""
+        gray = torch.cat([self.working(x).mean(1, keepdim=True) for x in self._sample_images(batches, keep)])
+        r = min(REGISTER_SHIFT, (min(gray.shape[-2:]) - 1) // 4)
+        if len(gray) < 2 or r < 1:
+            return 1.0
+        gray = gray - gray.mean((2, 3), keepdim=True)
+        h, w = gray.shape[-2:]
+        core = gray.mean(0, keepdim=True)[..., r : h - r, r : w - r]
+        fits = []
+        for dy in range(-r, r + 1):
+            for dx in range(-r, r + 1):
+                window = gray[..., r + dy : h - r + dy, r + dx : w - r + dx]
+                fits.append(
+                    (window * core).sum((1, 2, 3)) / window.pow(2).sum((1, 2, 3)).sqrt().clamp_min(1e-6)
+                )
+        unshifted = (2 * r + 1) * r + r
+        return float((torch.stack(fits, 1).argmax(1) == unshifted).float().mean())
 
     def working(self, x: torch.Tensor) -> torch.Tensor:
         """A normalised batch at the working resolution (what descriptors and layouts are made of)."""
@@ -479,6 +539,9 @@ class PatchKNN(AnomalyModel):
         if self.params.match == "auto":
             self.aligned = torch.tensor(self.alignment(batches, keep))
             self._choose_match()
+        if self.params.radius_rule == "auto":
+            self.registered = torch.tensor(self.registration(batches, keep))
+            self._choose_reach()
         near = self.matching == "near"
         if keep is not None:  # a known pass: the bank stored projected, never every raw descriptor
             self._build_near(batches, keep) if near else self._build_anywhere(batches, keep)
@@ -639,13 +702,13 @@ class PatchKNN(AnomalyModel):
         """(gh + 2r, gw + 2r, n, dim) float16, every value :data:`FAR`: the place of grid ``i``'s
         descriptors of ``n`` images (``dim``: the raw ones' D by default), positions first, padded
         for the search around them."""
-        r, (_, span, gh, gw) = self.params.radius, self.derived.grids[i]
+        r, (_, span, gh, gw) = self.reach, self.derived.grids[i]
         dim = self.shape[2] * span * span if dim is None else dim
         return torch.full((gh + 2 * r, gw + 2 * r, n, dim), FAR, dtype=BANK_DTYPE)
 
     def _interior(self, i: int, store: torch.Tensor) -> torch.Tensor:
         """(gh, gw, n, D) the grid's own positions of a padded store (a view)."""
-        r, (_, _, gh, gw) = self.params.radius, self.derived.grids[i]
+        r, (_, _, gh, gw) = self.reach, self.derived.grids[i]
         return store[r : r + gh, r : r + gw]
 
     def _store_of(self, i: int, raw: torch.Tensor) -> torch.Tensor:
@@ -718,9 +781,9 @@ class PatchKNN(AnomalyModel):
         ``candidates`` (B, K) images alone, where given)."""
         bank, norms, owners = self._get("bank", i), self._get("norms", i), self._get("owners", i)
         if candidates is not None:
-            return candidate_distances(d, bank, norms, self.params.radius, candidates)
+            return candidate_distances(d, bank, norms, self.reach, candidates)
         if self.matching == "near":
-            return near_distances(d, bank, norms, self.params.radius, exclude, owners)
+            return near_distances(d, bank, norms, self.reach, exclude, owners)
         b, gh, gw, dim = d.shape
         per_patch = None if exclude is None else exclude.repeat_interleave(gh * gw)
         if torch.compiler.is_exporting():  # one graph for any batch size
@@ -885,7 +948,7 @@ class PatchKNN(AnomalyModel):
             small = self.working(x)
             for i, d in enumerate(self._projected(self.raw_descriptors(small))):
                 stored = self._get("bank", i).dtype  # float16, or float32 in a run written before
-                parts[i].append(pad_positions(d.permute(1, 2, 0, 3), self.params.radius).to(stored))
+                parts[i].append(pad_positions(d.permute(1, 2, 0, 3), self.reach).to(stored))
             layouts.append(layout(small))
         if not layouts:
             self._fit_scales()  # the bank may have lost images to its bound
@@ -964,3 +1027,5 @@ class PatchKNN(AnomalyModel):
         nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)
         if self.params.match == "auto":
             self._choose_match()
+        if self.params.radius_rule == "auto":
+            self._choose_reach()
