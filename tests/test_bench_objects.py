@@ -62,9 +62,14 @@ def test_bench_objects_end_to_end(tmp_path: Path, cli, monkeypatch: pytest.Monke
     r = cli("bench", "objects", "--sizes", "32", "--objects", "coffee", "--detectors", "knn",
             "--jitter", "0.03", "--results-dir", results, "--markdown", md)  # fmt: skip
     assert r.code == 0, r.err
+    record = json.loads((results / "objects-coffee-jitter0.03-32-knn.json").read_text())  # not the default
+    assert record["object"] == "coffee-jitter0.03" and record["data"]["jitter"] == 0.03
+    r = cli("bench", "objects", "--sizes", "32", "--objects", "coffee", "--detectors", "knn",
+            "--results-dir", results, "--markdown", md)  # fmt: skip
+    assert r.code == 0, r.err
     record = json.loads((results / "objects-coffee32-knn.json").read_text())
     assert (
-        record["benchmark"] == "objects" and record["object"] == "coffee" and record["data"]["jitter"] == 0.03
+        record["benchmark"] == "objects" and record["object"] == "coffee" and record["data"]["jitter"] == 0.02
     )
     assert set(record["per_defect_auroc"]) <= {"scratch", "stain", "missing"} and 0 <= record["aupro"] <= 1
     r = cli("bench", "objects", "--sizes", "32", "--objects", "coffee", "--detectors", "knn", "--validation",

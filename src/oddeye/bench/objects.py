@@ -82,13 +82,16 @@ def object_set(
     validation: bool = False,
 ) -> TextureSet:
     """The shots of one object at ``side`` pixels, seeded by its name, the side and ``seed`` (the
-    validation's test shots by a seed of their own), marked as ``textures.marked_set`` marks them."""
+    validation's test shots by a seed of their own), marked as ``textures.marked_set`` marks them.
+    The set is named after the object, and its jitter where it is not :data:`JITTER` (its records
+    then keep their own files)."""
     rng = np.random.default_rng([seed, side, *name.encode()])
     train = shots(image, TRAIN, side, jitter, rng)
     if validation:
         rng = np.random.default_rng([seed, side, *name.encode(), 1])
     draw = lambda: shots(image, TEST, side, jitter, rng)  # noqa: E731
-    return marked_set(name, train, draw, rng, validation, {"jitter": jitter})
+    named = name if jitter == JITTER else f"{name}-jitter{jitter:g}"
+    return marked_set(named, train, draw, rng, validation, {"jitter": jitter})
 
 
 def run(args: argparse.Namespace) -> int:

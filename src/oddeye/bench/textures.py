@@ -195,13 +195,16 @@ def run_sets(
     settings = dict(args.settings)
     invocation, results = new_invocation(), []
     for size, data in sets:
+        dataset = (
+            f"{data.name}{'-' if data.name[-1:].isdigit() else ''}{size}"  # coffee256, coffee-jitter0.04-256
+        )
         for name in names:
             label = args.label or method_label(name, settings)
             r = measure(make_method(name, SEED, settings), data)
             record = {
                 "benchmark": benchmark,
                 "protocol": "validation" if args.validation else "test",
-                "dataset": f"{data.name}{size}",
+                "dataset": dataset,
                 key: data.name,
                 "size": size,
                 "detector": name,
@@ -222,13 +225,13 @@ def run_sets(
             kinds = " / ".join(f"{r['per_defect_auroc'][k]:.3f}" for k in MARKS if k in r["per_defect_auroc"])
             pixel = "-" if r["aupro"] is None else f"{r['pixel_auroc']:.3f} / {r['aupro']:.3f}"
             print(
-                f"{data.name}{size} {label}: image AUROC {r['image_auroc']:.3f} ({kinds}), pixel AUROC / "
+                f"{dataset} {label}: image AUROC {r['image_auroc']:.3f} ({kinds}), pixel AUROC / "
                 f"AUPRO {pixel}, {r['train_seconds']:.0f} + {r['score_seconds']:.0f} s",
                 flush=True,
             )
             if not args.no_save:
                 val = "val-" if args.validation else ""
-                file = f"{benchmark}-{val}{data.name}{size}-{safe_name(label)}.json"
+                file = f"{benchmark}-{val}{dataset}-{safe_name(label)}.json"
                 write_text(Path(args.results_dir) / file, json.dumps(record, indent=2) + "\n")
     print(marked_sets_table(results, benchmark, key))
     regenerate(args)
