@@ -553,7 +553,8 @@ OBJECTS_TEXT = {
         "to `jitter` of the side: 2% by default; 2 degrees at 2%), its brightness within 5% and a "
         "little noise. 200 training shots, 90 normal test shots and 90 marked ones (the marks of "
         "`bench avatars --validation marks`). Per object: image AUROC (scratch / stain / missing), "
-        "then AUPRO.",
+        "then AUPRO. `patches` says where, and how many grid steps around its place, the patch members "
+        "compared a patch (`default` chooses from the training images: `radius_rule=auto`).",
         "",
     ],
     "validation": [
@@ -577,7 +578,7 @@ def _marked_sets_markdown(
     lines = list(text[protocol])
     for size in sorted({r["size"] for r in results}):
         rows = [r for r in results if r["size"] == size]
-        textures = sorted({r[key] for r in rows})
+        sets = sorted({r[key] for r in rows})
         by_label: dict[str, dict[str, dict[str, Any]]] = {}
         for r in rows:
             by_label.setdefault(r["label"], {})[r[key]] = r
@@ -585,13 +586,13 @@ def _marked_sets_markdown(
             f"{size} x {size} px:",
             "",
             "| method | patches | "
-            + " | ".join(f"{t} image | {t} AUPRO" for t in textures)
+            + " | ".join(f"{t} image | {t} AUPRO" for t in sets)
             + " | train + score s |",
-            "|---|---|" + "---|---|" * len(textures) + "---|",
+            "|---|---|" + "---|---|" * len(sets) + "---|",
         ]
         for label, found in by_label.items():
             cells = []
-            for t in textures:
+            for t in sets:
                 r = found.get(t)
                 if r is None:
                     cells += ["", ""]
