@@ -606,3 +606,21 @@ def test_a_bank_ensemble_keeps_the_held_out_scores_it_fitted_on_as_rescoring_giv
     sample = det.record_.heldout_sample  # every held-out image kept (fewer than the sample's bound)
     assert len(sample) == len(det.heldout_scores_)
     np.testing.assert_allclose(det.score(sample), det.heldout_scores_, rtol=1e-6, atol=1e-6)
+
+
+def test_leaving_each_image_out_by_its_column_equals_comparing_every_owner_across_blocks() -> None:
+    """A "near" bank (column j: image j) finds each query's own column once per block of
+    queries; the one-graph search compares every column's owner: the same distances, in banks
+    of more than one block of columns."""
+    from oddeye.detectors.patches import NEAR_CHUNK, _near_graph
+
+    torch.manual_seed(2)
+    n = 2 * NEAR_CHUNK + 37
+    bank = pad_positions(torch.randn(3, 4, n, 5), 1)
+    norms = bank.pow(2).sum(-1)
+    exclude = torch.tensor([0, NEAR_CHUNK - 1, NEAR_CHUNK, n - 1, 700, 3, 3])
+    queries = bank[1:4, 1:5, exclude].permute(2, 0, 1, 3).clone()  # each its own image's patches
+    expected = _near_graph(queries, bank, norms, 1, exclude, torch.arange(n))
+    for owners in (torch.arange(n), None):
+        torch.testing.assert_close(near_distances(queries, bank, norms, 1, exclude, owners), expected)
+    assert near_distances(queries, bank, norms, 1).max() < 0.01  # without leaving out: itself

@@ -96,9 +96,13 @@ def near_distances(
     q = queries.float().permute(1, 2, 0, 3)  # (gh, gw, b, d)
     best = torch.full((gh, gw, b), float("inf"), device=queries.device)
     own = None if exclude is None else exclude.to(queries.device)
+    # column j is image j (a "near" bank): each query's own column is found once per block of
+    # queries, not compared with every column at every position
+    by_column = own is not None and (owners is None or torch.equal(owners.cpu(), torch.arange(n)))
     for q0 in range(0, b, step):
         q1 = min(b, q0 + step)
         mine = None if own is None else own[q0:q1].view(1, -1, 1)
+        hits = _own_columns(own[q0:q1], n) if by_column else {}  # type: ignore[index]
         for y in range(gh):
             for x0 in range(0, gw, wide):
                 x1 = min(gw, x0 + wide)
@@ -110,7 +114,7 @@ def near_distances(
                         norms_all = norms[y + dy, x0 + dx : x1 + dx].unsqueeze(1)  # (positions, 1, N)
                         for start in range(0, n, NEAR_CHUNK):
                             part = _partial(
-                                block, rows_all, norms_all, start, mine, owners
+                                block, rows_all, norms_all, start, mine, owners, hits.get(start)
                             )  # (positions, queries)
                             torch.minimum(low, part, out=low)
     d2 = best + q.pow(2).sum(-1)
@@ -154,6 +158,17 @@ def anywhere_distances(
     return (best + q.pow(2).sum(-1)).clamp_min(0).sqrt()
 
 
+def _own_columns(own: torch.Tensor, n: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per block of :data:`NEAR_CHUNK` bank columns (by its first), the queries whose own image
+    ``own`` (B,) is among its columns, and that column within the block (column j: image j)."""
+    hits = {}
+    for start in range(0, n, NEAR_CHUNK):
+        local = own - start
+        inside = ((local >= 0) & (local < min(NEAR_CHUNK, n - start))).nonzero().view(-1)
+        hits[start] = (inside, local[inside])
+    return hits
+
+
 def _partial(
     q: torch.Tensor,
     rows_all: torch.Tensor,
@@ -161,13 +176,18 @@ def _partial(
     start: int,
     own: torch.Tensor | None,
     owners: torch.Tensor | None,
+    hits: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """(P, B) the least |b|^2 - 2 q.b of queries ``q`` (P, B, d) over the bank rows ``start`` to
     ``start + NEAR_CHUNK`` of ``rows_all`` (P, N, d), not counting the rows of the images ``own``
-    (1, B, 1) names. |q|^2, the same for every bank row, is added after the minimum."""
+    (1, B, 1) names; or, where given, the ``hits`` of :func:`_own_columns` (queries, their own
+    column in this block): the same, without comparing every column. |q|^2, the same for every
+    bank row, is added after the minimum."""
     rows = rows_all[:, start : start + NEAR_CHUNK].float()  # a stored float16 bank: float32 math
     part = torch.baddbmm(norms_all[..., start : start + NEAR_CHUNK], q, rows.transpose(1, 2), alpha=-2)
-    if own is not None:
+    if hits is not None:
+        part[:, hits[0], hits[1]] = float("inf")
+    elif own is not None:
         index = (
             torch.arange(start, start + rows.shape[1])
             if owners is None
