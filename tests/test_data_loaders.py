@@ -249,9 +249,57 @@ def test_mixed_sizes_need_a_size(tmp_path: Path) -> None:
         load_images(tmp_path, progress=False)
     msg = str(err.value)
     assert msg.startswith(str(tmp_path / "c.png"))
-    assert "images of 8x8 (HxW) like a.png (pass a size option" in msg and msg.endswith("4x6")
+    assert "images of 8x8 (HxW) like most images here (2 of 3); the size option (--size HxW)" in msg
+    assert msg.endswith("4x6")
     s = load_images(tmp_path, size=(3, 7), progress=False)
     assert (len(s), s.shape) == (3, (3, 7, 3))
+
+
+def test_the_file_of_another_size_is_named_even_when_it_sorts_first(tmp_path: Path) -> None:
+    save_image(tmp_path / "a.png", images(n=1, h=4, w=6)[0])
+    for name in "bcd":
+        save_image(tmp_path / f"{name}.png", images(n=1, h=8, w=8)[0])
+    with pytest.raises(InputError) as err:
+        load_images(tmp_path, progress=False)
+    msg = str(err.value)
+    assert msg.startswith(str(tmp_path / "a.png")) and "8x8 (HxW) like most images here (3 of 4)" in msg
+
+
+def test_hidden_files_and_folders_are_not_read(tmp_path: Path) -> None:
+    """macOS's resource forks (``._x.png``, ``__MACOSX/``) and Jupyter's checkpoints are not images
+    of the set: they are neither read nor listed."""
+    save_image(tmp_path / "a.png", images(n=1)[0])
+    for hidden in ("__MACOSX", ".ipynb_checkpoints", "sub/.cache"):
+        (tmp_path / hidden).mkdir(parents=True)
+        save_image(tmp_path / hidden / "a-checkpoint.png", images(n=1)[0])
+    (tmp_path / "._a.png").write_bytes(b"\x00\x05\x16\x07 not an image")
+    save_image(tmp_path / "sub" / "b.png", images(n=1, seed=2)[0])
+    s = load_images(tmp_path, progress=False)
+    assert s.paths == ("a.png", "sub/b.png")
+
+
+def test_images_of_more_than_8_bits_come_to_8_on_one_scale(tmp_path: Path) -> None:
+    """Pillow's own conversion clips at 255: 16-bit files came out white and float files black."""
+    rng = np.random.default_rng(0)
+    wide = rng.normal(30000, 3000, (2, 6, 5)).astype(np.uint16)
+    for i, a in enumerate(wide):
+        Image.fromarray(a).save(tmp_path / f"{i}.png")
+    got = load_images(tmp_path, progress=False).array[..., 0]
+    np.testing.assert_array_equal(got, np.rint(wide / 257).astype(np.uint8))
+    floats = tmp_path / "floats"
+    floats.mkdir()
+    unit = rng.random((6, 5)).astype(np.float32)
+    Image.fromarray(unit, "F").save(floats / "unit.tif")
+    Image.fromarray(unit * 255, "F").save(floats / "bytes.tif")
+    got = load_images(floats, progress=False).array[..., 0]
+    np.testing.assert_array_equal(got[0], got[1])
+    np.testing.assert_array_equal(got[0], np.rint(unit * 255).astype(np.uint8))
+    Image.fromarray(unit * 1000, "F").save(floats / "wide.tif")
+    with pytest.raises(InputError) as err:
+        load_images(floats, progress=False)
+    assert str(err.value).startswith(str(floats / "wide.tif")) and "not within [0, 1] or [0, 255]" in str(
+        err.value
+    )
 
 
 def test_resize_keeps_flat_images_flat(tmp_path: Path) -> None:

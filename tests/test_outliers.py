@@ -165,6 +165,26 @@ def test_truncated_and_odd_sized_files_are_counted_and_train_still_refuses(cli, 
     assert r.code == 2 and "cut.png" in r.err and len(r.err.strip().splitlines()) == 1
 
 
+def test_a_folder_of_many_sizes_is_refused_not_half_skipped(cli, tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "imgs", n=24)
+    (tmp_path / "small").mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "small" / f"s{i}.png")
+        (tmp_path / "small" / f"s{i}.png").rename(folder / f"zz{i}.png")
+    r = cli("outliers", folder, "--out", tmp_path / "o.html", "--csv", tmp_path / "o.csv", "--quiet")
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1, r.err
+    assert (
+        f"{folder}: expected images of one size (the size option (--size HxW) resizes every image)" in r.err
+    )
+    assert "found 4 of 28 not at the 16x16 (HxW) of most, e.g. zz0.png at 8x8" in r.err
+    assert not (tmp_path / "o.html").exists() and not (tmp_path / "o.csv").exists()
+    r = cli("outliers", folder, "--out", tmp_path / "o.html", "--size", "16x16", "--quiet")
+    assert r.code == 0 and "ranked 28 images" in r.out, r.err
+    (folder / "zz0.png").unlink(), (folder / "zz1.png").unlink()  # 2 of 26: strays, skipped and listed
+    r = cli("outliers", folder, "--out", tmp_path / "o.html", "--quiet")
+    assert r.code == 0 and "2 unreadable files skipped: zz2.png (expected 16x16" in r.out, r.err
+
+
 def test_a_folder_read_lazily_checks_every_file_first(tmp_path: Path, monkeypatch) -> None:
     folder = _folder(tmp_path / "imgs", n=22)
     whole = (folder / "img01.png").read_bytes()

@@ -50,12 +50,39 @@ def on_white(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba)
 
 
+def eight_bit(im: Image.Image) -> Image.Image:
+    """A gray image of more than 8 bits as an 8-bit "L" one, on a scale that is the same for every
+    file (Pillow's own conversion clips at 255, so 16-bit images came out white and float ones
+    black): 16-bit integers (modes "I;16...", and "I" within 0..65535) divided by 257, so 65535 is
+    255; floats within [0, 1] times 255, within [0, 255] as they are. Other values raise
+    ValueError (the caller names the file); 8-bit images are returned as they are."""
+    if im.mode != "F" and im.mode != "I" and not im.mode.startswith("I;16"):
+        return im
+    values = np.asarray(im)
+    if values.size == 0:
+        return im.convert("L")
+    if im.mode == "F":
+        if not np.isfinite(values).all():
+            raise ValueError("floating-point pixels that are NaN or infinite")
+        lo, hi = float(values.min()), float(values.max())
+        if lo < 0 or hi > 255:
+            raise ValueError(f"floating-point pixels from {lo:g} to {hi:g}, not within [0, 1] or [0, 255]")
+        scaled = values * 255.0 if hi <= 1 else values
+    else:
+        lo, hi = int(values.min()), int(values.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"integer pixels from {lo} to {hi}, not within 16 bits (0 to 65535)")
+        scaled = values / 257.0
+    return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), "L")
+
+
 def decode(source: str | BinaryIO, mode: str, wh: tuple[int, int] | None = None) -> np.ndarray:
     """The image in ``source`` (a path or a binary file) as uint8 (H, W) or (H, W, 3), converted to
-    ``mode`` ("L" or "RGB") on white, resized to ``wh`` (width, height) when given. Raises the
-    image library's own errors (callers say which file)."""
+    ``mode`` ("L" or "RGB") on white, resized to ``wh`` (width, height) when given; images of more
+    than 8 bits a pixel are brought to 8 on a fixed scale (:func:`eight_bit`). Raises the image
+    library's own errors, and ValueError for pixel values out of range (callers say which file)."""
     with warnings_as_errors(), Image.open(source) as im:
-        im = on_white(im).convert(mode)
+        im = on_white(eight_bit(im)).convert(mode)
         if wh is not None and im.size != wh:
             im = im.resize(wh, Image.Resampling.BILINEAR)
         return np.asarray(im)

@@ -32,6 +32,9 @@ from oddeye.progress import Task, track
 PathArg = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+RESIZE_HINT = "the size option (--size HxW) resizes every image"
+OTHER_SIZES = 0.1  # share of a folder's images that may be of other sizes, skipped as strays
+HIDDEN = ("__MACOSX", ".ipynb_checkpoints")  # folders (and any name starting with ".") never read
 EAGER_SHARE = 0.25  # a folder is decoded whole when it takes at most this share of free memory
 EAGER_MAX = 4_000_000_000  # and at most this many bytes (the homework set is 1.7 GB)
 READ_CHUNK = 1 << 20  # bytes per read when decompressing an idx.gz file
@@ -376,14 +379,23 @@ def _of_size(
     wh: tuple[int, int],
     skipped: list[Unreadable] | None,
 ) -> tuple[list[Path], list[tuple[tuple[int, int], str]]]:
-    """The files of size ``wh`` (every file, unless ``skipped`` collects the others)."""
+    """The files of size ``wh`` (every file, unless ``skipped`` collects the others). More than
+    :data:`OTHER_SIZES` of the files at other sizes is a set of many sizes, not a few strays: an
+    error, not half the set skipped."""
     if skipped is None:
         return files, infos
     kept = [i for i, (found, _) in enumerate(infos) if found == wh]
+    others = len(files) - len(kept)
+    if others > OTHER_SIZES * len(files):
+        odd = next(i for i, (found, _) in enumerate(infos) if found != wh)
+        (fw, fh), name = infos[odd][0], _name(folder, files[odd])
+        expected = f"images of one size ({RESIZE_HINT})"
+        found = f"{others} of {len(files)} not at the {wh[1]}x{wh[0]} (HxW) of most, e.g. {name} at {fh}x{fw}"
+        raise InputError(folder, expected, found)
     for f, ((fw, fh), _) in zip(files, infos, strict=True):
         if (fw, fh) != wh:
             sizes = f"expected {wh[1]}x{wh[0]} (HxW) like most images here, found {fh}x{fw}"
-            skipped.append(Unreadable(_name(folder, f), f"{sizes} (a size option resizes all)"))
+            skipped.append(Unreadable(_name(folder, f), f"{sizes}; {RESIZE_HINT}"))
     return [files[i] for i in kept], [infos[i] for i in kept]
 
 
@@ -463,14 +475,35 @@ def _decoder_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="oddeye-decode")
 
 
+def colour_file(data: ImageSet) -> str | None:
+    """The first colour file of a folder read as colour (a path to it), or None."""
+    if data.paths is None or not Path(data.source).is_dir():
+        return None
+    for rel in data.paths:
+        with contextlib.suppress(UnreadableImage):
+            if not is_gray(_peek(Path(data.source) / rel)[1]):
+                return str(Path(data.source) / rel)
+    return None
+
+
 def image_files(folder: PathArg) -> list[Path]:
     """The image files a folder is read from, in the order of the images (sorted by path)."""
     return _image_files(Path(folder))
 
 
 def _image_files(folder: Path) -> list[Path]:
-    found = [f for f in folder.rglob("*") if _suffix(f) in IMAGE_SUFFIXES and f.is_file()]
+    """The image files under ``folder``, less hidden ones: a name (of the file or a folder on its
+    way) starting with "." (macOS's "._" resource forks, Jupyter's checkpoints) or ``__MACOSX``."""
+    found = [
+        f
+        for f in folder.rglob("*")
+        if _suffix(f) in IMAGE_SUFFIXES and not _hidden(f.relative_to(folder)) and f.is_file()
+    ]
     return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") or part in HIDDEN for part in relative.parts)
 
 
 class UnreadableImage(InputError):
@@ -500,17 +533,19 @@ def _decode(f: Path, mode: str, wh: tuple[int, int]) -> np.ndarray:
 def _common_size(
     folder: Path, files: list[Path], sizes: list[tuple[int, int]], skipped: list[Unreadable] | None = None
 ) -> tuple[int, int]:
-    """The (width, height) shared by all images; names the first file that differs. With
-    ``skipped`` (files of other sizes are skipped, not refused): the size of most images."""
+    """The (width, height) shared by all images: the size of most of them (a tie: the first
+    file's), and an error naming the first file of another size; with ``skipped`` (files of
+    other sizes are skipped, not refused) that size alone."""
     if not sizes:
         return 1, 1  # no readable file: the caller says so
+    (w, h), count = Counter(sizes).most_common(1)[0]
     if skipped is not None:
-        return Counter(sizes).most_common(1)[0][0]  # a tie: the first file's
-    w, h = sizes[0]
+        return w, h
     for f, (fw, fh) in zip(files, sizes, strict=True):
         if (fw, fh) != (w, h):
-            first = files[0].relative_to(folder).as_posix()
-            expected = f"images of {h}x{w} (HxW) like {first} (pass a size option to resize)"
+            first = _name(folder, files[0])
+            like = f"like most images here ({count} of {len(sizes)})" if count > 1 else f"like {first}"
+            expected = f"images of {h}x{w} (HxW) {like}; {RESIZE_HINT}"
             raise InputError(f, expected, f"{fh}x{fw}")
     return w, h
 
