@@ -117,6 +117,17 @@ def test_evaluate_with_maps(mvtec, cli, tmp_path: Path) -> None:
     np.save(labels, truth.labels)
     r = cli("evaluate", csv, "--labels", labels, "--maps", maps)
     assert r.code == 2 and "pixel metrics need masks" in r.err
+    # a category without ground_truth/: image metrics alone; pixel metrics ask for the masks
+    shutil.rmtree(broken / "ground_truth")
+    r = cli("evaluate", csv, "--dataset", broken, "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["auroc"] == pytest.approx(
+        json.loads(cli("evaluate", csv, "--dataset", mvtec["category"], "--json").out)["auroc"]
+    )
+    r = cli("evaluate", csv, "--dataset", broken, "--maps", maps)
+    assert (
+        r.code == 2 and f"{broken / 'ground_truth'}: expected masks for the pixel metrics (--maps)" in r.err
+    )
 
 
 def test_maps_are_resized_to_the_masks_size(mvtec, tmp_path: Path) -> None:

@@ -37,6 +37,36 @@ def test_a_category_folder_is_detected_and_resolved_per_split(category: Path, tm
     assert images_of(array, "test") is array
 
 
+def test_a_folder_of_categories_or_a_category_without_train_good_is_not_read_as_images(
+    category: Path, tmp_path: Path, cli
+) -> None:
+    """Read as a folder of images, its test defects and masks would be trained on as normal."""
+    root = category.parent
+    shutil.copytree(category, root / "cable")
+    for command in (
+        ("train", root, "--out", tmp_path / "run"),
+        ("outliers", root, "--out", tmp_path / "o.html"),
+    ):
+        r = cli(*command, "--quiet")
+        assert r.code == 2 and r.err.count("\n") == 1, r.err
+        assert f"{root}: expected a folder of images or one MVTec AD category (train/good/, test/)" in r.err
+        assert (
+            f"found a folder of 2 categories (cable, {category.name}): give one, e.g. {root / 'cable'}"
+            in r.err
+        )
+    (category / "train" / "good").rename(category / "train" / "normal")
+    with pytest.raises(InputError, match="train/ and test/ or ground_truth/ but no train/good/"):
+        images_of(category, "train")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "o.html").exists()
+
+
+def test_outliers_of_a_category_ranks_its_training_images(category: Path, cli, tmp_path: Path) -> None:
+    r = cli("outliers", category, "--out", tmp_path / "o.html", "--csv", tmp_path / "o.csv", "--quiet")
+    assert r.code == 0, r.err
+    rows = (tmp_path / "o.csv").read_text().splitlines()
+    assert len(rows) == 25 and rows[1].split(",")[1] == "000.png"  # train/good's 24, no masks
+
+
 def test_ground_truth_from_the_layout(category: Path) -> None:
     truth = ground_truth(category)
     assert truth.paths == TEST_PATHS
@@ -122,6 +152,9 @@ def test_bad_masks_are_one_line_errors(category: Path) -> None:
     (gt / "hole" / "001_mask.png").unlink()
     with pytest.raises(InputError, match=r"a mask for the anomalous image hole/001.png: hole/001_mask.png"):
         ground_truth(category)
-    shutil.rmtree(gt)
-    with pytest.raises(InputError, match="ground_truth: expected a folder of masks, found nothing there"):
+    shutil.rmtree(gt)  # no ground_truth/ at all: the image labels and defect types alone
+    truth = ground_truth(category)
+    assert truth.masks is None and truth.labels.sum() == 5 and truth.defects[-1] == "scratch"
+    gt.write_text("a file")
+    with pytest.raises(InputError, match="ground_truth: expected a folder of masks, found a file"):
         ground_truth(category)

@@ -284,6 +284,8 @@ def evaluate_maps(
     to its mask's size (the size of the image's file); the maps must be the scored images'.
     Read one pair at a time, in a fixed shuffled order (so the first ones represent the set if
     the evaluator has to bin)."""
+    if truth.masks is None and truth.images is not None:  # an MVTec AD category without ground_truth/
+        raise InputError(Path(truth.source) / "ground_truth", "masks for the pixel metrics (--maps)", "none")
     if truth.masks is None:
         raise OddeyeError("pixel metrics need masks: give --dataset CATEGORY, or --masks with --labels")
     index = maps.folder / MAPS_CSV

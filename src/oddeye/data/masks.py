@@ -52,8 +52,28 @@ def images_of(images: T, split: Split) -> T | Path:
     ``test/`` folder; anything else unchanged. Training and scoring resolve their argument here."""
     category = mvtec_category(images)
     if category is None:
+        _not_a_layout_misread(images)
         return images
     return category / "train" / NORMAL if split == "train" else category / "test"
+
+
+def _not_a_layout_misread(images: object) -> None:
+    """A folder that holds MVTec AD categories, or a category without ``train/good``, is not a
+    folder of images: read as one, its test defects and masks would count as normal images."""
+    if not isinstance(images, (str, os.PathLike)) or not Path(images).is_dir():
+        return
+    p = Path(images)
+    with os.scandir(p) as entries:
+        folders = sorted(e.name for e in entries if e.is_dir())
+    categories = [name for name in folders if mvtec_category(p / name) is not None]
+    expected = "a folder of images or one MVTec AD category (train/good/, test/)"
+    if categories:
+        named = ", ".join(categories[:3]) + (", ..." if len(categories) > 3 else "")
+        found = f"a folder of {len(categories)} categories ({named}): give one, e.g. {p / categories[0]}"
+        raise InputError(p, expected, found)
+    if "train" in folders and ("test" in folders or "ground_truth" in folders):
+        found = "train/ and test/ or ground_truth/ but no train/good/ (normal training images go there)"
+        raise InputError(p, expected, found)
 
 
 class Masks:
@@ -214,8 +234,10 @@ def _dataset_truth(dataset: str | os.PathLike) -> GroundTruth:
         raise InputError(test / loose, "test images in good/ or a folder per defect type", "a file in test/")
     defects = tuple(p.split("/")[0] for p in paths)
     labels = np.array([d != NORMAL for d in defects], np.int64)
-    sizes = [_size(f) for f in files]
-    masks = _mask_files(category / "ground_truth", paths, labels, sizes, [str(f) for f in files])
+    masks = None  # no ground_truth/ at all: image labels and defect types alone
+    if (category / "ground_truth").exists():
+        sizes = [_size(f) for f in files]
+        masks = _mask_files(category / "ground_truth", paths, labels, sizes, [str(f) for f in files])
     return GroundTruth(labels, defects, masks, str(category), paths, tuple(files))
 
 
