@@ -133,6 +133,18 @@ def test_test_images_on_another_value_scale(cli, tmp_path: Path) -> None:
     assert r.code == 2 and "expected values within [0, 1] like the training images" in r.err
 
 
+def test_images_within_0_1_are_refused_by_a_run_of_0_255_images(cli, homework, tmp_path: Path) -> None:
+    """Not divided by 255 a second time (nearly black images, scored or added to the banks)."""
+    run = tmp_path / "run"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    unit = _save(tmp_path / "unit.npy", np.load(homework["test"])[:5].astype(np.float32) / 255)
+    for args in (("score", run, unit, "--out", tmp_path / "p.csv"), ("update", run, unit)):
+        r = cli(*args)
+        assert r.code == 2 and "unit.npy: expected values within [0, 255] like the training images" in r.err
+        assert "found floating-point values within [0, 1] (multiply them by 255)" in r.err
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "run-updated").exists()
+
+
 def test_existing_run_needs_force(cli, homework, tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
@@ -210,3 +222,61 @@ def test_out_of_memory_is_one_line_exit_2(cli, monkeypatch: pytest.MonkeyPatch) 
     r = cli("detectors")
     assert r.code == 2 and r.err.count("\n") == 1, r.err
     assert r.err.startswith("oddeye: error: out of memory during 'detectors'")
+
+
+@pytest.mark.parametrize("blocked", ["--flags", "--report"])
+def test_an_output_that_cannot_be_written_stops_score_before_anything_is_written(
+    cli, homework, tmp_path: Path, blocked: str
+) -> None:
+    """A folder where a file should go: one line, exit 2, no scores CSV and the run's threshold
+    unchanged (a rule given with --threshold is saved only once everything has worked)."""
+    run = tmp_path / "run"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    before = (run / "model.json").read_bytes()
+    (tmp_path / "adir").mkdir()
+    out = tmp_path / "p.csv"
+    r = cli(
+        "score", run, homework["test"], "--out", out, "--threshold", "top:0.5", blocked, tmp_path / "adir"
+    )
+    assert r.code == 2 and "adir: expected a writable location, found: Is a directory" in r.err
+    assert not out.exists() and not out.with_name("p.flags.csv").exists()
+    assert (run / "model.json").read_bytes() == before
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``oddeye detectors | head -1``: the pipe closes before oddeye has written; it stops quietly
+    with the exit status of a tool killed by SIGPIPE."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "oddeye", "detectors"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    p.stdout.close()  # type: ignore[union-attr]
+    err = p.stderr.read().decode()  # type: ignore[union-attr]
+    assert p.wait() == 141 and err == ""
+
+
+def test_a_folder_that_does_not_fit_the_run_names_the_file_or_the_size_option(cli, tmp_path: Path) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    gray, other = tmp_path / "gray", tmp_path / "other"
+    gray.mkdir(), other.mkdir()
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (16, 16), np.uint8)).save(gray / f"{i:02d}.png")
+    run = tmp_path / "run"
+    assert cli("train", gray, "--detector", "pixel-knn", "--out", run, "--quiet").code == 0
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16), np.uint8)).save(other / f"{i}.png")
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(other / "1b.png")
+    r = cli("score", run, other, "--out", tmp_path / "p.csv", "--quiet")
+    assert r.code == 2 and f"{other / '1b.png'}: expected images of 16x16x1" in r.err
+    assert "(a colour image among them makes the folder colour), found 16x16x3" in r.err
+    (other / "1b.png").unlink()
+    r = cli("score", run, other, "--out", tmp_path / "p.csv", "--size", "8x8", "--quiet")
+    assert (
+        r.code == 2
+        and "expected images of 16x16x1 (HxWxC, as the model was trained); --size 16x16 resizes them" in r.err
+    )
+    assert not (tmp_path / "p.csv").exists()

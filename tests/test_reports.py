@@ -191,3 +191,17 @@ def test_labels_of_one_class_only_skip_the_curves(fitted, tmp_path: Path) -> Non
     labels = np.zeros(len(images), np.int64)
     html = oddeye.report(fitted, images, tmp_path / "r.html", labels=labels, progress=False).html.read_text()
     assert 'id="roc_pr"' not in html and "all 60 labelled normal" in html and 'id="score_histogram"' in html
+
+
+def test_gallery_captions_name_a_folders_files() -> None:
+    import dataclasses
+
+    from oddeye.data import as_imageset
+    from oddeye.reports.report import ReportInputs, _captions
+
+    data = as_imageset(np.zeros((3, 4, 4, 1), np.uint8), "imgs")
+    inputs = ReportInputs(np.array([0.5, 2.0, 1.0]), "imgs", data=data)
+    assert _captions(inputs, np.array([1]))[0] == ["#1  2"]
+    named = dataclasses.replace(data, paths=("a.png", "deep/folder/" + "x" * 30 + ".png", "c.png"))
+    captions = _captions(dataclasses.replace(inputs, data=named), np.array([1, 0]))[0]
+    assert captions == ["..." + ("x" * 30 + ".png")[-25:] + "  2", "a.png  0.5"]

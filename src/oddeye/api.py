@@ -14,12 +14,12 @@ import numpy as np
 
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_classes, load_images, load_labels
-from oddeye.data.masks import ANOMALOUS, NORMAL, GroundTruth, ground_truth
+from oddeye.data.masks import ANOMALOUS, NORMAL, GroundTruth, ground_truth, images_of
 from oddeye.errors import OddeyeError, TrainingInterrupted
 from oddeye.estimator import Detector, ImagesLike
 from oddeye.evaluation import DEFAULT_HEADER, Evaluation, ScoresCsv, read_scores_table, write_flags_csv
 from oddeye.evaluation import evaluate as _evaluate
-from oddeye.io import atomic_path
+from oddeye.io import atomic_path, check_writable
 from oddeye.maps import DEFAULT_PIXEL_RULE, MapFiles, MapWriter, PixelThreshold, evaluate_maps, read_maps
 from oddeye.pixel_metrics import per_defect_auroc
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
@@ -182,6 +182,10 @@ def score(
     """
     if maps is not None and distributed and world().active:
         raise OddeyeError("--maps: score on one process (not under torchrun) to write anomaly maps")
+    flags_out = flags if flags is not None else flags_path_for(out) if out is not None else None
+    for target in (out, flags_out if threshold not in (None, False) or flags is not None else None):
+        if target is not None and world().main:
+            check_writable(target)  # before any work: nothing written, the run unchanged
     det = run if isinstance(run, Detector) else load(run, device=device, progress=progress)
     data = det.prepare(images, size=size)
     main = world().main
@@ -204,15 +208,15 @@ def score(
         chosen = threshold_for(det, threshold, scores, label_values, source=str(run), unset="none")
     result.threshold, result.pixel_threshold = chosen, pixel
     result.maps = Path(maps) if maps is not None else None
-    if isinstance(threshold, str) and threshold and not isinstance(run, Detector):
-        result.threshold_saved_to = save_threshold(run, chosen)  # a rule chosen now becomes the run's
     if calibrated or (chosen is not None and det.heldout_scores_ is not None):
         result.calibrated = det.calibrate(scores)
     if chosen is not None:
         result.flags = chosen.flag(scores)
-        if out is not None or flags is not None:
-            result.flags_path = Path(flags) if flags is not None else flags_path_for(out)  # type: ignore[arg-type]
+        if flags_out is not None:
+            result.flags_path = Path(flags_out)
             write_flags_csv(result.flags_path, scores, result.flags, result.calibrated, data.paths)
+    if isinstance(threshold, str) and threshold and not isinstance(run, Detector):
+        result.threshold_saved_to = save_threshold(run, chosen)  # last: the run changes once all worked
     return result
 
 
@@ -376,6 +380,9 @@ def outliers(
         raise OddeyeError(f"top: expected a positive number of images for the gallery, found {top!r}")
     if out is not None and csv is not None and Path(out).resolve() == Path(csv).resolve():
         raise OddeyeError(f"{csv}: expected the CSV apart from the HTML report, found the same file")
+    for target in (out, csv):
+        if target is not None:
+            check_writable(target)  # before any work
     if isinstance(detector, Detector):
         if settings:
             raise OddeyeError("give settings to create() (or a detector name here), not beside a Detector")
@@ -384,7 +391,8 @@ def outliers(
         det = create(detector, **settings)
     from oddeye.ranking import rank_outliers, write_csv
 
-    data = load_images(images, size=size, progress=progress, skip_unreadable=True)
+    # an MVTec AD category: its training images, the set that needs cleaning
+    data = load_images(images_of(images, "train"), size=size, progress=progress, skip_unreadable=True)
     result = rank_outliers(data, det, top=top, progress=progress)
     page = None
     if out is not None:

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -334,7 +335,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = "oddeye" if rank == 0 else f"oddeye[rank {rank}]"
     try:
         with contextlib.redirect_stdout(io.StringIO()) if rank != 0 else contextlib.nullcontext():
-            return _run(args, distributed.launched() and args.command in DISTRIBUTED)
+            code = _run(args, distributed.launched() and args.command in DISTRIBUTED)
+        sys.stdout.flush()  # a reader gone shows here, not in Python's last flush
+        return code
     except TrainingInterrupted as e:
         print(f"{prefix}: {e}", file=sys.stderr)
         return 130
@@ -345,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped early (| head): quietly, as a tool killed by SIGPIPE
+        with contextlib.suppress(OSError, ValueError):  # no stdout file to redirect (in tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
+        return 128 + signal.SIGPIPE
     except MemoryError:  # inputs are checked against free memory; this is the last line of defence
         print(
             f"{prefix}: error: out of memory during '{args.command}' (a smaller --batch-size may help)",

@@ -19,6 +19,7 @@ from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
+from oddeye.io import check_writable
 from oddeye.runs import read_metadata
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, threshold_rows
@@ -47,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(head + det.training_summary())
     if det.threshold_ is not None:
         print(det.threshold_.describe())
-    print(f"run folder: {args.out}  (model.safetensors, model.json, history.csv, training_curve.png)")
+    files = sorted(p.name for p in Path(args.out).iterdir() if p.is_file())
+    print(f"run folder: {args.out}  ({', '.join(files)})")
     return 0
 
 
@@ -58,7 +60,8 @@ def cmd_update(args: argparse.Namespace) -> int:
     meta = read_metadata(out)  # what was written (the weights need not be read again)
     done = meta["updates"][-1]
     print(
-        f"added {done['added']} images to {meta['detector']} without training: {done['absorbed']} joined "
+        f"added {done['added']} image{'s' if done['added'] != 1 else ''} to {meta['detector']} "
+        f"without training: {done['absorbed']} joined "
         f"the memory banks, {done['held_out']} held out ({meta['training']['n_images']} images in all)"
     )
     if meta.get("threshold"):
@@ -71,6 +74,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = tuple(h.strip() for h in args.header.split(","))
     if len(header) != 2 or not all(header):
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
+    if args.report:
+        check_writable(args.report)  # before scoring: a failed report leaves no scores behind either
     result = oddeye.score(
         args.run,
         args.images,

@@ -15,8 +15,8 @@ import torch
 
 from oddeye._version import __version__
 from oddeye.config import TrainConfig
-from oddeye.data.imageset import ImageSet, as_imageset, shape_text
-from oddeye.data.loaders import available_memory, load_images
+from oddeye.data.imageset import ImageSet, Normalisation, as_imageset, shape_text
+from oddeye.data.loaders import available_memory, colour_file, load_images
 from oddeye.data.masks import Split, images_of
 from oddeye.detectors import DEFAULT_DETECTOR, get_spec
 from oddeye.detectors.base import AnomalyModel, needs_training
@@ -39,6 +39,7 @@ from oddeye.training.update import ADDED_ONLY, Absorbed, absorb_images, bank_ima
 
 ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
+UNIT = Normalisation(0.0, 1.0)  # floating-point images within [0, 1]
 
 
 SAMPLE_IMAGES, SAMPLE_BYTES = 64, 16 * 2**20  # held-out images kept in a run, for export checks
@@ -486,14 +487,22 @@ class Detector:
         self._check_fitted()
         data = load_images(images_of(images, split), size=size, progress=self._settings().progress)
         if data.shape != self.input_shape_:
+            (h, w, c), source = self.input_shape_, data.source
+            hint = f"; --size {h}x{w} resizes them" if data.shape[:2] != (h, w) else ""
+            colour = colour_file(data) if c == 1 and data.shape[2] == 3 else None
+            if colour is not None:  # one colour file makes a folder colour: name it
+                source, hint = colour, " (a colour image among them makes the folder colour)"
             raise InputError(
-                data.source,
-                f"images of {shape_text(self.input_shape_)} (HxWxC, as the model was trained)",
+                source,
+                f"images of {shape_text(self.input_shape_)} (HxWxC, as the model was trained){hint}",
                 f"{shape_text(data.shape)}",
             )
         lo, hi = self.normalisation_.lo, self.normalisation_.hi
         if data.normalisation.lo < lo or data.normalisation.hi > hi:
             found = f"values spanning [{data.normalisation.lo:g}, {data.normalisation.hi:g}]"
+            raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
+        if data.normalisation == UNIT and self.normalisation_ != UNIT:  # would be divided by 255 again
+            found = "floating-point values within [0, 1] (multiply them by 255)"
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
         return dataclasses.replace(data, normalisation=self.normalisation_)  # paths and all
 

@@ -38,7 +38,10 @@ from oddeye.thresholds import Threshold
 
 FORMAT = "oddeye-onnx/1"
 INPUT, OUTPUTS = "images", ("score", "anomaly_map")
-TOLERANCE = 1e-4  # relative: of max(|score|, how much held-out normal scores vary; see typical_size)
+# relative: of max(|score|, how much held-out normal scores vary; see typical_size). Two engines'
+# float32 distances (|q|^2 + |b|^2 - 2 q.b, summed in their own order) differ by up to 1.4e-4 of it
+# (a texture's default on an AVX-512 Xeon; 3e-5 on AMD EPYC); an export bug differs by 1e-2 or more.
+TOLERANCE = 1e-3
 
 
 class Exported(nn.Module):

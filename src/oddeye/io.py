@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -30,6 +31,22 @@ UMASK = _umask()  # temp files are created 0600 / 0700; finished outputs get the
 def unwritable(path: Path, err: Exception) -> OddeyeError:
     reason = getattr(err, "strerror", None) or first_line(err).removeprefix("Error while serializing: ")
     return OddeyeError(f"{path}: expected a writable location, found: {reason}")
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, before any work, where a file could not be written at ``path`` later: it is a
+    folder, or its nearest existing folder is not a folder or not writable (the folders missing
+    on the way are created when the file is written)."""
+    path = Path(path)
+    if path.is_dir():
+        raise unwritable(path, IsADirectoryError(errno.EISDIR, "Is a directory"))
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise unwritable(path, NotADirectoryError(errno.ENOTDIR, f"{parent} is not a folder"))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise unwritable(path, PermissionError(errno.EACCES, "Permission denied"))
 
 
 @contextlib.contextmanager

@@ -165,8 +165,18 @@ def display_images(data: ImageSet, index: np.ndarray) -> np.ndarray:
     return data.display(index)
 
 
+def _name(inputs: ReportInputs, i: int, width: int = 28) -> str:
+    """Image ``i`` in a caption: its file (the end of its path, within ``width`` characters) for a
+    folder, else its row number."""
+    paths = inputs.data.paths if inputs.data is not None else None
+    if paths is None:
+        return f"#{i}"
+    path = paths[i]
+    return path if len(path) <= width else "..." + path[-(width - 3) :]
+
+
 def _captions(inputs: ReportInputs, index: np.ndarray) -> tuple[list[str], list[Any] | None]:
-    captions = [f"#{i}  {inputs.scores[i]:.4g}" for i in index]
+    captions = [f"{_name(inputs, i)}  {inputs.scores[i]:.4g}" for i in index]
     if inputs.labels is None:
         return captions, None
     return captions, [plots.NORMAL_ANOMALOUS[int(inputs.labels[i])][1] for i in index]
@@ -257,7 +267,7 @@ def _reconstruction_section(inputs: ReportInputs, n_top: int = 5, n_bottom: int 
     kinds = ["most anomalous"] * min(n_top, len(index)) + ["most normal"] * (
         len(index) - min(n_top, len(index))
     )
-    captions = [f"{k}\n#{i}  {inputs.scores[i]:.4g}" for i, k in zip(index, kinds)]
+    captions = [f"{k}\n{_name(inputs, i)}  {inputs.scores[i]:.4g}" for i, k in zip(index, kinds)]
     title = "input / reconstruction / anomaly map" if shown is not None else "input / anomaly map"
     maps = result.anomaly_maps
     fig = plots.triplets_figure(display_images(data, index), shown, maps, captions, title)
