@@ -280,3 +280,55 @@ def test_a_folder_that_does_not_fit_the_run_names_the_file_or_the_size_option(cl
         and "expected images of 16x16x1 (HxWxC, as the model was trained); --size 16x16 resizes them" in r.err
     )
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_score_never_writes_over_its_images_its_run_or_its_other_output(
+    cli, homework, tmp_path: Path
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    images = tmp_path / "test.npy"
+    shutil.copy(homework["test"], images)
+    before = images.read_bytes(), (run / "model.json").read_bytes()
+    cases = [
+        (("--out", images), "expected an --out file apart from the images read, found them"),
+        (
+            ("--out", run / "model.json"),
+            f"expected an --out file outside the run folder {run}, found one in it",
+        ),
+        (("--out", tmp_path / "p.csv", "--threshold", "--flags", tmp_path / "p.csv"), "found the same file"),
+        (("--out", tmp_path / "p.csv", "--report", tmp_path / "p.csv"), "found the same file"),
+    ]
+    for args, needle in cases:
+        r = cli("score", run, images, *args, "--quiet")
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, r.err
+    assert (images.read_bytes(), (run / "model.json").read_bytes()) == before
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_threshold_rules_are_checked_first_and_evaluate_json_carries_the_threshold(
+    cli, homework, tmp_path: Path
+) -> None:
+    import json
+
+    run, csv = tmp_path / "run", tmp_path / "p.csv"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    for command in (
+        ("score", run, homework["test"], "--out", csv, "--threshold", "top:1.5"),
+        ("report", run, homework["test"], "--out", tmp_path / "r.html", "--threshold", "top:2"),
+    ):
+        r = cli(*command, "--quiet")
+        assert r.code == 2 and "expected a fraction in [0, 1)" in r.err and r.out == "", r.err
+    assert not csv.exists() and not (tmp_path / "r.html").exists()
+    assert cli("score", run, homework["test"], "--out", csv, "--quiet").code == 0
+    r = cli("evaluate", csv, "--labels", homework["labels"], "--threshold", "fpr:abc")
+    assert r.code == 2 and r.out == "" and "threshold: expected" in r.err
+    r = cli("evaluate", csv, "--labels", homework["labels"], "--threshold", "top:0.5", "--json")
+    assert r.code == 0, r.err
+    t = json.loads(r.out)["threshold"]
+    assert t["rule"] == "top:0.5" and (t["flagged"], t["n"]) == (20, 40)
+    assert {"precision", "recall", "fpr", "value", "basis"} <= set(t)
+    r = cli("evaluate", csv, "--labels", homework["labels"], "--threshold", "fpr:0.05")
+    assert r.code == 2 and r.out == "" and "--run RUN" in r.err

@@ -444,3 +444,23 @@ def test_transparent_pixels_are_composited_on_white(tmp_path: Path) -> None:
     assert 120 < first[1, 0, 1] < 135  # half way between the red's 0 and white
     gray = load_images(tmp_path / "gray", progress=False)
     assert gray.shape == (4, 4, 1) and gray.array[0, 0, 0, 0] == 0 and gray.array[0, 3, 3, 0] == 255
+
+
+def test_what_cannot_be_a_set_of_images_is_said_in_one_line(tmp_path: Path) -> None:
+    one = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(
+        InputError, match=r"found one image of shape \(64, 64, 3\) \(give a set of one: x\[None\]"
+    ):
+        load_images(one)
+    assert load_images(one[None]).shape == (64, 64, 3)
+    assert load_images(np.zeros((5, 8, 3), np.uint8)).shape == (8, 3, 1)  # five gray 8x3 images
+    with pytest.raises(
+        InputError, match=r"images: expected a path .* found a list \(np.stack a list of images\)"
+    ):
+        load_images([one, one])
+    np.save(tmp_path / "a.npy", one[None])
+    assert load_images(tmp_path / "a.npy", size=(64, 64)).shape == (64, 64, 3)
+    with pytest.raises(
+        InputError, match=r"a.npy: expected images of 32x32 \(HxW\) as --size asks .* found 64x64"
+    ):
+        load_images(tmp_path / "a.npy", size=(32, 32))

@@ -84,6 +84,13 @@ def test_report_with_classes_colours_each_class(fitted, tmp_path: Path) -> None:
         progress=False,
     )  # fmt: skip
     assert "one colour per class" in files.html.read_text()
+    with pytest.raises(
+        oddeye.OddeyeError, match=r"--class-names: expected a name for each class id 0..2, found 2 names"
+    ):
+        oddeye.report(
+            fitted, images, tmp_path / "s.html", classes=classes, class_names=["a", "b"], progress=False
+        )
+    assert not (tmp_path / "s.html").exists()
 
 
 def test_memory_bank_detector_has_maps_but_no_reconstructions_or_training_loop(tmp_path: Path) -> None:

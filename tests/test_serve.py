@@ -256,3 +256,27 @@ def test_images_are_read_as_training_read_them(served) -> None:
     r = client(served["run"]).post("/score", files=[("files", ("t.png", buf.getvalue(), "image/png"))]).json()
     expected = oddeye.load(served["run"], progress=False).score(white)
     np.testing.assert_allclose(r["results"][0]["score"], expected[0], rtol=1e-5)
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(served) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        p = subprocess.run(
+            [sys.executable, "-m", "oddeye", "serve", str(served["onnx"]), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"--host 127.0.0.1 --port {port}: expected an address to listen on, found in use" in p.stderr
+
+
+def test_a_text_file_named_npy_is_said_to_be_no_npy_not_a_pickle(served) -> None:
+    upload = [("files", ("t.npy", b"Id,Predicted\n0,1\n", "application/octet-stream"))]
+    r = client(served["onnx"]).post("/score", files=upload)
+    assert r.status_code == 422 and "t.npy: not a readable .npy" in r.json()["error"]
+    assert "not a .npy file" in r.text and "pickle" not in r.text

@@ -24,7 +24,7 @@ from oddeye.maps import DEFAULT_PIXEL_RULE, MapFiles, MapWriter, PixelThreshold,
 from oddeye.pixel_metrics import per_defect_auroc
 from oddeye.runs import CHECKPOINT, prepare_run_dir, save_threshold
 from oddeye.settings import resolve_settings
-from oddeye.thresholds import Threshold, resolve_threshold
+from oddeye.thresholds import Threshold, parse_rule, resolve_threshold
 from oddeye.training.distributed import barrier, on_main, world
 
 if TYPE_CHECKING:
@@ -183,9 +183,12 @@ def score(
     if maps is not None and distributed and world().active:
         raise OddeyeError("--maps: score on one process (not under torchrun) to write anomaly maps")
     flags_out = flags if flags is not None else flags_path_for(out) if out is not None else None
-    for target in (out, flags_out if threshold not in (None, False) or flags is not None else None):
-        if target is not None and world().main:
-            check_writable(target)  # before any work: nothing written, the run unchanged
+    if isinstance(threshold, str) and threshold:
+        parse_rule(threshold)  # a bad rule is said before anything is scored
+    flagging = threshold not in (None, False) or flags is not None
+    targets = {"--out": out, "--flags": flags_out if flagging else None}
+    if world().main:
+        check_outputs(targets, images, None if isinstance(run, Detector) else run)
     det = run if isinstance(run, Detector) else load(run, device=device, progress=progress)
     data = det.prepare(images, size=size)
     main = world().main
@@ -218,6 +221,33 @@ def score(
     if isinstance(threshold, str) and threshold and not isinstance(run, Detector):
         result.threshold_saved_to = save_threshold(run, chosen)  # last: the run changes once all worked
     return result
+
+
+def check_outputs(
+    targets: dict[str, str | Path | None], images: object = None, run: str | Path | None = None
+) -> None:
+    """Before any work: each output (by option name) can be written (:func:`check_writable`), is
+    not the images read, nor inside the run folder, nor another output's file."""
+    seen: dict[Path, str] = {}
+    source = None
+    if isinstance(images, (str, Path)):  # file.npz:NAME reads file.npz
+        source = Path(images) if Path(images).exists() else Path(str(images).rsplit(":", 1)[0])
+    for option, target in targets.items():
+        if target is None:
+            continue
+        where = Path(target).resolve()
+        if source is not None and source.exists() and where == source.resolve():
+            raise OddeyeError(f"{target}: expected an {option} file apart from the images read, found them")
+        if run is not None and Path(run).is_dir() and Path(run).resolve() in where.parents:
+            raise OddeyeError(
+                f"{target}: expected an {option} file outside the run folder {run}, found one in it"
+            )
+        if where in seen:
+            raise OddeyeError(
+                f"{target}: expected an {option} file apart from {seen[where]}'s, found the same file"
+            )
+        seen[where] = option
+        check_writable(target)  # nothing written, the run unchanged
 
 
 def _map_writer(
@@ -334,6 +364,12 @@ def report(
     if data is not None and len(data) != n:
         raise OddeyeError(f"{data.source}: expected {n} images (one per score), found {len(data)}")
     label_values = _labels(labels, n)
+    class_ids = None if classes is None else load_classes(classes, n)
+    if class_ids is not None and class_names is not None and class_ids.max() >= len(class_names):
+        found = f"{len(class_names)} name{'s' if len(class_names) != 1 else ''}"
+        raise OddeyeError(
+            f"--class-names: expected a name for each class id 0..{class_ids.max()}, found {found}"
+        )
     threshold = threshold_for(det, threshold, scores, label_values, source=str(run))
     from oddeye.reports.report import ReportInputs, write_report  # plotting: only when reporting
 
@@ -341,7 +377,7 @@ def report(
         scores=scores,
         scores_source=scores_source or (data.source if data is not None else "<scores>"),
         labels=label_values,
-        classes=None if classes is None else load_classes(classes, n),
+        classes=class_ids,
         class_names=class_names,
         det=det,
         data=data,

@@ -92,8 +92,12 @@ RULES = "VALUE, fpr:A, top:Q or f1"
 THRESHOLD_HELP = (
     "0/1 labels at a threshold: VALUE (fixed, e.g. 200), fpr:A (at most A of the held-out normal "
     "training images flagged; fpr:0.01 is the default when training), top:Q (the fraction Q of these "
-    "images) or f1 (best F1 against --labels; analysis only); without RULE, the run's saved threshold"
+    "images) or f1 (best F1 against --labels; analysis only); without RULE, the run's saved threshold. "
+    "A RULE is saved as the run's threshold (model.json), which export, serve and later scores use"
 )
+SIZE_HELP = "resize a folder's image files to HxW (an array file must already be HxW)"
+DEVICE_HELP = "auto (default), cpu, cuda[:N] or mps"
+QUIET_HELP = "no progress (bars or lines)"
 
 
 def _report_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -139,20 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
         p, "sets", "a training setting or detector parameter, e.g. channels=[16,32,64] or lr=0.002"
     )
     add_setting_flags(p)
-    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
     p.add_argument("--force", action="store_true", help="replace an existing run folder (finished or not)")
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted training in RUN from its checkpoint"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "update", "add normal images to a trained memory-bank run, without retraining")
     p.add_argument("run", metavar="RUN", help="the run folder (left unchanged)")
     p.add_argument("images", metavar="IMAGES", help=".npy/.npz/idx file or folder of new normal images")
     p.add_argument("--out", metavar="NEWRUN", help="the updated run folder to create (default: RUN-updated)")
-    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "score", "score images with a trained run; writes the submission CSV")
     p.add_argument("run", metavar="RUN")
@@ -188,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run's held-out normal images; default fpr:0.01) or a value",
     )
     _report_options(p)
-    p.add_argument("--size", type=parse_dims, metavar="HxW")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "evaluate", "ROC AUC, average precision and score distributions per class")
     p.add_argument("scores", metavar="CSV")
@@ -214,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="RUN", help="the run that made the scores (fpr thresholds, report)")
     p.add_argument("--images", metavar="IMAGES", help="the scored images (the report's image panels)")
     _report_options(p)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "report", "an HTML report (and PNG figures) of a run on a set of images")
     p.add_argument("run", metavar="RUN")
@@ -223,9 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", metavar="LABELS", help="0/1 labels (1 = anomaly): adds ROC and PR curves")
     p.add_argument("--threshold", metavar="RULE", help="the line drawn (default: the run's): " + RULES)
     _report_options(p, required=True)
-    p.add_argument("--size", type=parse_dims, metavar="HxW")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "outliers", "rank every image of a set by how odd it is among the others (no model)")
     p.add_argument("images", metavar="IMAGES", help=".npy/.npz/idx file or folder of images")
@@ -240,9 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=32, metavar="N", help="oddest images in the gallery (32)")
     p.add_argument("--detector", default=None, help="a memory-bank detector (default: default)")
     add_set_option(p, "sets", "a detector parameter or setting, e.g. score_batch_size=256 (pixel-knn: k=10)")
-    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda[:N] or mps")
-    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "export", "export a run for serving: one ONNX graph (checked) or a Triton repository")
     p.add_argument("run", metavar="RUN")
@@ -283,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--digit", type=int, default=0, choices=range(10), help="the normal digit")
     p.add_argument("--detector", default=None)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
 
     p = _command(sub, "bench", "benchmarks that print figures (no pass/fail on time)")
     bench = p.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")

@@ -13,16 +13,15 @@ from typing import Any
 import numpy as np
 
 import oddeye
-from oddeye.api import evaluate_truth, scores_and_truth, threshold_for
+from oddeye.api import check_outputs, evaluate_truth, scores_and_truth, threshold_for
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
-from oddeye.io import check_writable
 from oddeye.runs import read_metadata
 from oddeye.settings import resolve_settings
-from oddeye.thresholds import Threshold, threshold_rows
+from oddeye.thresholds import Threshold, parse_rule, threshold_rows, threshold_stats
 from oddeye.training.distributed import world
 
 
@@ -74,8 +73,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = tuple(h.strip() for h in args.header.split(","))
     if len(header) != 2 or not all(header):
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
-    if args.report:
-        check_writable(args.report)  # before scoring: a failed report leaves no scores behind either
+    if args.report:  # before scoring: a failed report leaves no scores behind either
+        check_outputs({"--out": args.out, "--report": args.report}, args.images, args.run)
     result = oddeye.score(
         args.run,
         args.images,
@@ -156,6 +155,9 @@ def _write_report(
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.threshold:
+        parse_rule(args.threshold)  # before anything is scored
+    check_outputs({"--out": args.out}, args.images, args.run)
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
     scores = det.infer(data).scores
@@ -166,16 +168,24 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.report:
+        check_outputs({"--report": args.report})
     scores, truth = scores_and_truth(args.scores, args.labels, dataset=args.dataset, masks=args.masks)
-    result = evaluate_truth(scores, truth, maps=args.maps)
-    print(json.dumps(asdict(result), indent=2) if args.json else result.to_text())
-    if not (args.threshold or args.report or args.run or args.images):
-        return 0
     labels = truth.labels
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None
     if args.images and det is None:
         raise OddeyeError("--images needs --run (the run that made the scores)")
-    threshold = threshold_for(det, args.threshold, scores, labels, source=args.run or args.scores)
+    threshold = None  # chosen before anything is printed: a bad rule prints nothing but its error
+    if args.threshold or det is not None:
+        threshold = threshold_for(det, args.threshold, scores, labels, source=args.run or args.scores)
+    result = evaluate_truth(scores, truth, maps=args.maps)
+    if args.json:
+        record = asdict(result)
+        if threshold is not None:
+            record["threshold"] = threshold_stats(threshold, scores, labels)
+        print(json.dumps(record, indent=2))
+    else:
+        print(result.to_text())
     if threshold is not None and not args.json:
         print()
         for name, value in threshold_rows(threshold, scores, labels):

@@ -253,7 +253,8 @@ def read_metadata(run_dir: str | Path) -> dict[str, Any]:
     """model.json in the current format (older formats upgraded in memory; the file is untouched)."""
     path = Path(run_dir) / META
     if not Path(run_dir).is_dir():
-        raise OddeyeError(f"{run_dir}: expected a run folder (made by oddeye train), found nothing there")
+        found = "a file" if Path(run_dir).exists() else "nothing there"
+        raise OddeyeError(f"{run_dir}: expected a run folder (made by oddeye train), found {found}")
     try:
         meta = json.loads(path.read_text())
     except FileNotFoundError:

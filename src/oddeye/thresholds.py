@@ -164,7 +164,7 @@ def choose_threshold(
         if heldout is None or len(heldout) == 0:
             raise OddeyeError(
                 f"threshold {rule!r} needs the held-out normal training images' scores, which a run "
-                "keeps (give the run; runs made before oddeye kept them have none)"
+                "keeps (give the run, --run RUN with evaluate; runs made before oddeye kept them have none)"
             )
         value = fpr_threshold(np.asarray(heldout, dtype=np.float64), param)
         achieved = float(np.mean(heldout > value))
@@ -224,15 +224,25 @@ def calibrate(scores: np.ndarray, heldout: np.ndarray) -> np.ndarray:
     return np.searchsorted(h, np.asarray(scores, dtype=np.float64), side="left") / len(h)
 
 
-def threshold_rows(t: Threshold, scores: np.ndarray, labels: np.ndarray | None) -> list[tuple[str, str]]:
-    """The threshold, how many it flags, and with labels its precision, recall and FPR."""
+def threshold_stats(t: Threshold, scores: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
+    """The threshold's record (:meth:`Threshold.to_dict`), how many images it flags of how many, and
+    with labels its precision, recall and false-positive rate."""
     flagged = t.flag(scores).astype(bool)
-    n = len(scores)
-    rows = [("threshold", f"{t.value:.6g} {t.how()}")]
-    rows.append(("flagged", f"{int(flagged.sum())} of {n} ({flagged.mean():.2%})"))
+    stats: dict[str, Any] = {**t.to_dict(), "flagged": int(flagged.sum()), "n": len(scores)}
     if labels is not None:
         tp = int((flagged & (labels == 1)).sum())
-        recall, precision = tp / max(int(labels.sum()), 1), tp / max(int(flagged.sum()), 1)
-        fpr = flagged[labels == 0].mean()
-        rows.append(("at the threshold", f"precision {precision:.4f}, recall {recall:.4f}, FPR {fpr:.4f}"))
+        stats["precision"] = tp / max(int(flagged.sum()), 1)
+        stats["recall"] = tp / max(int(labels.sum()), 1)
+        stats["fpr"] = float(flagged[labels == 0].mean()) if (labels == 0).any() else 0.0
+    return stats
+
+
+def threshold_rows(t: Threshold, scores: np.ndarray, labels: np.ndarray | None) -> list[tuple[str, str]]:
+    """The threshold, how many it flags, and with labels its precision, recall and FPR."""
+    s = threshold_stats(t, scores, labels)
+    rows = [("threshold", f"{t.value:.6g} {t.how()}")]
+    rows.append(("flagged", f"{s['flagged']} of {s['n']} ({s['flagged'] / max(s['n'], 1):.2%})"))
+    if labels is not None:
+        at = f"precision {s['precision']:.4f}, recall {s['recall']:.4f}, FPR {s['fpr']:.4f}"
+        rows.append(("at the threshold", at))
     return rows

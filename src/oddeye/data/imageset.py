@@ -161,6 +161,9 @@ def as_imageset(array: np.ndarray, source: str = "<array>") -> ImageSet:
         )
     if array.shape[0] == 0:
         raise InputError(source, "at least one image", "0 images")
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and min(array.shape[:2]) >= 8:  # not N gray HxW
+        found = f"one image of shape {array.shape} (give a set of one: x[None], shape (1, H, W, C))"
+        raise InputError(source, "images as (N, H, W, C), (N, C, H, W) or (N, H, W)", found)
     if array.ndim == 3:
         array = array.reshape(*array.shape, 1)
     layout = _layout(array.shape, source)

@@ -64,12 +64,21 @@ def load_images(
 ) -> ImageSet:
     """Images from a .npy/.npz(:NAME)/idx(.gz) file or a folder of image files (or an array).
 
-    ``size`` = (height, width) resizes the images of a folder (ignored for arrays); ``progress``
+    ``size`` = (height, width) resizes the images of a folder; arrays are used at their own size
+    (one of another size is refused, rather than the option silently ignored); ``progress``
     shows a progress bar while a folder is decoded. ``skip_unreadable``: a folder's files that
     cannot be decoded, and without ``size`` those of another size than most, are left out and
     listed in the set's ``unreadable`` (path and reason) instead of stopping with an error (a
     folder too large to decode at once is then decoded once more, to check every file).
     """
+    if not isinstance(path, str | os.PathLike | np.ndarray | ImageSet):
+        kind = type(path).__name__
+        stack = " (np.stack a list of images)" if isinstance(path, list | tuple) else ""
+        raise InputError(
+            "images", "a path (.npy, .npz, idx, folder) or an array of images", f"a {kind}{stack}"
+        )
+    if size is not None and not _is_folder(path):  # a folder resizes; an array must fit
+        return _fits(load_images(path, progress=progress), size)
     if isinstance(path, ImageSet):
         return path
     if isinstance(path, np.ndarray):
@@ -88,6 +97,22 @@ def load_images(
         return as_imageset(arr, str(p))
     expected = "a .npy, .npz or idx(.gz) file, or a folder of images"
     raise InputError(p, expected, f"a '{_suffix(p)}' file")
+
+
+def _is_folder(path: PathArg | np.ndarray | ImageSet) -> bool:
+    if isinstance(path, np.ndarray | ImageSet):
+        return False
+    p, name = _resolve(path)
+    return p.is_dir() and name is None
+
+
+def _fits(data: ImageSet, size: tuple[int, int]) -> ImageSet:
+    """An array file's images, which the size option cannot resize, at that size or refused."""
+    h, w = _check_size(size)
+    if data.shape[:2] != (h, w):
+        expected = f"images of {h}x{w} (HxW) as --size asks (it resizes a folder's image files, not an array)"
+        raise InputError(data.source, expected, f"{data.shape[0]}x{data.shape[1]}")
+    return data
 
 
 def _resolve(path: PathArg) -> tuple[Path, str | None]:

@@ -69,9 +69,10 @@ class Build:
         """Compact text: ``boss(width=32, score=classifier), 8 epochs``; members in brackets."""
         parts = []
         for key, value in self.params.items():
-            if key == "members":
+            builds = isinstance(value, (list, tuple)) and any(isinstance(m, Mapping) for m in value)
+            if key == "members" or builds:  # members, local_members, gray_members, ...
                 members = [Build.from_dict(m).describe() if isinstance(m, Mapping) else str(m) for m in value]
-                parts.append(f"members=[{'; '.join(members)}]")
+                parts.append(f"{key}=[{'; '.join(members)}]")
             else:
                 parts.append(f"{key}={_short(value)}")
         cap = f", {self.epoch_cap} epochs" if self.epoch_cap else ""

@@ -336,9 +336,11 @@ footer { color: #888; font-size: 0.8em; margin-top: 3em; }
 
 
 def _epochs_text(det: Detector, training: dict[str, Any]) -> str:
-    """'12 epochs, kept epoch 9', or per member for ensembles."""
+    """'12 epochs, kept epoch 9', per member for ensembles, or no training loop (memory banks)."""
     members = getattr(det, "member_histories_", {})
     if not members:
+        if not training.get("epochs_run"):
+            return "no training loop (memory bank)"
         return f"{training.get('epochs_run', 0)} epochs, kept epoch {training.get('best_epoch', 0)}"
     kept = {name: max((r.epoch for r in h if r.improved), default=0) for name, h in members.items()}
     parts = [f"{name} {len(h)} epochs (kept {kept[name]})" for name, h in members.items()]

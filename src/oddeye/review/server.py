@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import secrets
-import socket
 
 from oddeye.errors import OddeyeError
+from oddeye.serving.listen import check_port
 
 
 def cmd_review(args: argparse.Namespace) -> int:
@@ -55,20 +54,6 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_port(host: str, port: int) -> None:
-    """A one-line error now if ``host:port`` cannot be listened on (in use, or not this machine's)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            found = "in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-            raise OddeyeError(
-                f"--host {host} --port {port}: expected an address to listen on, found {found}"
-            ) from None
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from oddeye.config import parse_dims
 
@@ -88,8 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cache", metavar="DIR", help="thumbnails, maps and scores (default ~/.cache/oddeye/review)"
     )
     p.add_argument("--page-size", type=int, default=60, metavar="N", help="images per page (default 60)")
-    p.add_argument("--size", type=parse_dims, metavar="HxW", help="resize folder images to HxW")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--size",
+        type=parse_dims,
+        metavar="HxW",
+        help="resize a folder's image files to HxW (an array: HxW already)",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level (info: one line per request)",

@@ -341,6 +341,8 @@ def _upload_images(name: str, content: bytes, backend: Backend) -> np.ndarray:
 
 def _npy_images(name: str, content: bytes, backend: Backend) -> np.ndarray:
     h, w, c = backend.shape
+    if not content.startswith(b"\x93NUMPY"):  # np.load would take it for a pickle and say so
+        raise BadRequest(422, f"{name}: not a readable .npy", "a NumPy .npy array", "not a .npy file")
     try:
         array = np.load(io.BytesIO(content), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:

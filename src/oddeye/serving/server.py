@@ -6,6 +6,7 @@ import argparse
 import os
 
 from oddeye.errors import OddeyeError
+from oddeye.serving.listen import check_port
 
 MB = 2**20
 
@@ -23,6 +24,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.max_images < 1 or args.max_upload_mb <= 0:
         raise OddeyeError("--workers, --max-images and --max-upload-mb: expected positive numbers")
     backend = open_backend(args.model, args.name)  # fails here, once, before any worker starts
+    check_port(args.host, args.port)  # a port in use: one line, not uvicorn's error
     limits = Limits(int(args.max_upload_mb * MB), args.max_images)
     h, w, c = backend.shape
     print(
