@@ -133,6 +133,18 @@ def test_test_images_on_another_value_scale(cli, tmp_path: Path) -> None:
     assert r.code == 2 and "expected values within [0, 1] like the training images" in r.err
 
 
+def test_a_run_of_another_float_range_scores_dark_images_within_0_1(cli, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0, 4095, (40, 8, 8, 1)).astype(np.float32)
+    values[0, 0, 0, 0] = 0
+    train = _save(tmp_path / "train.npy", values)
+    run = tmp_path / "run"
+    assert cli("train", train, "--detector", "pixel-knn", "--out", run, "--quiet").code == 0
+    dark = _save(tmp_path / "dark.npy", rng.random((5, 8, 8, 1)).astype(np.float32))
+    r = cli("score", run, dark, "--out", tmp_path / "p.csv", "--quiet")
+    assert r.code == 0, r.err
+
+
 def test_images_within_0_1_are_refused_by_a_run_of_0_255_images(cli, homework, tmp_path: Path) -> None:
     """Not divided by 255 a second time (nearly black images, scored or added to the banks)."""
     run = tmp_path / "run"
@@ -272,7 +284,16 @@ def test_a_folder_that_does_not_fit_the_run_names_the_file_or_the_size_option(cl
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(other / "1b.png")
     r = cli("score", run, other, "--out", tmp_path / "p.csv", "--quiet")
     assert r.code == 2 and f"{other / '1b.png'}: expected images of 16x16x1" in r.err
-    assert "(a colour image among them makes the folder colour), found 16x16x3" in r.err
+    assert "(a colour image among gray ones makes the folder colour), found 16x16x3" in r.err
+    for i in range(3):  # every file colour: the folder is named, not one file
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(other / f"{i}.png")
+    r = cli("score", run, other, "--out", tmp_path / "p.csv", "--quiet")
+    assert (
+        r.code == 2
+        and f"{other}: expected images of 16x16x1 (HxWxC, as the model was trained), found" in r.err
+    )
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (16, 16), np.uint8)).save(other / f"{i}.png")
     (other / "1b.png").unlink()
     r = cli("score", run, other, "--out", tmp_path / "p.csv", "--size", "8x8", "--quiet")
     assert (
@@ -292,20 +313,44 @@ def test_score_never_writes_over_its_images_its_run_or_its_other_output(
     images = tmp_path / "test.npy"
     shutil.copy(homework["test"], images)
     before = images.read_bytes(), (run / "model.json").read_bytes()
+    labels = tmp_path / "labels.npy"
+    shutil.copy(homework["labels"], labels)
+    classes = tmp_path / "classes.npy"
+    np.save(classes, np.arange(40) % 3)
     cases = [
-        (("--out", images), "expected an --out file apart from the images read, found them"),
+        (("--out", images), "expected an --out file apart from the images read, found it"),
+        (("--out", labels, "--labels", labels, "--threshold", "f1"), "apart from --labels read, found it"),
+        (("--out", tmp_path / "p.csv", "--maps", run / "maps"), "expected an --maps folder outside the run"),
+        (
+            (
+                "--out",
+                tmp_path / "p.csv",
+                "--threshold",
+                "--flags",
+                tmp_path / "r.html",
+                "--report",
+                tmp_path / "r.html",
+            ),
+            "found the same one",
+        ),
+        (
+            ("--out", tmp_path / "p.csv", "--threshold", "top:0.3", "--report", tmp_path / "r.html")
+            + ("--classes", classes, "--class-names", "a"),
+            "--class-names: expected a name for each class id 0..2, found 1 name",
+        ),
         (
             ("--out", run / "model.json"),
             f"expected an --out file outside the run folder {run}, found one in it",
         ),
-        (("--out", tmp_path / "p.csv", "--threshold", "--flags", tmp_path / "p.csv"), "found the same file"),
-        (("--out", tmp_path / "p.csv", "--report", tmp_path / "p.csv"), "found the same file"),
+        (("--out", tmp_path / "p.csv", "--threshold", "--flags", tmp_path / "p.csv"), "found the same one"),
+        (("--out", tmp_path / "p.csv", "--report", tmp_path / "p.csv"), "found the same one"),
     ]
     for args, needle in cases:
         r = cli("score", run, images, *args, "--quiet")
         assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, r.err
     assert (images.read_bytes(), (run / "model.json").read_bytes()) == before
-    assert not (tmp_path / "p.csv").exists()
+    assert not (tmp_path / "p.csv").exists() and not (run / "maps").exists()
+    assert np.array_equal(np.load(labels), np.load(homework["labels"]))
 
 
 def test_threshold_rules_are_checked_first_and_evaluate_json_carries_the_threshold(

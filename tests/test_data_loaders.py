@@ -294,6 +294,19 @@ def test_images_of_more_than_8_bits_come_to_8_on_one_scale(tmp_path: Path) -> No
     got = load_images(floats, progress=False).array[..., 0]
     np.testing.assert_array_equal(got[0], got[1])
     np.testing.assert_array_equal(got[0], np.rint(unit * 255).astype(np.uint8))
+    bytes32 = tmp_path / "bytes32"  # 32-bit integers within 0..255: as Pillow read them before
+    bytes32.mkdir()
+    small = rng.integers(0, 256, (6, 5)).astype(np.int32)
+    Image.fromarray(small, "I").save(bytes32 / "a.tif")
+    np.testing.assert_array_equal(load_images(bytes32, progress=False).array[0, ..., 0], small)
+    over = unit.copy()
+    over[0, 0] = 1.0002
+    Image.fromarray(over, "F").save(floats / "over.tif")
+    with pytest.raises(
+        InputError, match=r"over.tif: .* from 0.* to 1.0002, not within \[0, 1\] or \[0, 255\]"
+    ):
+        load_images(floats, progress=False)  # [0, 1] overshooting, or a nearly black [0, 255]?
+    (floats / "over.tif").unlink()
     Image.fromarray(unit * 1000, "F").save(floats / "wide.tif")
     with pytest.raises(InputError) as err:
         load_images(floats, progress=False)

@@ -60,6 +60,16 @@ def test_a_folder_of_categories_or_a_category_without_train_good_is_not_read_as_
     assert not (tmp_path / "run").exists() and not (tmp_path / "o.html").exists()
 
 
+def test_a_folder_that_cannot_be_listed_is_left_to_the_reader(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    def refuse(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    assert images_of(tmp_path, "train") == tmp_path  # reading it says what is wrong, in one line
+
+
 def test_outliers_of_a_category_ranks_its_training_images(category: Path, cli, tmp_path: Path) -> None:
     r = cli("outliers", category, "--out", tmp_path / "o.html", "--csv", tmp_path / "o.csv", "--quiet")
     assert r.code == 0, r.err

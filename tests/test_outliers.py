@@ -180,6 +180,10 @@ def test_a_folder_of_many_sizes_is_refused_not_half_skipped(cli, tmp_path: Path)
     assert not (tmp_path / "o.html").exists() and not (tmp_path / "o.csv").exists()
     r = cli("outliers", folder, "--out", tmp_path / "o.html", "--size", "16x16", "--quiet")
     assert r.code == 0 and "ranked 28 images" in r.out, r.err
+    small = _folder(tmp_path / "small8", n=8)  # one stray size among 9: skipped, however small the set
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small / "odd.png")
+    r = cli("outliers", small, "--out", tmp_path / "s.html", "--quiet")
+    assert r.code != 2 or "one size" not in r.err, r.err
     (folder / "zz0.png").unlink(), (folder / "zz1.png").unlink()  # 2 of 26: strays, skipped and listed
     r = cli("outliers", folder, "--out", tmp_path / "o.html", "--quiet")
     assert r.code == 0 and "2 unreadable files skipped: zz2.png (expected 16x16" in r.out, r.err

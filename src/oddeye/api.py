@@ -5,7 +5,7 @@ arguments and prints."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -186,9 +186,10 @@ def score(
     if isinstance(threshold, str) and threshold:
         parse_rule(threshold)  # a bad rule is said before anything is scored
     flagging = threshold not in (None, False) or flags is not None
-    targets = {"--out": out, "--flags": flags_out if flagging else None}
-    if world().main:
-        check_outputs(targets, images, None if isinstance(run, Detector) else run)
+    targets = {"--out": out, "--flags": flags_out if flagging else None, "--maps": maps}
+    sources = {"the images": images, "--labels": labels}
+    owner = None if isinstance(run, Detector) else run
+    on_main(lambda: check_outputs(targets, sources, owner, folders=("--maps",)))  # every rank stops
     det = run if isinstance(run, Detector) else load(run, device=device, progress=progress)
     data = det.prepare(images, size=size)
     main = world().main
@@ -224,30 +225,60 @@ def score(
 
 
 def check_outputs(
-    targets: dict[str, str | Path | None], images: object = None, run: str | Path | None = None
+    targets: dict[str, str | Path | None],
+    sources: dict[str, object] | None = None,
+    run: str | Path | None = None,
+    folders: Collection[str] = (),
 ) -> None:
-    """Before any work: each output (by option name) can be written (:func:`check_writable`), is
-    not the images read, nor inside the run folder, nor another output's file."""
+    """Before any work: each output (by option name; ``folders`` name those that are folders) is
+    none of the ``sources`` read (by what they are: "the images", "--labels"), is not inside the
+    run folder (nor, for a folder, inside a folder of images), is not another output, and can be
+    written (:func:`check_writable`)."""
+    read: dict[Path, str] = {}
+    image_folders = []
+    for what, source in (sources or {}).items():
+        if not isinstance(source, (str, Path)):
+            continue
+        path = Path(source) if Path(source).exists() else Path(str(source).rsplit(":", 1)[0])  # FILE.npz:NAME
+        if path.exists():
+            read[path.resolve()] = what
+            if path.is_dir():
+                image_folders.append(path.resolve())
     seen: dict[Path, str] = {}
-    source = None
-    if isinstance(images, (str, Path)):  # file.npz:NAME reads file.npz
-        source = Path(images) if Path(images).exists() else Path(str(images).rsplit(":", 1)[0])
     for option, target in targets.items():
         if target is None:
             continue
+        kind = "folder" if option in folders else "file"
         where = Path(target).resolve()
-        if source is not None and source.exists() and where == source.resolve():
-            raise OddeyeError(f"{target}: expected an {option} file apart from the images read, found them")
+        if where in read:
+            raise OddeyeError(
+                f"{target}: expected an {option} {kind} apart from {read[where]} read, found it"
+            )
         if run is not None and Path(run).is_dir() and Path(run).resolve() in where.parents:
             raise OddeyeError(
-                f"{target}: expected an {option} file outside the run folder {run}, found one in it"
+                f"{target}: expected an {option} {kind} outside the run folder {run}, found one in it"
+            )
+        inside = next((f for f in image_folders if f in where.parents), None) if kind == "folder" else None
+        if inside is not None:  # its files would be read as images next time
+            raise OddeyeError(
+                f"{target}: expected an {option} folder outside the folder of images read, found one in it"
             )
         if where in seen:
             raise OddeyeError(
-                f"{target}: expected an {option} file apart from {seen[where]}'s, found the same file"
+                f"{target}: expected an {option} {kind} apart from {seen[where]}'s, found the same one"
             )
         seen[where] = option
-        check_writable(target)  # nothing written, the run unchanged
+        if kind == "file":
+            check_writable(target)  # nothing written, the run unchanged
+
+
+def check_class_names(classes: np.ndarray | None, names: Sequence[str] | None) -> None:
+    """A name for every class id, or none at all."""
+    if classes is not None and names is not None and len(classes) and int(classes.max()) >= len(names):
+        found = f"{len(names)} name{'s' if len(names) != 1 else ''}"
+        raise OddeyeError(
+            f"--class-names: expected a name for each class id 0..{int(classes.max())}, found {found}"
+        )
 
 
 def _map_writer(
@@ -365,11 +396,7 @@ def report(
         raise OddeyeError(f"{data.source}: expected {n} images (one per score), found {len(data)}")
     label_values = _labels(labels, n)
     class_ids = None if classes is None else load_classes(classes, n)
-    if class_ids is not None and class_names is not None and class_ids.max() >= len(class_names):
-        found = f"{len(class_names)} name{'s' if len(class_names) != 1 else ''}"
-        raise OddeyeError(
-            f"--class-names: expected a name for each class id 0..{class_ids.max()}, found {found}"
-        )
+    check_class_names(class_ids, class_names)
     threshold = threshold_for(det, threshold, scores, label_values, source=str(run))
     from oddeye.reports.report import ReportInputs, write_report  # plotting: only when reporting
 

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import select
 import signal
 import sys
 from collections.abc import Sequence
@@ -352,7 +353,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader stopped early (| head): quietly, as a tool killed by SIGPIPE
+    except BrokenPipeError:
+        if not _stdout_gone():
+            raise
+        # the reader stopped early (| head): quietly, as a tool killed by SIGPIPE
         with contextlib.suppress(OSError, ValueError):  # no stdout file to redirect (in tests)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
         return 128 + signal.SIGPIPE
@@ -362,6 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _stdout_gone() -> bool:
+    """Whether standard output is a pipe whose reader has gone (not some other broken pipe): its
+    write end then polls as an error."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (captured in tests), no poll
+        return True
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -13,10 +13,17 @@ from typing import Any
 import numpy as np
 
 import oddeye
-from oddeye.api import check_outputs, evaluate_truth, scores_and_truth, threshold_for
+from oddeye.api import (
+    check_class_names,
+    check_outputs,
+    evaluate_truth,
+    flags_path_for,
+    scores_and_truth,
+    threshold_for,
+)
 from oddeye.config import TrainConfig
 from oddeye.data.imageset import ImageSet
-from oddeye.data.loaders import load_labels
+from oddeye.data.loaders import load_classes, load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
 from oddeye.runs import read_metadata
@@ -73,8 +80,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = tuple(h.strip() for h in args.header.split(","))
     if len(header) != 2 or not all(header):
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
-    if args.report:  # before scoring: a failed report leaves no scores behind either
-        check_outputs({"--out": args.out, "--report": args.report}, args.images, args.run)
+    _check_report_inputs(args)  # before scoring: a failed report leaves no scores behind either
+    flags = args.flags or (flags_path_for(args.out) if args.threshold is not None else None)
+    targets = {"--out": args.out, "--flags": flags, "--report": args.report, "--maps": args.maps}
+    sources = {"the images": args.images, "--labels": args.labels, "--classes": args.classes}
+    check_outputs(targets, sources, args.run, folders=("--maps",))
     result = oddeye.score(
         args.run,
         args.images,
@@ -126,6 +136,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_report_inputs(args: argparse.Namespace) -> None:
+    """--classes and --class-names agree (checked before any work; a report is written last)."""
+    if getattr(args, "report", True) and args.classes and args.class_names:
+        check_class_names(load_classes(args.classes), _class_names(args))
+
+
+def _class_names(args: argparse.Namespace) -> list[str] | None:
+    return [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+
+
 def _write_report(
     args: argparse.Namespace,
     out: str,
@@ -137,7 +157,7 @@ def _write_report(
     **local: Any,
 ) -> None:
     """``local``: :func:`oddeye.report`'s truth, maps and evaluation, where they are known."""
-    names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    names = _class_names(args)
     files = oddeye.report(
         det,
         data,
@@ -157,7 +177,9 @@ def _write_report(
 def cmd_report(args: argparse.Namespace) -> int:
     if args.threshold:
         parse_rule(args.threshold)  # before anything is scored
-    check_outputs({"--out": args.out}, args.images, args.run)
+    _check_report_inputs(args)
+    sources = {"the images": args.images, "--labels": args.labels, "--classes": args.classes}
+    check_outputs({"--out": args.out}, sources, args.run)
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
     scores = det.infer(data).scores
@@ -169,7 +191,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
-        check_outputs({"--report": args.report})
+        _check_report_inputs(args)
+        sources = {"the scores": args.scores, "--labels": args.labels, "--classes": args.classes}
+        check_outputs({"--report": args.report}, sources, args.run)
     scores, truth = scores_and_truth(args.scores, args.labels, dataset=args.dataset, masks=args.masks)
     labels = truth.labels
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None

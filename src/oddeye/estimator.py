@@ -40,6 +40,7 @@ from oddeye.training.update import ADDED_ONLY, Absorbed, absorb_images, bank_ima
 ImagesLike = str | Path | np.ndarray | ImageSet
 NO_HELDOUT = "normal training images (no held-out split: optimistic)"
 UNIT = Normalisation(0.0, 1.0)  # floating-point images within [0, 1]
+BYTES = Normalisation(0.0, 255.0)  # uint8 images, or floating-point ones within [0, 255]
 
 
 SAMPLE_IMAGES, SAMPLE_BYTES = 64, 16 * 2**20  # held-out images kept in a run, for export checks
@@ -489,9 +490,9 @@ class Detector:
         if data.shape != self.input_shape_:
             (h, w, c), source = self.input_shape_, data.source
             hint = f"; --size {h}x{w} resizes them" if data.shape[:2] != (h, w) else ""
-            colour = colour_file(data) if c == 1 and data.shape[2] == 3 else None
-            if colour is not None:  # one colour file makes a folder colour: name it
-                source, hint = colour, " (a colour image among them makes the folder colour)"
+            colour = colour_file(data) if c == 1 and data.shape[2] == 3 and data.shape[:2] == (h, w) else None
+            if colour is not None:  # one colour file among gray ones makes a folder colour: name it
+                source, hint = colour, " (a colour image among gray ones makes the folder colour)"
             raise InputError(
                 source,
                 f"images of {shape_text(self.input_shape_)} (HxWxC, as the model was trained){hint}",
@@ -501,7 +502,7 @@ class Detector:
         if data.normalisation.lo < lo or data.normalisation.hi > hi:
             found = f"values spanning [{data.normalisation.lo:g}, {data.normalisation.hi:g}]"
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
-        if data.normalisation == UNIT and self.normalisation_ != UNIT:  # would be divided by 255 again
+        if data.normalisation == UNIT and self.normalisation_ == BYTES:  # would be divided by 255 again
             found = "floating-point values within [0, 1] (multiply them by 255)"
             raise InputError(data.source, f"values within [{lo:g}, {hi:g}] like the training images", found)
         return dataclasses.replace(data, normalisation=self.normalisation_)  # paths and all

@@ -233,7 +233,7 @@ def threshold_stats(t: Threshold, scores: np.ndarray, labels: np.ndarray | None)
         tp = int((flagged & (labels == 1)).sum())
         stats["precision"] = tp / max(int(flagged.sum()), 1)
         stats["recall"] = tp / max(int(labels.sum()), 1)
-        stats["fpr"] = float(flagged[labels == 0].mean()) if (labels == 0).any() else 0.0
+        stats["fpr"] = float(flagged[labels == 0].mean()) if (labels == 0).any() else None
     return stats
 
 
@@ -243,6 +243,7 @@ def threshold_rows(t: Threshold, scores: np.ndarray, labels: np.ndarray | None) 
     rows = [("threshold", f"{t.value:.6g} {t.how()}")]
     rows.append(("flagged", f"{s['flagged']} of {s['n']} ({s['flagged'] / max(s['n'], 1):.2%})"))
     if labels is not None:
-        at = f"precision {s['precision']:.4f}, recall {s['recall']:.4f}, FPR {s['fpr']:.4f}"
+        fpr = "n/a (no normal image)" if s["fpr"] is None else f"{s['fpr']:.4f}"
+        at = f"precision {s['precision']:.4f}, recall {s['recall']:.4f}, FPR {fpr}"
         rows.append(("at the threshold", at))
     return rows

@@ -15,6 +15,7 @@ from oddeye.errors import first_line
 
 GRAY_MODES = ("1", "L", "LA", "La", "I", "F")  # plus every "I;16..." mode
 BACKGROUND = 255  # transparent pixels are composited on white (as a viewer shows them)
+FLOAT_UNSURE = 2.0  # a float image whose maximum is above 1 and at most this: [0, 1] or [0, 255]?
 
 
 def reason(e: BaseException) -> str:
@@ -52,9 +53,11 @@ def on_white(im: Image.Image) -> Image.Image:
 
 def eight_bit(im: Image.Image) -> Image.Image:
     """A gray image of more than 8 bits as an 8-bit "L" one, on a scale that is the same for every
-    file (Pillow's own conversion clips at 255, so 16-bit images came out white and float ones
-    black): 16-bit integers (modes "I;16...", and "I" within 0..65535) divided by 257, so 65535 is
-    255; floats within [0, 1] times 255, within [0, 255] as they are. Other values raise
+    file of its kind (Pillow's own conversion clips at 255, so 16-bit images came out white and
+    float ones black): 16-bit integers (modes "I;16...") divided by 257, so 65535 is 255; 32-bit
+    integers ("I") as they are within 0..255 (as Pillow read them before), else as 16-bit; floats
+    within [0, 1] times 255, within [0, 255] as they are, except a maximum just above 1 (a [0, 1]
+    image that overshoots, or a nearly black [0, 255] one: which is unknowable). Other values raise
     ValueError (the caller names the file); 8-bit images are returned as they are."""
     if im.mode != "F" and im.mode != "I" and not im.mode.startswith("I;16"):
         return im
@@ -65,14 +68,15 @@ def eight_bit(im: Image.Image) -> Image.Image:
         if not np.isfinite(values).all():
             raise ValueError("floating-point pixels that are NaN or infinite")
         lo, hi = float(values.min()), float(values.max())
-        if lo < 0 or hi > 255:
-            raise ValueError(f"floating-point pixels from {lo:g} to {hi:g}, not within [0, 1] or [0, 255]")
+        if lo < 0 or hi > 255 or 1 < hi <= FLOAT_UNSURE:
+            found = f"floating-point pixels from {lo:g} to {hi:g}"
+            raise ValueError(f"{found}, not within [0, 1] or [0, 255] (clip a [0, 1] image to 1)")
         scaled = values * 255.0 if hi <= 1 else values
     else:
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi > 65535:
             raise ValueError(f"integer pixels from {lo} to {hi}, not within 16 bits (0 to 65535)")
-        scaled = values / 257.0
+        scaled = values if im.mode == "I" and hi <= 255 else values / 257.0
     return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), "L")
 
 

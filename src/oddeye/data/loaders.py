@@ -33,7 +33,7 @@ PathArg = str | os.PathLike
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 RESIZE_HINT = "the size option (--size HxW) resizes every image"
-OTHER_SIZES = 0.1  # share of a folder's images that may be of other sizes, skipped as strays
+OTHER_SIZES = 0.1  # share of a folder's images that may be of other sizes (one always), skipped
 HIDDEN = ("__MACOSX", ".ipynb_checkpoints")  # folders (and any name starting with ".") never read
 EAGER_SHARE = 0.25  # a folder is decoded whole when it takes at most this share of free memory
 EAGER_MAX = 4_000_000_000  # and at most this many bytes (the homework set is 1.7 GB)
@@ -411,7 +411,7 @@ def _of_size(
         return files, infos
     kept = [i for i, (found, _) in enumerate(infos) if found == wh]
     others = len(files) - len(kept)
-    if others > OTHER_SIZES * len(files):
+    if others > max(1, OTHER_SIZES * len(files)):
         odd = next(i for i, (found, _) in enumerate(infos) if found != wh)
         (fw, fh), name = infos[odd][0], _name(folder, files[odd])
         expected = f"images of one size ({RESIZE_HINT})"
@@ -501,13 +501,19 @@ def _decoder_pool() -> ThreadPoolExecutor:
 
 
 def colour_file(data: ImageSet) -> str | None:
-    """The first colour file of a folder read as colour (a path to it), or None."""
+    """The first colour file of a folder read as colour because of it (some files are gray: a path
+    to it), or None (not a folder, or every file colour)."""
     if data.paths is None or not Path(data.source).is_dir():
         return None
+    first, gray = None, False
     for rel in data.paths:
         with contextlib.suppress(UnreadableImage):
-            if not is_gray(_peek(Path(data.source) / rel)[1]):
-                return str(Path(data.source) / rel)
+            if is_gray(_peek(Path(data.source) / rel)[1]):
+                gray = True
+            elif first is None:
+                first = str(Path(data.source) / rel)
+        if gray and first is not None:
+            return first
     return None
 
 

@@ -63,9 +63,12 @@ def _not_a_layout_misread(images: object) -> None:
     if not isinstance(images, (str, os.PathLike)) or not Path(images).is_dir():
         return
     p = Path(images)
-    with os.scandir(p) as entries:
-        folders = sorted(e.name for e in entries if e.is_dir())
-    categories = [name for name in folders if mvtec_category(p / name) is not None]
+    try:
+        with os.scandir(p) as entries:
+            folders = sorted(e.name for e in entries if e.is_dir())
+        categories = [name for name in folders if mvtec_category(p / name) is not None]
+    except OSError:  # a folder that cannot be listed: reading it says so, in its own words
+        return
     expected = "a folder of images or one MVTec AD category (train/good/, test/)"
     if categories:
         named = ", ".join(categories[:3]) + (", ..." if len(categories) > 3 else "")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from oddeye._version import __version__
+from oddeye.data.decode import decode
 from oddeye.data.imageset import ImageSet, shape_text
 from oddeye.errors import OddeyeError
 from oddeye.io import atomic_dir, atomic_path
@@ -206,7 +207,6 @@ def _local_sections(inputs: ReportInputs, n: int = 4) -> list[Section]:
     truth, maps = inputs.truth, inputs.maps
     if truth is None or truth.masks is None or truth.images is None or maps is None:
         return []
-    from PIL import Image
 
     from oddeye.maps import overlay, resize_map
 
@@ -216,8 +216,7 @@ def _local_sections(inputs: ReportInputs, n: int = 4) -> list[Section]:
     for rank, i in enumerate(np.argsort(-inputs.scores, kind="stable")[:n]):
         i = int(i)
         mask = truth.masks.mask(i)
-        with Image.open(truth.images[i]) as im:
-            image = np.asarray(im.convert("RGB").resize(mask.shape[::-1])) / 255.0
+        image = decode(truth.images[i], "RGB", mask.shape[::-1]) / 255.0  # as training reads files
         picture = overlay(image, resize_map(maps.map(i), mask.shape), threshold, truth=mask)
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
