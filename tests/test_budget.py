@@ -102,3 +102,9 @@ def test_a_budget_with_nothing_to_train_says_so(cli, homework, tmp_path, monkeyp
     monkeypatch.setenv("ODDEYE_PROGRESS", "lines")
     r = cli("train", homework["train"], "--budget", "5m", "--out", tmp_path / "run")
     assert r.code == 0 and "budget 5:00: nothing trains (memory banks and scales only)" in r.err
+
+
+def test_a_single_detector_stopped_by_its_budget_says_so(clock: FakeClock) -> None:
+    det = oddeye.create("cnn", channels=[4], budget=2, batch_size=16, progress=False).fit(blobs(200))
+    assert len(det.history_) < det.build_.epoch_cap and not det.stopped_early_
+    assert ", used its time budget, kept epoch" in det.training_summary()

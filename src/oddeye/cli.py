@@ -145,8 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting_flags(p)
     p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
-    p.add_argument("--force", action="store_true", help="replace an existing run folder (finished or not)")
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--force", action="store_true", help="replace an existing run folder (finished or not)"
+    )
+    again.add_argument(
         "--resume", action="store_true", help="continue an interrupted training in RUN from its checkpoint"
     )
     p.add_argument("--quiet", action="store_true", help=QUIET_HELP)

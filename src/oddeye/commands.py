@@ -253,7 +253,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from oddeye.export import export_onnx, export_triton
+    from oddeye.export import TOLERANCE, export_onnx, export_triton
 
     if args.format == "triton":
         folder = export_triton(args.run, args.out, name=args.name, max_batch=args.max_batch)
@@ -266,8 +266,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     flags = {None: "no saved threshold", True: "identical", False: "different"}[parity["flags_identical"]]
     print(
         f"checked with onnxruntime on {parity['images']} images: largest relative score difference "
-        f"{parity['max_relative_score_difference']:.2e} (allowed 1e-4), flags at the saved threshold "
-        f"{flags}, largest map difference {parity['max_map_difference']:.2e} of the map's range"
+        f"{parity['max_relative_score_difference']:.2e} (allowed {TOLERANCE:g}), flags at the saved "
+        f"threshold {flags}, largest map difference {parity['max_map_difference']:.2e} of the map's range"
     )
     return 0
 
