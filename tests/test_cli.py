@@ -319,7 +319,10 @@ def test_score_never_writes_over_its_images_its_run_or_its_other_output(
     np.save(classes, np.arange(40) % 3)
     cases = [
         (("--out", images), "expected an --out file apart from the images read, found it"),
-        (("--out", labels, "--labels", labels, "--threshold", "f1"), "apart from --labels read, found it"),
+        (
+            ("--out", labels, "--labels", labels, "--threshold", "f1"),
+            "apart from the --labels file read, found it",
+        ),
         (("--out", tmp_path / "p.csv", "--maps", run / "maps"), "expected an --maps folder outside the run"),
         (
             (
@@ -348,6 +351,31 @@ def test_score_never_writes_over_its_images_its_run_or_its_other_output(
     for args, needle in cases:
         r = cli("score", run, images, *args, "--quiet")
         assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, r.err
+    (tmp_path / "q_figures").write_text("a file where the report's figures go")
+    more = [
+        (("--out", tmp_path / "maps" / "p.csv", "--maps", tmp_path / "maps"), "outside the --maps folder"),
+        (
+            ("--out", tmp_path / "p.csv", "--threshold", "top:0.3", "--report", tmp_path / "q.html"),
+            "q_figures: expected an --report's figures folder, found a file",
+        ),
+    ]
+    for args, needle in more:
+        r = cli("score", run, images, *args, "--quiet")
+        assert r.code == 2 and needle in r.err and r.err.count("\n") == 1, r.err
+    assert cli("score", run, images, "--out", tmp_path / "s.csv", "--quiet").code == 0
+    r = cli(
+        "evaluate",
+        tmp_path / "s.csv",
+        "--labels",
+        labels,
+        "--run",
+        run,
+        "--images",
+        images,
+        "--report",
+        images,
+    )
+    assert r.code == 2 and "expected an --report file apart from the images read, found it" in r.err
     assert (images.read_bytes(), (run / "model.json").read_bytes()) == before
     assert not (tmp_path / "p.csv").exists() and not (run / "maps").exists()
     assert np.array_equal(np.load(labels), np.load(homework["labels"]))

@@ -303,7 +303,7 @@ def test_images_of_more_than_8_bits_come_to_8_on_one_scale(tmp_path: Path) -> No
     over[0, 0] = 1.0002
     Image.fromarray(over, "F").save(floats / "over.tif")
     with pytest.raises(
-        InputError, match=r"over.tif: .* from 0.* to 1.0002, not within \[0, 1\] or \[0, 255\]"
+        InputError, match=r"over.tif: .* up to 1.0002.*: within \[0, 1\] overshooting or a dark"
     ):
         load_images(floats, progress=False)  # [0, 1] overshooting, or a nearly black [0, 255]?
     (floats / "over.tif").unlink()
@@ -477,3 +477,15 @@ def test_what_cannot_be_a_set_of_images_is_said_in_one_line(tmp_path: Path) -> N
         InputError, match=r"a.npy: expected images of 32x32 \(HxW\) as --size asks .* found 64x64"
     ):
         load_images(tmp_path / "a.npy", size=(32, 32))
+
+
+def test_a_16_bit_pgm_is_read_on_the_16_bit_scale_however_dark(tmp_path: Path) -> None:
+    """Pillow reads 16-bit PNM files as mode "I": a dark frame of a camera must not read 257 times
+    brighter than a bright one."""
+    for name, values in (("bright", [[200, 40000]]), ("dark", [[200, 100]])):
+        arr = np.array(values, ">u2")
+        (tmp_path / f"{name}.pgm").write_bytes(b"P5\n2 1\n65535\n" + arr.tobytes())
+    from oddeye.data.decode import decode  # what a server reads uploads with, any Pillow format
+
+    got = [decode(tmp_path / f"{name}.pgm", "L").tolist() for name in ("bright", "dark")]
+    assert got == [[[1, 156]], [[1, 0]]]  # both divided by 257

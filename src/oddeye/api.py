@@ -187,9 +187,10 @@ def score(
         parse_rule(threshold)  # a bad rule is said before anything is scored
     flagging = threshold not in (None, False) or flags is not None
     targets = {"--out": out, "--flags": flags_out if flagging else None, "--maps": maps}
-    sources = {"the images": images, "--labels": labels}
+    sources = {"the images": images, "the --labels file": labels}
     owner = None if isinstance(run, Detector) else run
-    on_main(lambda: check_outputs(targets, sources, owner, folders=("--maps",)))  # every rank stops
+    pictures = ("--maps",) if maps_png else ()
+    on_main(lambda: check_outputs(targets, sources, owner, ("--maps",), pictures))  # every rank stops
     det = run if isinstance(run, Detector) else load(run, device=device, progress=progress)
     data = det.prepare(images, size=size)
     main = world().main
@@ -229,13 +230,15 @@ def check_outputs(
     sources: dict[str, object] | None = None,
     run: str | Path | None = None,
     folders: Collection[str] = (),
+    image_folders: Collection[str] = (),
 ) -> None:
-    """Before any work: each output (by option name; ``folders`` name those that are folders) is
-    none of the ``sources`` read (by what they are: "the images", "--labels"), is not inside the
-    run folder (nor, for a folder, inside a folder of images), is not another output, and can be
-    written (:func:`check_writable`)."""
+    """Before any work: each output (by option name; ``folders`` name those that are folders, and
+    ``image_folders`` those of them that hold image files) is none of the ``sources`` read (by
+    what they are: "the images", "--labels"), is not inside the run folder, nor inside another
+    output's folder (replaced whole when written), nor (a folder of image files) inside a folder of
+    images read, is not another output, and can be written (:func:`check_writable`)."""
     read: dict[Path, str] = {}
-    image_folders = []
+    read_folders = []
     for what, source in (sources or {}).items():
         if not isinstance(source, (str, Path)):
             continue
@@ -243,7 +246,8 @@ def check_outputs(
         if path.exists():
             read[path.resolve()] = what
             if path.is_dir():
-                image_folders.append(path.resolve())
+                read_folders.append(path.resolve())
+    out_folders = {Path(t).resolve(): o for o, t in targets.items() if t is not None and o in folders}
     seen: dict[Path, str] = {}
     for option, target in targets.items():
         if target is None:
@@ -258,10 +262,15 @@ def check_outputs(
             raise OddeyeError(
                 f"{target}: expected an {option} {kind} outside the run folder {run}, found one in it"
             )
-        inside = next((f for f in image_folders if f in where.parents), None) if kind == "folder" else None
-        if inside is not None:  # its files would be read as images next time
+        holder = next((out_folders[f] for f in out_folders if f in where.parents), None)
+        if holder is not None:  # that folder is replaced whole when it is written
             raise OddeyeError(
-                f"{target}: expected an {option} folder outside the folder of images read, found one in it"
+                f"{target}: expected an {option} {kind} outside the {holder} folder, found one in it"
+            )
+        if option in image_folders and any(f in where.parents for f in read_folders):
+            raise OddeyeError(
+                f"{target}: expected an {option} folder outside the folder of images read (its images "
+                "would be read next time), found one in it"
             )
         if where in seen:
             raise OddeyeError(
@@ -270,6 +279,8 @@ def check_outputs(
         seen[where] = option
         if kind == "file":
             check_writable(target)  # nothing written, the run unchanged
+        elif where.exists() and not where.is_dir():
+            raise OddeyeError(f"{target}: expected an {option} folder, found a file")
 
 
 def check_class_names(classes: np.ndarray | None, names: Sequence[str] | None) -> None:

@@ -29,7 +29,7 @@ from oddeye.errors import OddeyeError
 from oddeye.runs import read_metadata
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, parse_rule, threshold_rows, threshold_stats
-from oddeye.training.distributed import world
+from oddeye.training.distributed import on_main, world
 
 
 def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,11 +80,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = tuple(h.strip() for h in args.header.split(","))
     if len(header) != 2 or not all(header):
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
-    _check_report_inputs(args)  # before scoring: a failed report leaves no scores behind either
     flags = args.flags or (flags_path_for(args.out) if args.threshold is not None else None)
-    targets = {"--out": args.out, "--flags": flags, "--report": args.report, "--maps": args.maps}
-    sources = {"the images": args.images, "--labels": args.labels, "--classes": args.classes}
-    check_outputs(targets, sources, args.run, folders=("--maps",))
+    targets = {"--out": args.out, "--flags": flags, **_report_targets(args.report), "--maps": args.maps}
+    sources = {"the images": args.images, **_report_sources(args)}
+    pictures = ("--maps",) if args.maps_png else ()
+
+    def check() -> None:  # before scoring: a failed report leaves no scores behind either
+        _check_report_inputs(args)
+        check_outputs(targets, sources, args.run, ("--maps", "--report's figures"), pictures)
+
+    on_main(check)  # every rank stops, rank 0 says why
     result = oddeye.score(
         args.run,
         args.images,
@@ -136,6 +141,16 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_targets(report: str | None, option: str = "--report") -> dict[str, str | None]:
+    """An HTML report and its figures' folder (NAME_figures/ beside it), as outputs to check."""
+    figures = str(Path(report).with_name(f"{Path(report).stem}_figures")) if report else None
+    return {option: report, "--report's figures": figures}
+
+
+def _report_sources(args: argparse.Namespace) -> dict[str, object]:
+    return {"the --labels file": args.labels, "the --classes file": args.classes}
+
+
 def _check_report_inputs(args: argparse.Namespace) -> None:
     """--classes and --class-names agree (checked before any work; a report is written last)."""
     if getattr(args, "report", True) and args.classes and args.class_names:
@@ -178,8 +193,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.threshold:
         parse_rule(args.threshold)  # before anything is scored
     _check_report_inputs(args)
-    sources = {"the images": args.images, "--labels": args.labels, "--classes": args.classes}
-    check_outputs({"--out": args.out}, sources, args.run)
+    sources = {"the images": args.images, **_report_sources(args)}
+    check_outputs(_report_targets(args.out, "--out"), sources, args.run, ("--report's figures",))
     det = oddeye.load(args.run, device=args.device, progress=not args.quiet)
     data = det.prepare(args.images, size=args.size)
     scores = det.infer(data).scores
@@ -192,8 +207,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.report:
         _check_report_inputs(args)
-        sources = {"the scores": args.scores, "--labels": args.labels, "--classes": args.classes}
-        check_outputs({"--report": args.report}, sources, args.run)
+        sources = {"the scores": args.scores, **_report_sources(args)}
+        sources |= {"the images": args.images, "the masks": args.masks, "the maps": args.maps}
+        sources |= {"the data set": args.dataset}
+        check_outputs(_report_targets(args.report), sources, args.run, ("--report's figures",))
     scores, truth = scores_and_truth(args.scores, args.labels, dataset=args.dataset, masks=args.masks)
     labels = truth.labels
     det = oddeye.load(args.run, progress=not args.quiet) if args.run else None

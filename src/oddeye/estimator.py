@@ -449,8 +449,8 @@ class Detector:
             return f"no training loop (memory bank), {self.fit_seconds_:.1f} s"
         best = self.history_[max(self.best_epoch_, 1) - 1]
         stop = "converged (early stop)" if self.stopped_early_ else "reached the epoch cap"
-        cap = self.build_.epoch_cap
-        if not self.stopped_early_ and cap and len(self.history_) < cap:  # what else ends it early
+        cap, budget = self.build_.epoch_cap, self.config_.budget
+        if not self.stopped_early_ and budget and cap and len(self.history_) < cap:
             stop = "used its time budget"
         return (
             f"{len(self.history_)} epochs, {stop}, kept epoch {self.best_epoch_} "

@@ -54,10 +54,10 @@ def on_white(im: Image.Image) -> Image.Image:
 def eight_bit(im: Image.Image) -> Image.Image:
     """A gray image of more than 8 bits as an 8-bit "L" one, on a scale that is the same for every
     file of its kind (Pillow's own conversion clips at 255, so 16-bit images came out white and
-    float ones black): 16-bit integers (modes "I;16...") divided by 257, so 65535 is 255; 32-bit
-    integers ("I") as they are within 0..255 (as Pillow read them before), else as 16-bit; floats
-    within [0, 1] times 255, within [0, 255] as they are, except a maximum just above 1 (a [0, 1]
-    image that overshoots, or a nearly black [0, 255] one: which is unknowable). Other values raise
+    float ones black): 16-bit integers (modes "I;16...", and "I" read from a 16-bit PNG, PNM or
+    TIFF) divided by 257, so 65535 is 255; other 32-bit integers ("I") as they are within 0..255
+    (as Pillow read them before); floats within [0, 1] times 255, within [0, 255] as they are, and
+    refused with a maximum in (1, 2], where the two cannot be told apart. Other values raise
     ValueError (the caller names the file); 8-bit images are returned as they are."""
     if im.mode != "F" and im.mode != "I" and not im.mode.startswith("I;16"):
         return im
@@ -68,16 +68,33 @@ def eight_bit(im: Image.Image) -> Image.Image:
         if not np.isfinite(values).all():
             raise ValueError("floating-point pixels that are NaN or infinite")
         lo, hi = float(values.min()), float(values.max())
-        if lo < 0 or hi > 255 or 1 < hi <= FLOAT_UNSURE:
-            found = f"floating-point pixels from {lo:g} to {hi:g}"
-            raise ValueError(f"{found}, not within [0, 1] or [0, 255] (clip a [0, 1] image to 1)")
+        if 1 < hi <= FLOAT_UNSURE and lo >= 0:
+            raise ValueError(
+                f"floating-point pixels up to {hi:.9g}: within [0, 1] overshooting or a dark [0, 255] "
+                "image, which cannot be told apart (clip [0, 1] images to 1)"
+            )
+        if lo < 0 or hi > 255:
+            raise ValueError(
+                f"floating-point pixels from {lo:.9g} to {hi:.9g}, not within [0, 1] or [0, 255]"
+            )
         scaled = values * 255.0 if hi <= 1 else values
     else:
         lo, hi = int(values.min()), int(values.max())
         if lo < 0 or hi > 65535:
             raise ValueError(f"integer pixels from {lo} to {hi}, not within 16 bits (0 to 65535)")
-        scaled = values if im.mode == "I" and hi <= 255 else values / 257.0
+        scaled = values if im.mode == "I" and not _sixteen_bits(im) and hi <= 255 else values / 257.0
     return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), "L")
+
+
+def _sixteen_bits(im: Image.Image) -> bool:
+    """Whether a mode "I" image was stored with 16 bits a pixel (every PNG and PNM that Pillow
+    reads as "I" is; a TIFF says so in its BitsPerSample tag)."""
+    if im.format in ("PNG", "PPM"):
+        return True
+    tags = getattr(im, "tag_v2", None)
+    bits = tags.get(258) if tags is not None else None  # BitsPerSample
+    bits = bits[0] if isinstance(bits, tuple) else bits
+    return bits == 16
 
 
 def decode(source: str | BinaryIO, mode: str, wh: tuple[int, int] | None = None) -> np.ndarray:
