@@ -405,3 +405,28 @@ def test_threshold_rules_are_checked_first_and_evaluate_json_carries_the_thresho
     assert {"precision", "recall", "fpr", "value", "basis"} <= set(t)
     r = cli("evaluate", csv, "--labels", homework["labels"], "--threshold", "fpr:0.05")
     assert r.code == 2 and r.out == "" and "--run RUN" in r.err
+
+
+def test_with_a_report_a_threshold_rule_is_saved_after_the_report(
+    cli, homework, tmp_path: Path, monkeypatch
+) -> None:
+    """A report that fails after the scores leaves the run's threshold as it was."""
+    import json
+
+    from oddeye import commands
+
+    run = tmp_path / "run"
+    assert cli("train", homework["train"], "--out", run, *EPOCHS).code == 0
+    rule = json.loads((run / "model.json").read_text())["threshold"]["rule"]
+
+    def broken(*args, **kwargs):
+        raise commands.OddeyeError("r.html: expected a writable location, found: No space left on device")
+
+    monkeypatch.setattr(commands, "_write_report", broken)
+    out = ("--out", tmp_path / "p.csv", "--threshold", "top:0.3", "--report", tmp_path / "r.html", "--quiet")
+    assert cli("score", run, homework["test"], *out).code == 2
+    assert json.loads((run / "model.json").read_text())["threshold"]["rule"] == rule
+    monkeypatch.undo()
+    r = cli("score", run, homework["test"], *out[:-1])
+    assert r.code == 0 and "saved as the run's operating threshold" in r.out, r.err
+    assert json.loads((run / "model.json").read_text())["threshold"]["rule"] == "top:0.3"

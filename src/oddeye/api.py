@@ -166,6 +166,7 @@ def score(
     device: str = "auto",
     progress: bool = True,
     distributed: bool = False,
+    save: bool = True,
 ) -> ScoreResult:
     """``oddeye score``: score ``images`` with a run folder or a fitted detector.
 
@@ -179,6 +180,8 @@ def score(
     ``maps``: a folder for each image's anomaly map, streamed as they come (see
     :mod:`oddeye.maps`), with overlays as PNG files with ``maps_png``, whose outlines are at the
     pixel threshold ``pixel_rule`` (``fpr:A`` from the run's held-out images, or a value).
+    ``save``: False leaves a rule chosen now unsaved (the caller saves it once its own outputs
+    are written, as ``score --report`` does).
     """
     if maps is not None and distributed and world().active:
         raise OddeyeError("--maps: score on one process (not under torchrun) to write anomaly maps")
@@ -220,7 +223,7 @@ def score(
         if flags_out is not None:
             result.flags_path = Path(flags_out)
             write_flags_csv(result.flags_path, scores, result.flags, result.calibrated, data.paths)
-    if isinstance(threshold, str) and threshold and not isinstance(run, Detector):
+    if save and isinstance(threshold, str) and threshold and not isinstance(run, Detector):
         result.threshold_saved_to = save_threshold(run, chosen)  # last: the run changes once all worked
     return result
 

@@ -14,6 +14,7 @@ import numpy as np
 
 import oddeye
 from oddeye.api import (
+    ScoreResult,
     check_class_names,
     check_outputs,
     evaluate_truth,
@@ -26,7 +27,7 @@ from oddeye.data.imageset import ImageSet
 from oddeye.data.loaders import load_classes, load_labels
 from oddeye.detectors import DEFAULT_DETECTOR, available, get_spec
 from oddeye.errors import OddeyeError
-from oddeye.runs import read_metadata
+from oddeye.runs import read_metadata, save_threshold
 from oddeye.settings import resolve_settings
 from oddeye.thresholds import Threshold, parse_rule, threshold_rows, threshold_stats
 from oddeye.training.distributed import on_main, world
@@ -106,6 +107,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         distributed=True,
+        save=not args.report,  # with a report, the rule is saved once the report is written too
     )
     if not world().main:
         return 0  # under torchrun, every rank scores a shard and rank 0 writes the files
@@ -124,9 +126,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(
             pixel.describe() if pixel is not None else "no pixel threshold: the run kept no held-out images"
         )
-    if result.threshold_saved_to is not None:
-        kind = "analysis threshold" if result.threshold.uses_labels else "operating threshold"
-        print(f"saved as the run's {kind}: {result.threshold_saved_to}")
+    _print_saved(result)
     if result.threshold is not None:
         flags = result.flags
         print(result.threshold.describe())
@@ -138,7 +138,16 @@ def cmd_score(args: argparse.Namespace) -> int:
         labels = load_labels(args.labels, n=len(scores)) if args.labels else None
         data = det.prepare(args.images, size=args.size)
         _write_report(args, args.report, det, data, scores, labels, result.threshold)
+        if args.threshold and result.threshold is not None:  # a rule chosen now, saved last
+            result.threshold_saved_to = save_threshold(args.run, result.threshold)
+            _print_saved(result)
     return 0
+
+
+def _print_saved(result: ScoreResult) -> None:
+    if result.threshold_saved_to is not None:
+        kind = "analysis threshold" if result.threshold.uses_labels else "operating threshold"  # type: ignore[union-attr]
+        print(f"saved as the run's {kind}: {result.threshold_saved_to}")
 
 
 def _report_targets(report: str | None, option: str = "--report") -> dict[str, str | None]:
