@@ -149,6 +149,14 @@ def flags_path_for(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}.flags.csv")
 
 
+def flags_target(out: str | Path | None, flags: str | Path | None, threshold: object) -> str | Path | None:
+    """Where score writes its 0/1 flags: ``flags``, else beside ``out`` (:func:`flags_path_for`)
+    when a threshold is asked for; None: no flags file."""
+    if flags is not None:
+        return flags
+    return flags_path_for(out) if out is not None and threshold not in (None, False) else None
+
+
 def score(
     run: str | Path | Detector,
     images: ImagesLike,
@@ -185,11 +193,10 @@ def score(
     """
     if maps is not None and distributed and world().active:
         raise OddeyeError("--maps: score on one process (not under torchrun) to write anomaly maps")
-    flags_out = flags if flags is not None else flags_path_for(out) if out is not None else None
     if isinstance(threshold, str) and threshold:
         parse_rule(threshold)  # a bad rule is said before anything is scored
-    flagging = threshold not in (None, False) or flags is not None
-    targets = {"--out": out, "--flags": flags_out if flagging else None, "--maps": maps}
+    flags_out = flags_target(out, flags, threshold)
+    targets = {"--out": out, "--flags": flags_out, "--maps": maps}
     sources = {"the images": images, "the --labels file": labels}
     owner = None if isinstance(run, Detector) else run
     pictures = ("--maps",) if maps_png else ()
@@ -455,11 +462,7 @@ def outliers(
     """
     if not isinstance(top, int) or isinstance(top, bool) or top < 1:
         raise OddeyeError(f"top: expected a positive number of images for the gallery, found {top!r}")
-    if out is not None and csv is not None and Path(out).resolve() == Path(csv).resolve():
-        raise OddeyeError(f"{csv}: expected the CSV apart from the HTML report, found the same file")
-    for target in (out, csv):
-        if target is not None:
-            check_writable(target)  # before any work
+    check_outputs({"--out": out, "--csv": csv}, {"the images": images})  # before any work
     if isinstance(detector, Detector):
         if settings:
             raise OddeyeError("give settings to create() (or a detector name here), not beside a Detector")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from oddeye._version import __version__
-from oddeye.config import TrainConfig, add_set_option, parse_dims
+from oddeye.config import DEVICE_HELP, QUIET_HELP, SIZE_HELP, TrainConfig, add_set_option, parse_dims
 from oddeye.errors import OddeyeError, TrainingInterrupted
 
 EXAMPLES = {
@@ -96,9 +96,6 @@ THRESHOLD_HELP = (
     "images) or f1 (best F1 against --labels; analysis only); without RULE, the run's saved threshold. "
     "A RULE is saved as the run's threshold (model.json), which export, serve and later scores use"
 )
-SIZE_HELP = "resize a folder's image files to HxW (an array file must already be HxW)"
-DEVICE_HELP = "auto (default), cpu, cuda[:N] or mps"
-QUIET_HELP = "no progress (bars or lines)"
 
 
 def _report_options(p: argparse.ArgumentParser, required: bool = False) -> None:

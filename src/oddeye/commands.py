@@ -18,7 +18,7 @@ from oddeye.api import (
     check_class_names,
     check_outputs,
     evaluate_truth,
-    flags_path_for,
+    flags_target,
     scores_and_truth,
     threshold_for,
 )
@@ -81,7 +81,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     header = tuple(h.strip() for h in args.header.split(","))
     if len(header) != 2 or not all(header):
         raise OddeyeError(f"--header: expected two names like Id,Predicted, found {args.header!r}")
-    flags = args.flags or (flags_path_for(args.out) if args.threshold is not None else None)
+    flags = flags_target(args.out, args.flags, args.threshold)
     targets = {"--out": args.out, "--flags": flags, **_report_targets(args.report), "--maps": args.maps}
     sources = {"the images": args.images, **_report_sources(args)}
     pictures = ("--maps",) if args.maps_png else ()

@@ -229,6 +229,12 @@ def parse_setting(text: str) -> tuple[str, Any]:
         return key, raw
 
 
+# help of the options the commands share (oddeye.cli, oddeye.review.server)
+SIZE_HELP = "resize a folder's image files to HxW (an array file must already be HxW)"
+DEVICE_HELP = "auto (default), cpu, cuda[:N] or mps"
+QUIET_HELP = "no progress (bars or lines)"
+
+
 def parse_dims(text: str, n: tuple[int, ...] = (2, 3)) -> tuple[int, ...]:
     """'64x64x3' -> (64, 64, 3); '64x64' -> (64, 64)."""
     try:

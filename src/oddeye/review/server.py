@@ -55,7 +55,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from oddeye.config import parse_dims
+    from oddeye.config import DEVICE_HELP, QUIET_HELP, SIZE_HELP, parse_dims
 
     p.add_argument("run", metavar="RUN", help="the run folder whose scores are reviewed")
     p.add_argument("images", metavar="IMAGES", help=".npy/.npz/idx file, folder, or MVTec AD category")
@@ -73,15 +73,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cache", metavar="DIR", help="thumbnails, maps and scores (default ~/.cache/oddeye/review)"
     )
     p.add_argument("--page-size", type=int, default=60, metavar="N", help="images per page (default 60)")
-    p.add_argument(
-        "--size",
-        type=parse_dims,
-        metavar="HxW",
-        help="resize a folder's image files to HxW (an array: HxW already)",
-    )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda[:N] or mps")
+    p.add_argument("--size", type=parse_dims, metavar="HxW", help=SIZE_HELP)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's log level (info: one line per request)",
     )  # fmt: skip
-    p.add_argument("--quiet", action="store_true", help="no progress (bars or lines)")
+    p.add_argument("--quiet", action="store_true", help=QUIET_HELP)
